@@ -1,0 +1,39 @@
+/* auth.h - the users file and password checks.
+ *
+ * The users file has "user:crypt-hash" a line (a third field, the quota,
+ * is accepted and ignored for now); '#' starts a comment.  It is loaded at
+ * start-up and on SIGHUP into a fixed table.
+ */
+#ifndef PICOMAIL_AUTH_H
+#define PICOMAIL_AUTH_H
+
+#include <stddef.h>
+#include "addr.h"
+
+#define USERS_MAX  64
+#define HASH_MAX   128
+
+struct users_table {
+	unsigned n;
+	struct {
+		char name[ADDR_USER_MAX + 1];
+		char hash[HASH_MAX + 1];
+	} u[USERS_MAX];
+};
+
+/* Loads the users file.  A missing file is an empty table.  Returns 0 or
+ * -1 with "path:line: message" in err.  A name must be [a-z0-9._-], not
+ * starting with '.', so that it is safe as a directory name. */
+int users_load(struct users_table *t, const char *path, char *err, size_t errlen);
+
+/* Index of the user, or -1.  Case-insensitive, as local parts usually are
+ * on a small box. */
+int users_find(const struct users_table *t, const char *name);
+
+/* 1 if name is a safe user name (see users_load). */
+int users_name_ok(const char *name);
+
+/* 1 if password matches the user's crypt(3) hash. */
+int users_check(const struct users_table *t, const char *name, const char *password);
+
+#endif

@@ -1,0 +1,72 @@
+/* conn.h - one client connection: a bounded input buffer with a line
+ * reader, an output buffer, and the sticky error that ends it.
+ *
+ * Nothing here blocks: conn_fill reads what the socket has, conn_flush
+ * writes what the socket takes.  The TLS layer (later) slots in under these
+ * two calls; sessions above never see the socket.
+ */
+#ifndef PICOMAIL_CONN_H
+#define PICOMAIL_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONN_IN_SIZE  4096
+#define CONN_OUT_SIZE 2048
+#define CONN_PEER_MAX 64     /* "[2001:db8::1]" and the like */
+
+enum conn_line_result {
+	CONN_LINE_NONE,      /* no complete line yet */
+	CONN_LINE_OK,        /* *line (NUL-terminated, no CR/LF), *len */
+	CONN_LINE_TOO_LONG,  /* an over-long line was read and dropped */
+};
+
+struct conn {
+	int fd;
+	int err;              /* sticky: once set, no more I/O */
+	int eof;              /* the peer closed its side */
+	int discarding;       /* dropping the rest of an over-long line */
+	size_t in_off, in_len;
+	size_t out_off, out_len;
+	struct sockaddr_storage peer;
+	char peer_ip[CONN_PEER_MAX];   /* "1.2.3.4" or "2001:db8::1" */
+	unsigned char in[CONN_IN_SIZE];
+	unsigned char out[CONN_OUT_SIZE];
+};
+
+/* Prepares c for a new accepted socket. */
+void conn_init(struct conn *c, int fd, const struct sockaddr *peer, socklen_t len);
+
+/* Reads what the socket has.  >0 bytes read, 0 nothing new (or no room),
+ * -1 on end of file or error (c->eof or c->err set). */
+int conn_fill(struct conn *c);
+
+/* Takes the next line of at most max bytes (without CR LF) from the input.
+ * A trailing CR is removed; the line is NUL-terminated in place, so a NUL
+ * inside shows as strlen(line) != len. */
+enum conn_line_result conn_line(struct conn *c, char **line, size_t *len, size_t max);
+
+/* Bytes buffered and not yet consumed. */
+size_t conn_unread(const struct conn *c);
+
+/* Drops everything buffered (after STARTTLS: no plaintext leftovers). */
+void conn_drop_input(struct conn *c);
+
+/* Appends a formatted reply; sets the sticky error if it does not fit. */
+void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends raw bytes; sets the sticky error if they do not fit. */
+void conn_put(struct conn *c, const void *buf, size_t n);
+
+/* Room left in the output buffer. */
+size_t conn_room(const struct conn *c);
+
+/* Writes buffered output.  0 all sent, 1 some left (wait for POLLOUT),
+ * -1 on error. */
+int conn_flush(struct conn *c);
+
+/* Closes the socket. */
+void conn_close(struct conn *c);
+
+#endif

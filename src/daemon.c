@@ -1,0 +1,574 @@
+/* daemon.c - start-up, listeners, the session pool, signals, reload and
+ * the control socket of "picomail serve". */
+#include "daemon.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "maildir.h"
+#include "pool.h"
+#include "smtp_server.h"
+#include "version.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LISTEN_BACKLOG 128   /* a burst is answered 421, not left in the kernel */
+#define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
+#define EXTRA_SLOTS    8     /* signal pipe, control socket, spare */
+
+struct daemon_stats daemon_stats;
+
+/* Two of each, so that a reload parses into the spare and swaps only when
+ * everything parsed. */
+static struct conf confs[2];
+static struct users_table users[2];
+static struct alias_table aliases[2];
+static int cur;
+
+static const char *conf_path;
+static struct pool sessions;
+static unsigned char *live;           /* 1 for each pool object in use */
+static int listen_fd[CONF_LISTEN_MAX];
+static int listen_slot[CONF_LISTEN_MAX];
+static unsigned nlisten;
+static int control_fd = -1;
+static int stopping;
+static uint32_t next_id;
+
+const struct conf *daemon_conf(void)
+{
+	return &confs[cur];
+}
+
+const struct users_table *daemon_users(void)
+{
+	return &users[cur];
+}
+
+const struct alias_table *daemon_aliases(void)
+{
+	return &aliases[cur];
+}
+
+static unsigned pool_index(const void *obj)
+{
+	return (unsigned)(((const unsigned char *)obj - sessions.mem) / sessions.objsize);
+}
+
+void daemon_release(void *session)
+{
+	live[pool_index(session)] = 0;
+	pool_give(&sessions, session);
+}
+
+/* Loads the configuration, users and aliases into slot i.  0 or -1 with
+ * the message in err. */
+static int load_all(int i, char *err, size_t errlen)
+{
+	if (conf_load(&confs[i], conf_path, err, errlen) < 0) {
+		return -1;
+	}
+	if (users_load(&users[i], confs[i].users, err, errlen) < 0) {
+		return -1;
+	}
+	return alias_load(&aliases[i], confs[i].aliases, err, errlen);
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+		snprintf(out, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+		snprintf(out, len, "%s:%u", ip, ntohs(s4->sin_port));
+	}
+}
+
+static int open_listener(const struct conf_listen *l)
+{
+	char where[80];
+	int fd, one = 1;
+
+	addr_text(&l->addr, where, sizeof where);
+	fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		log_msg(LOG_ERR, "listen %s: socket: %m", where);
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    (l->addr.ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)) {
+		log_msg(LOG_ERR, "listen %s: setsockopt: %m", where);
+		close(fd);
+		return -1;
+	}
+	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0 ||
+	    listen(fd, LISTEN_BACKLOG) < 0) {
+		log_msg(LOG_ERR, "listen %s: %m", where);
+		close(fd);
+		return -1;
+	}
+	log_msg(LOG_INFO, "listening on %s (%s)", where,
+	        l->proto == PROTO_SMTP ? "smtp" : l->proto == PROTO_SUBMISSION ? "submission" : "pop3");
+	return fd;
+}
+
+/* Sessions open from the same address as peer. */
+static unsigned sessions_from(const struct sockaddr_storage *peer)
+{
+	unsigned i, n = 0;
+	const struct sockaddr_storage *p;
+
+	for (i = 0; i < sessions.size; i++) {
+		if (!live[i]) {
+			continue;
+		}
+		p = smtp_session_peer(sessions.mem + i * sessions.objsize);
+		if (p->ss_family != peer->ss_family) {
+			continue;
+		}
+		if (peer->ss_family == AF_INET &&
+		    memcmp(&((const struct sockaddr_in *)p)->sin_addr,
+		           &((const struct sockaddr_in *)peer)->sin_addr, 4) == 0) {
+			n++;
+		} else if (peer->ss_family == AF_INET6 &&
+		           memcmp(&((const struct sockaddr_in6 *)p)->sin6_addr,
+		                  &((const struct sockaddr_in6 *)peer)->sin6_addr, 16) == 0) {
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Answers and closes a connection we cannot serve.  The reply fits any
+ * socket buffer, so one non-blocking send is enough. */
+static void refuse(int fd, const char *text)
+{
+	(void)io_send(fd, text, strlen(text));
+	close(fd);
+}
+
+static void accept_one(const struct conf_listen *l, int lfd)
+{
+	const struct conf *c = daemon_conf();
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof peer;
+	void *mem;
+	int fd;
+
+	fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		return;
+	}
+	daemon_stats.connections++;
+	if (!conf_net_match(c->relay_from, c->nrelay_from, (struct sockaddr *)&peer) &&
+	    sessions_from(&peer) >= c->max_per_address) {
+		daemon_stats.refused_per_address++;
+		refuse(fd, "421 4.7.0 Error: too many connections from your address\r\n");
+		return;
+	}
+	mem = pool_take(&sessions);
+	if (mem == NULL) {
+		daemon_stats.refused_busy++;
+		log_msg(LOG_WARNING, "session pool full (%u): refusing a connection", sessions.size);
+		refuse(fd, "421 4.3.2 Error: too busy, try again later\r\n");
+		return;
+	}
+	live[pool_index(mem)] = 1;
+	smtp_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
+}
+
+static void listener_ready(void *ctx, int revents)
+{
+	unsigned i = (unsigned)(uintptr_t)ctx, k;
+
+	(void)revents;
+	for (k = 0; k < ACCEPT_BURST && !stopping; k++) {
+		int before = (int)daemon_stats.connections;
+
+		accept_one(&daemon_conf()->listen[i], listen_fd[i]);
+		if ((int)daemon_stats.connections == before) {
+			break;
+		}
+	}
+}
+
+/* ---- status and the control socket ------------------------------------ */
+
+#ifdef PICOMAIL_TEST
+extern uint64_t testalloc_count;
+#endif
+
+static int status_text(char *buf, size_t len)
+{
+	int n = snprintf(buf, len,
+	                 "version: %s\n"
+	                 "pid: %d\n"
+	                 "uptime: %" PRId64 "\n"
+	                 "connections: %u\n"
+	                 "connections_total: %" PRIu64 "\n"
+	                 "pool.sessions: %u/%u\n"
+	                 "loop.slots: %u/%u\n"
+	                 "refused_busy: %" PRIu64 "\n"
+	                 "refused_per_address: %" PRIu64 "\n"
+	                 "messages_in: %" PRIu64 "\n"
+	                 "messages_refused: %" PRIu64 "\n"
+	                 "bytes_written: %" PRIu64 "\n"
+	                 "write_errors: %" PRIu64 "\n"
+	                 "queue_length: 0\n",
+	                 PICOMAIL_VERSION, (int)getpid(),
+	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
+	                 daemon_stats.connections, sessions.used, sessions.size, loop_used(),
+	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
+	                 daemon_stats.messages_in, daemon_stats.messages_refused,
+	                 daemon_stats.bytes_written, daemon_stats.write_errors);
+#ifdef PICOMAIL_TEST
+	if (n > 0 && (size_t)n < len) {
+		n += snprintf(buf + n, len - (size_t)n, "mallocs: %" PRIu64 "\n", testalloc_count);
+	}
+#endif
+	return n < 0 || (size_t)n >= len ? -1 : n;
+}
+
+static void control_ready(void *ctx, int revents)
+{
+	char buf[1024];
+	int fd, n;
+
+	(void)ctx;
+	(void)revents;
+	fd = accept4(control_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		return;
+	}
+	n = status_text(buf, sizeof buf);
+	if (n > 0) {
+		(void)io_send(fd, buf, (size_t)n);
+	}
+	close(fd);
+}
+
+static int control_address(const struct conf *c, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof *sun);
+	sun->sun_family = AF_UNIX;
+	if (strlen(c->control) >= sizeof sun->sun_path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(sun->sun_path, c->control);
+	return 0;
+}
+
+static int open_control(const struct conf *c)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	if (control_address(c, &sun) < 0) {
+		log_msg(LOG_ERR, "control socket %s: %m", c->control);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		return -1;
+	}
+	(void)unlink(c->control);   /* left by a daemon that died */
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(c->control, 0600) < 0 ||
+	    listen(fd, 16) < 0) {
+		log_msg(LOG_ERR, "control socket %s: %m", c->control);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int daemon_status(const char *path)
+{
+	static struct conf c;
+	struct sockaddr_un sun;
+	char err[CONF_ERR_MAX], buf[1024];
+	ssize_t n;
+	int fd;
+
+	if (conf_load(&c, path, err, sizeof err) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || control_address(&c, &sun) < 0 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+		fprintf(stderr, "picomail: the daemon is not running (%s: %s)\n", c.control,
+		        strerror(errno));
+		return 1;
+	}
+	while ((n = io_read(fd, buf, sizeof buf)) > 0) {
+		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) {
+			return 1;
+		}
+	}
+	close(fd);
+	return n < 0 ? 1 : 0;
+}
+
+/* ---- signals, reload, shutdown ----------------------------------------- */
+
+static void reload(void)
+{
+	char err[CONF_ERR_MAX];
+	int spare = !cur;
+
+	if (load_all(spare, err, sizeof err) < 0) {
+		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
+		return;
+	}
+	if (confs[spare].nlisten != confs[cur].nlisten ||
+	    memcmp(confs[spare].listen, confs[cur].listen, sizeof confs[cur].listen) != 0) {
+		log_msg(LOG_WARNING, "reload: listen lines changed; they take effect on restart");
+	}
+	cur = spare;
+	maildir_setup(confs[cur].maildir_root, confs[cur].hostname);
+	log_msg(LOG_INFO, "configuration reloaded from %s", conf_path);
+}
+
+static void on_signal(int sig)
+{
+	char buf[1024];
+
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		if (!stopping) {
+			log_msg(LOG_INFO, "shutting down");
+		}
+		stopping = 1;
+		break;
+	case SIGHUP:
+		reload();
+		break;
+	case SIGUSR1:
+		if (status_text(buf, sizeof buf) > 0) {
+			log_msg(LOG_INFO, "status\n%s", buf);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+static void shutdown_all(void)
+{
+	unsigned i;
+
+	for (i = 0; i < nlisten; i++) {
+		loop_del(listen_slot[i]);
+		close(listen_fd[i]);
+	}
+	nlisten = 0;
+	for (i = 0; i < sessions.size; i++) {
+		if (live[i]) {
+			smtp_session_shutdown(sessions.mem + i * sessions.objsize);
+		}
+	}
+	loop_stop();
+}
+
+static void after_round(void)
+{
+	/* Commits first: a session waiting on one has been promised nothing
+	 * yet, but its file is complete; finish it before shutting down. */
+	maildir_commit_run();
+	if (stopping) {
+		shutdown_all();
+	}
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+static int make_dirs(const struct conf *c, const struct passwd *pw)
+{
+	const char *dirs[2] = { c->maildir_root, c->spool };
+	unsigned i;
+
+	for (i = 0; i < 2; i++) {
+		if (io_mkdirs(dirs[i], 0700) < 0) {
+			log_msg(LOG_ERR, "cannot create %s: %m", dirs[i]);
+			return -1;
+		}
+		if (pw != NULL && chown(dirs[i], pw->pw_uid, pw->pw_gid) < 0) {
+			log_msg(LOG_ERR, "cannot chown %s: %m", dirs[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int drop_privileges(const struct passwd *pw)
+{
+	if (pw == NULL) {
+		if (geteuid() == 0) {
+			log_msg(LOG_WARNING, "running as root: set run_as to drop privileges");
+		}
+		return 0;
+	}
+	if (control_fd >= 0 && chown(confs[cur].control, pw->pw_uid, pw->pw_gid) < 0) {
+		log_msg(LOG_ERR, "cannot chown %s: %m", confs[cur].control);
+		return -1;
+	}
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		log_msg(LOG_ERR, "cannot become %s: %m", pw->pw_name);
+		return -1;
+	}
+	if (pw->pw_uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
+		log_msg(LOG_ERR, "could still regain root after dropping to %s", pw->pw_name);
+		return -1;
+	}
+	log_msg(LOG_INFO, "running as %s", pw->pw_name);
+	return 0;
+}
+
+static int open_listeners(const struct conf *c)
+{
+	unsigned i;
+
+	for (i = 0; i < c->nlisten; i++) {
+		listen_fd[i] = open_listener(&c->listen[i]);
+		if (listen_fd[i] < 0) {
+			return -1;
+		}
+		nlisten = i + 1;
+	}
+	control_fd = open_control(c);
+	return control_fd < 0 ? -1 : 0;
+}
+
+static int join_loop(void)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	unsigned i;
+
+	if (loop_signals(sigs, sizeof sigs / sizeof sigs[0], on_signal) < 0) {
+		return -1;
+	}
+	for (i = 0; i < nlisten; i++) {
+		listen_slot[i] = loop_add(listen_fd[i], POLLIN, listener_ready, (void *)(uintptr_t)i);
+		if (listen_slot[i] < 0) {
+			return -1;
+		}
+	}
+	if (loop_add(control_fd, POLLIN, control_ready, NULL) < 0) {
+		return -1;
+	}
+	loop_after_round(after_round);
+	return 0;
+}
+
+static int daemonize(void)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0) {
+		return -1;
+	}
+	if (pid > 0) {
+		_exit(0);
+	}
+	if (setsid() < 0 || chdir("/") < 0) {
+		return -1;
+	}
+	fd = open("/dev/null", O_RDWR);
+	if (fd < 0) {
+		return -1;
+	}
+	dup2(fd, 0);
+	dup2(fd, 1);
+	dup2(fd, 2);
+	if (fd > 2) {
+		close(fd);
+	}
+	return 0;
+}
+
+int daemon_serve(const char *path, int foreground)
+{
+	char err[CONF_ERR_MAX];
+	const struct conf *c;
+	struct passwd *pw = NULL;
+
+	conf_path = path;
+	log_open("picomail", 1);
+	if (load_all(0, err, sizeof err) < 0) {
+		log_msg(LOG_ERR, "%s", err);
+		return 1;
+	}
+	if (io_fault_init() < 0) {
+		log_msg(LOG_ERR, "PICOMAIL_FAULT: expected op:N:ERRNO[,...]");
+		return 1;
+	}
+	c = daemon_conf();
+	if (c->run_as[0] != '\0' && (pw = getpwnam(c->run_as)) == NULL) {
+		log_msg(LOG_ERR, "run_as: no user '%s'", c->run_as);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (make_dirs(c, pw) < 0 || open_listeners(c) < 0) {
+		return 1;
+	}
+	if (pool_init(&sessions, "sessions", smtp_session_size(), c->max_connections) < 0 ||
+	    (live = calloc(c->max_connections, 1)) == NULL ||
+	    loop_init(c->max_connections + c->nlisten + EXTRA_SLOTS) < 0) {
+		log_msg(LOG_ERR, "cannot allocate memory for %u connections", c->max_connections);
+		return 1;
+	}
+	if (drop_privileges(pw) < 0) {
+		return 1;
+	}
+	if (!foreground) {
+		if (daemonize() < 0) {
+			log_msg(LOG_ERR, "cannot go to the background: %m");
+			return 1;
+		}
+		log_open("picomail", 0);
+	}
+	maildir_setup(c->maildir_root, c->hostname);
+	maildir_clean_tmp();
+	if (join_loop() < 0) {
+		log_msg(LOG_ERR, "cannot set up the event loop: %m");
+		return 1;
+	}
+	daemon_stats.started = loop_now();
+	next_id = (uint32_t)time(NULL) << 8;
+	log_msg(LOG_INFO, "picomail %s ready, %u connections at most", PICOMAIL_VERSION,
+	        c->max_connections);
+	if (loop_run() < 0) {
+		return 1;
+	}
+	(void)unlink(confs[cur].control);
+	log_msg(LOG_INFO, "stopped");
+	return 0;
+}

@@ -1,0 +1,314 @@
+/* io.c - thin wrappers over the system calls, and the fault seam. */
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_COUNT };
+
+#ifdef PICOMAIL_TEST
+static const char *const op_names[OP_COUNT] = {
+	"open", "write", "fsync", "rename", "link", "unlink", "mkdir",
+};
+
+static const struct { const char *name; int value; } errno_names[] = {
+	{ "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
+	{ "EACCES", EACCES }, { "EROFS", EROFS }, { "EMFILE", EMFILE },
+	{ "ENOMEM", ENOMEM }, { "EPERM", EPERM },
+};
+
+#define FAULTS_MAX 8
+static struct { enum io_op op; unsigned long n; int err; } faults[FAULTS_MAX];
+static unsigned nfaults;
+static unsigned long op_calls[OP_COUNT];
+
+static int fault_parse_one(const char *s, size_t len)
+{
+	char buf[64], *op, *n, *e, *end;
+	unsigned i;
+
+	if (len >= sizeof buf || nfaults == FAULTS_MAX) {
+		return -1;
+	}
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	op = buf;
+	n = strchr(op, ':');
+	if (n == NULL) {
+		return -1;
+	}
+	*n++ = '\0';
+	e = strchr(n, ':');
+	if (e == NULL) {
+		return -1;
+	}
+	*e++ = '\0';
+	for (i = 0; i < OP_COUNT && strcmp(op, op_names[i]) != 0; i++) {
+	}
+	if (i == OP_COUNT) {
+		return -1;
+	}
+	faults[nfaults].op = i;
+	errno = 0;
+	faults[nfaults].n = strtoul(n, &end, 10);
+	if (errno != 0 || *end != '\0' || faults[nfaults].n == 0) {
+		return -1;
+	}
+	for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++) {
+		if (strcmp(e, errno_names[i].name) == 0) {
+			faults[nfaults++].err = errno_names[i].value;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int io_fault_init(void)
+{
+	const char *s = getenv("PICOMAIL_FAULT"), *comma;
+
+	if (s == NULL || *s == '\0') {
+		return 0;
+	}
+	for (;;) {
+		comma = strchr(s, ',');
+		if (fault_parse_one(s, comma ? (size_t)(comma - s) : strlen(s)) < 0) {
+			return -1;
+		}
+		if (comma == NULL) {
+			return 0;
+		}
+		s = comma + 1;
+	}
+}
+
+/* Counts the call; 1 (with errno set) when this one is to fail. */
+static int fault(enum io_op op)
+{
+	unsigned i;
+
+	op_calls[op]++;
+	for (i = 0; i < nfaults; i++) {
+		if (faults[i].op == op && faults[i].n == op_calls[op]) {
+			errno = faults[i].err;
+			return 1;
+		}
+	}
+	return 0;
+}
+#else
+int io_fault_init(void)
+{
+	return 0;
+}
+
+static int fault(enum io_op op)
+{
+	(void)op;
+	return 0;
+}
+#endif
+
+int io_open(const char *path, int flags, mode_t mode)
+{
+	int fd;
+
+	if (fault(OP_OPEN)) {
+		return -1;
+	}
+	do {
+		fd = open(path, flags | O_CLOEXEC, mode);
+	} while (fd < 0 && errno == EINTR);
+	return fd;
+}
+
+int io_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	int fd;
+
+	if (fault(OP_OPEN)) {
+		return -1;
+	}
+	do {
+		fd = openat(dirfd, path, flags | O_CLOEXEC, mode);
+	} while (fd < 0 && errno == EINTR);
+	return fd;
+}
+
+int io_close(int fd)
+{
+	/* Linux closes the descriptor even when close() reports EINTR, so a
+	 * retry could close a descriptor another part just opened. */
+	if (close(fd) < 0 && errno != EINTR) {
+		return -1;
+	}
+	return 0;
+}
+
+int io_write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	ssize_t r;
+
+	if (fault(OP_WRITE)) {
+		return -1;
+	}
+	while (n > 0) {
+		r = write(fd, p, n);
+		if (r < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -1;
+		}
+		if (r == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+ssize_t io_read(int fd, void *buf, size_t n)
+{
+	ssize_t r;
+
+	do {
+		r = read(fd, buf, n);
+	} while (r < 0 && errno == EINTR);
+	return r;
+}
+
+int io_fsync(int fd)
+{
+	int r;
+
+	if (fault(OP_FSYNC)) {
+		return -1;
+	}
+	do {
+		r = fsync(fd);
+	} while (r < 0 && errno == EINTR);
+	return r;
+}
+
+int io_rename(const char *from, const char *to)
+{
+	if (fault(OP_RENAME)) {
+		return -1;
+	}
+	return rename(from, to);
+}
+
+int io_link(const char *from, const char *to)
+{
+	if (fault(OP_LINK)) {
+		return -1;
+	}
+	return link(from, to);
+}
+
+int io_unlink(const char *path)
+{
+	if (fault(OP_UNLINK)) {
+		return -1;
+	}
+	return unlink(path);
+}
+
+int io_mkdir(const char *path, mode_t mode)
+{
+	if (fault(OP_MKDIR)) {
+		return -1;
+	}
+	return mkdir(path, mode);
+}
+
+ssize_t io_recv(int fd, void *buf, size_t n)
+{
+	ssize_t r;
+
+	for (;;) {
+		r = recv(fd, buf, n, 0);
+		if (r > 0) {
+			return r;
+		}
+		if (r == 0) {
+			return -2;
+		}
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			return 0;
+		}
+		return -1;
+	}
+}
+
+ssize_t io_send(int fd, const void *buf, size_t n)
+{
+	ssize_t r;
+
+	for (;;) {
+		/* MSG_NOSIGNAL: a peer that went away is an error to handle,
+		 * not a SIGPIPE that kills every session. */
+		r = send(fd, buf, n, MSG_NOSIGNAL);
+		if (r >= 0) {
+			return r;
+		}
+		if (errno == EINTR) {
+			continue;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			return 0;
+		}
+		return -1;
+	}
+}
+
+int io_fsync_dir(const char *path)
+{
+	int fd, r, saved;
+
+	fd = io_open(path, O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0) {
+		return -1;
+	}
+	r = io_fsync(fd);
+	saved = errno;
+	(void)io_close(fd);
+	errno = saved;
+	return r;
+}
+
+int io_mkdirs(const char *path, mode_t mode)
+{
+	char buf[512];
+	size_t len = strlen(path), i;
+
+	if (len == 0 || len >= sizeof buf) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0') {
+			continue;
+		}
+		buf[i] = '\0';
+		if (io_mkdir(buf, mode) < 0 && errno != EEXIST) {
+			return -1;
+		}
+		buf[i] = i == len ? '\0' : '/';
+	}
+	return 0;
+}

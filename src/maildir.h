@@ -1,0 +1,70 @@
+/* maildir.h - durable Maildir delivery with group commit.
+ *
+ * A message is streamed into <root>/<user>/tmp/<unique> (LF line ends),
+ * then handed to the commit queue.  After each loop round the queue syncs
+ * every pending file, links each into new/ of all its users, and syncs
+ * each new/ directory once for the whole batch, then reports to each
+ * session.  Nothing is reported delivered before its directory entry is on
+ * disk.
+ */
+#ifndef PICOMAIL_MAILDIR_H
+#define PICOMAIL_MAILDIR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "addr.h"
+
+#define MAILDIR_PATH_MAX  512
+#define MAILDIR_NAME_MAX  160
+#define MAILDIR_WBUF      4096
+#define MAILDIR_RCPT_MAX  100
+
+struct maildir_msg;
+typedef void (*maildir_done_fn)(void *ctx, int err);
+
+struct maildir_msg {
+	int fd;
+	int err;                          /* first write error (errno), sticky */
+	uint64_t size;                    /* octets in the file */
+	uint64_t lines;                   /* LFs, for the CRLF size */
+	char tmp[MAILDIR_PATH_MAX];       /* the file under tmp/ */
+	char name[MAILDIR_NAME_MAX];      /* unique name without the size tags */
+	char final[MAILDIR_NAME_MAX + 48];/* name in new/, with ",S=...,W=..." */
+	unsigned nusers;
+	char users[MAILDIR_RCPT_MAX][ADDR_USER_MAX + 1];
+	size_t wlen;
+	unsigned char wbuf[MAILDIR_WBUF];
+	/* group commit */
+	struct maildir_msg *next;
+	maildir_done_fn done;
+	void *ctx;
+};
+
+/* Sets the root and host name used for unique names. */
+void maildir_setup(const char *root, const char *hostname);
+
+/* Starts a message for the users (at least one) in m: opens a new file in
+ * the first user's tmp/, creating the Maildir on demand.  0, or -1 with
+ * errno. */
+int maildir_begin(struct maildir_msg *m);
+
+/* Buffers bytes of the message; errors are kept in m->err. */
+void maildir_write(struct maildir_msg *m, const void *buf, size_t n);
+
+/* Closes and removes the temporary file (refused or failed message). */
+void maildir_abort(struct maildir_msg *m);
+
+/* Queues m for the next commit; done(ctx, 0 or errno) is called from
+ * maildir_commit_run, after which m is finished (file closed). */
+void maildir_commit(struct maildir_msg *m, maildir_done_fn done, void *ctx);
+
+/* Runs the pending commits as one batch (called after each loop round). */
+void maildir_commit_run(void);
+
+/* Removes files left in tmp/ by a crash, for each user directory. */
+void maildir_clean_tmp(void);
+
+/* Final file name: "<name>,S=<size>,W=<crlf size>". */
+int maildir_final_name(const struct maildir_msg *m, char *out, size_t len);
+
+#endif

@@ -1,0 +1,176 @@
+/* main.c - the multi-call binary: "picomail SUBCOMMAND" or, BusyBox
+ * style, the name it is called by (sendmail, mailq). */
+#include "conf.h"
+#include "crypt_sha.h"
+#include "daemon.h"
+#include "log.h"
+#include "version.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define EX_USAGE       64
+#define EX_UNAVAILABLE 69
+
+static void usage(void)
+{
+	fprintf(stderr,
+	        "usage: picomail serve [-C FILE] [-f]   run the daemon (-f: foreground)\n"
+	        "       picomail check [-C FILE]        validate the configuration\n"
+	        "       picomail status [-C FILE]       show the running daemon's counters\n"
+	        "       picomail passwd                 read a password, print a crypt(3) hash\n"
+	        "       picomail version\n");
+}
+
+/* Finds -C FILE (and -f) anywhere in argv; the configuration path is
+ * -C, else $PICOMAIL_CONF, else the default.  -1 on a bad option. */
+static int options(int argc, char **argv, const char **conf, int *foreground)
+{
+	int i;
+
+	*conf = getenv("PICOMAIL_CONF");
+	if (*conf == NULL || **conf == '\0') {
+		*conf = CONF_DEFAULT_PATH;
+	}
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-C") == 0 && i + 1 < argc) {
+			*conf = argv[++i];
+		} else if (strncmp(argv[i], "-C", 2) == 0 && argv[i][2] != '\0') {
+			*conf = argv[i] + 2;
+		} else if (strcmp(argv[i], "-f") == 0 && foreground != NULL) {
+			*foreground = 1;
+		} else {
+			fprintf(stderr, "picomail: unexpected argument '%s'\n", argv[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int cmd_check(const char *path)
+{
+	static struct conf c;
+	static struct users_table u;
+	static struct alias_table a;
+	char err[CONF_ERR_MAX];
+
+	if (conf_load(&c, path, err, sizeof err) < 0 || users_load(&u, c.users, err, sizeof err) < 0 ||
+	    alias_load(&a, c.aliases, err, sizeof err) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	printf("%s: ok (%u listeners, %u users, %u aliases)\n", path, c.nlisten, u.n, a.n);
+	return 0;
+}
+
+/* Reads one line from stdin without echo when it is a terminal. */
+static int read_password(char *buf, size_t len)
+{
+	struct termios old, noecho;
+	int tty = isatty(STDIN_FILENO), ok;
+	size_t n;
+
+	if (tty) {
+		fprintf(stderr, "Password: ");
+		if (tcgetattr(STDIN_FILENO, &old) < 0) {
+			return -1;
+		}
+		noecho = old;
+		noecho.c_lflag &= ~(tcflag_t)ECHO;
+		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
+	}
+	ok = fgets(buf, (int)len, stdin) != NULL;
+	if (tty) {
+		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	if (!ok) {
+		return -1;
+	}
+	n = strcspn(buf, "\r\n");
+	buf[n] = '\0';
+	return n > 0 ? 0 : -1;
+}
+
+static int cmd_passwd(void)
+{
+	static const char b64[] =
+	    "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	unsigned char rnd[16];
+	char salt[3 + 16 + 2], pw[256], hash[CRYPT_SHA_MAX];
+	int fd, i;
+
+	fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+		fprintf(stderr, "picomail: cannot read /dev/urandom\n");
+		return 1;
+	}
+	close(fd);
+	memcpy(salt, "$6$", 3);
+	for (i = 0; i < 16; i++) {
+		salt[3 + i] = b64[rnd[i] % 64];
+	}
+	salt[19] = '$';
+	salt[20] = '\0';
+	if (read_password(pw, sizeof pw) < 0) {
+		fprintf(stderr, "picomail: no password given\n");
+		return 1;
+	}
+	if (crypt_sha(pw, salt, hash, sizeof hash) < 0) {
+		memset(pw, 0, sizeof pw);
+		fprintf(stderr, "picomail: crypt failed\n");
+		return 1;
+	}
+	memset(pw, 0, sizeof pw);
+	printf("%s\n", hash);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *name = strrchr(argv[0], '/'), *conf;
+	const char *cmd;
+	int foreground = 0;
+
+	name = name ? name + 1 : argv[0];
+	if (strcmp(name, "sendmail") == 0 || strcmp(name, "mailq") == 0) {
+		fprintf(stderr, "%s: not available in this build yet\n", name);
+		return EX_UNAVAILABLE;
+	}
+	if (argc < 2) {
+		usage();
+		return EX_USAGE;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("picomail %s\n", PICOMAIL_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "passwd") == 0) {
+		return cmd_passwd();
+	}
+	if (strcmp(cmd, "serve") == 0) {
+		if (options(argc - 2, argv + 2, &conf, &foreground) < 0) {
+			return EX_USAGE;
+		}
+		return daemon_serve(conf, foreground);
+	}
+	if (strcmp(cmd, "check") == 0 || strcmp(cmd, "status") == 0) {
+		if (options(argc - 2, argv + 2, &conf, NULL) < 0) {
+			return EX_USAGE;
+		}
+		return strcmp(cmd, "check") == 0 ? cmd_check(conf) : daemon_status(conf);
+	}
+	if (strcmp(cmd, "sendmail") == 0 || strcmp(cmd, "mailq") == 0 ||
+	    strcmp(cmd, "queue") == 0) {
+		fprintf(stderr, "picomail %s: not available in this build yet\n", cmd);
+		return EX_UNAVAILABLE;
+	}
+	usage();
+	return EX_USAGE;
+}

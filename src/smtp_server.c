@@ -1,0 +1,789 @@
+/* smtp_server.c - the SMTP session state machine (RFC 5321, 1870, 2034,
+ * 2920, 3463, 6152).
+ *
+ * A session reads commands from its bounded line reader and dispatches
+ * them through one table of {verb, allowed states, handler}.  In DATA the
+ * bytes go through the smtp_data machine straight into a Maildir file;
+ * the reply to the final dot waits for the group commit.
+ */
+#include "smtp_server.h"
+#include "addr.h"
+#include "auth.h"
+#include "conn.h"
+#include "daemon.h"
+#include "log.h"
+#include "loop.h"
+#include "maildir.h"
+#include "smtp_data.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define SMTP_LINE_MAX   1000  /* RFC 5321 4.5.3.1.4 says 512; extensions need more */
+#define SMTP_ERRORS_MAX 10    /* then 421 and close */
+#define SMTP_REPLY_ROOM 600   /* output kept free before taking a command */
+
+enum smtp_state {
+	ST_GREETED = 1 << 0,  /* banner sent, no EHLO yet */
+	ST_READY   = 1 << 1,  /* EHLO/HELO done, no transaction */
+	ST_MAIL    = 1 << 2,  /* MAIL accepted */
+	ST_RCPT    = 1 << 3,  /* at least one RCPT accepted */
+	ST_DATA    = 1 << 4,  /* reading the message */
+	ST_COMMIT  = 1 << 5,  /* waiting for the group commit */
+	ST_QUIT    = 1 << 6,  /* closing once the output is sent */
+};
+
+struct smtp_tx {
+	char from[ADDR_MAX + 1];
+	char first_rcpt[ADDR_MAX + 1];
+	unsigned nrcpt;                /* RCPT commands accepted */
+	unsigned msgno;
+	int file_open;                 /* msg has a file in tmp/ */
+	int write_err;                 /* errno of the first file error */
+	int too_big;
+	struct smtp_data data;
+};
+
+struct smtp_session {
+	int slot;
+	uint32_t id;
+	enum smtp_state state;
+	unsigned errors;
+	int esmtp;
+	const struct conf_listen *listener;
+	char helo[256];
+	unsigned msgs;
+	struct smtp_tx tx;
+	struct conn conn;
+	struct maildir_msg msg;
+};
+
+struct smtp_command {
+	const char *verb;
+	unsigned states;                       /* ST_* where it is allowed */
+	void (*run)(struct smtp_session *s, char *arg);
+};
+
+static void session_io(void *ctx, int revents);
+static void session_process(struct smtp_session *s);
+static int session_update(struct smtp_session *s);
+
+size_t smtp_session_size(void)
+{
+	return sizeof(struct smtp_session);
+}
+
+const struct sockaddr_storage *smtp_session_peer(const void *mem)
+{
+	return &((const struct smtp_session *)mem)->conn.peer;
+}
+
+static void reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		return;
+	}
+	if ((size_t)n > sizeof buf - 3) {
+		n = (int)(sizeof buf - 3);
+	}
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	conn_put(&s->conn, buf, (size_t)n);
+}
+
+/* A 5xx for the client's mistake: counted, and too many end the session. */
+static void reply_error(struct smtp_session *s, const char *text)
+{
+	reply(s, "%s", text);
+	if (++s->errors >= SMTP_ERRORS_MAX) {
+		reply(s, "421 4.7.0 %s Error: too many errors", daemon_conf()->hostname);
+		log_msg(LOG_NOTICE, "s=%08" PRIx32 " too many errors from %s", s->id,
+		        s->conn.peer_ip);
+		s->state = ST_QUIT;
+	}
+}
+
+/* Forgets the transaction, removing any file it started (RSET, EHLO, end). */
+static void tx_reset(struct smtp_session *s)
+{
+	if (s->tx.file_open) {
+		maildir_abort(&s->msg);
+	}
+	memset(&s->tx, 0, sizeof s->tx);
+	s->msg.nusers = 0;
+	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA)) {
+		s->state = ST_READY;
+	}
+}
+
+static void session_end(struct smtp_session *s)
+{
+	tx_reset(s);
+	loop_del(s->slot);
+	conn_close(&s->conn);
+	daemon_release(s);
+}
+
+/* ---- commands -------------------------------------------------------- */
+
+/* 1 if the HELO/EHLO argument is a plausible name: printable, no spaces. */
+static int helo_ok(const char *arg)
+{
+	size_t i;
+
+	if (arg[0] == '\0' || strlen(arg) >= sizeof ((struct smtp_session *)0)->helo) {
+		return 0;
+	}
+	for (i = 0; arg[i] != '\0'; i++) {
+		if (arg[i] <= ' ' || arg[i] > '~') {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static void greet(struct smtp_session *s, char *arg, int esmtp)
+{
+	const struct conf *c = daemon_conf();
+
+	if (!helo_ok(arg)) {
+		reply_error(s, "501 5.5.4 Syntax: EHLO hostname");
+		return;
+	}
+	tx_reset(s);
+	snprintf(s->helo, sizeof s->helo, "%s", arg);
+	s->esmtp = esmtp;
+	s->state = ST_READY;
+	if (!esmtp) {
+		reply(s, "250 %s", c->hostname);
+		return;
+	}
+	reply(s, "250-%s", c->hostname);
+	reply(s, "250-PIPELINING");
+	reply(s, "250-SIZE %" PRIu64, c->max_message_size);
+	reply(s, "250-8BITMIME");
+	reply(s, "250-ENHANCEDSTATUSCODES");
+	reply(s, "250 HELP");
+}
+
+static void cmd_ehlo(struct smtp_session *s, char *arg)
+{
+	greet(s, arg, 1);
+}
+
+static void cmd_helo(struct smtp_session *s, char *arg)
+{
+	greet(s, arg, 0);
+}
+
+/* Expects "KEYWORD:" (case-insensitive) at arg; returns what follows. */
+static char *after_keyword(char *arg, const char *kw)
+{
+	size_t n = strlen(kw);
+
+	if (strncasecmp(arg, kw, n) != 0) {
+		return NULL;
+	}
+	return arg + n;
+}
+
+/* MAIL parameters (RFC 5321 4.1.2 esmtp-param): SIZE and BODY.  0 or -1
+ * with the reply sent. */
+static int mail_params(struct smtp_session *s, const char *p)
+{
+	const struct conf *c = daemon_conf();
+	char kw[32], val[64];
+	unsigned long long size;
+	char *end;
+	size_t k, v;
+
+	for (;;) {
+		while (*p == ' ') {
+			p++;
+		}
+		if (*p == '\0') {
+			return 0;
+		}
+		for (k = 0; p[k] != '\0' && p[k] != '=' && p[k] != ' '; k++) {
+		}
+		if (k == 0 || k >= sizeof kw) {
+			reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+			return -1;
+		}
+		memcpy(kw, p, k);
+		kw[k] = '\0';
+		p += k;
+		val[0] = '\0';
+		if (*p == '=') {
+			p++;
+			for (v = 0; p[v] != '\0' && p[v] != ' '; v++) {
+			}
+			if (v >= sizeof val) {
+				reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+				return -1;
+			}
+			memcpy(val, p, v);
+			val[v] = '\0';
+			p += v;
+		}
+		if (strcasecmp(kw, "SIZE") == 0 && val[0] != '\0') {
+			errno = 0;
+			size = strtoull(val, &end, 10);
+			if (errno != 0 || *end != '\0' || val[0] < '0' || val[0] > '9') {
+				reply_error(s, "501 5.5.4 Bad SIZE parameter");
+				return -1;
+			}
+			if (size > c->max_message_size) {
+				reply(s, "552 5.3.4 Message size exceeds fixed limit");
+				return -1;
+			}
+		} else if (strcasecmp(kw, "BODY") == 0 &&
+		           (strcasecmp(val, "7BIT") == 0 || strcasecmp(val, "8BITMIME") == 0)) {
+			/* Stored as received: nothing to convert. */
+		} else {
+			reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+			return -1;
+		}
+	}
+}
+
+static void cmd_mail(struct smtp_session *s, char *arg)
+{
+	const char *rest;
+	char *p = after_keyword(arg, "FROM:");
+
+	if (p == NULL) {
+		reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	switch (addr_parse_path(p, s->tx.from, &rest, 1, 0)) {
+	case ADDR_OK:
+		break;
+	case ADDR_ROUTE:
+		reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
+		return;
+	default:
+		reply_error(s, "501 5.1.7 Bad sender address syntax");
+		return;
+	}
+	if (mail_params(s, rest) < 0) {
+		s->tx.from[0] = '\0';
+		return;
+	}
+	s->state = ST_MAIL;
+	reply(s, "250 2.1.0 Ok");
+}
+
+/* Adds a local user to the transaction's recipients, once. */
+static int add_user(struct smtp_session *s, const char *user)
+{
+	unsigned i;
+
+	for (i = 0; i < s->msg.nusers; i++) {
+		if (strcmp(s->msg.users[i], user) == 0) {
+			return 0;
+		}
+	}
+	if (s->msg.nusers == MAILDIR_RCPT_MAX) {
+		return -1;
+	}
+	snprintf(s->msg.users[s->msg.nusers++], sizeof s->msg.users[0], "%s", user);
+	return 0;
+}
+
+static int is_user(const char *name)
+{
+	return users_find(daemon_users(), name) >= 0;
+}
+
+static void rcpt_local(struct smtp_session *s, const char *addr, const char *local)
+{
+	const struct users_table *u = daemon_users();
+	static struct addr_expansion x;
+	unsigned i, before = s->msg.nusers;
+	int n;
+
+	n = addr_expand(daemon_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
+	                daemon_conf(), &x);
+	if (n < 0) {
+		reply(s, "550 5.4.6 Alias loop or too many targets for <%s>", addr);
+		return;
+	}
+	if (n == 0) {
+		reply(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", addr);
+		return;
+	}
+	for (i = 0; i < x.n; i++) {
+		if (x.remote[i]) {
+			/* Relaying comes later; refusing now loses nothing. */
+			reply(s, "554 5.7.1 <%s>: alias leads off this host, relaying is not "
+			      "available", addr);
+			return;
+		}
+	}
+	for (i = 0; i < x.n; i++) {
+		if (add_user(s, x.target[i]) < 0) {
+			s->msg.nusers = before;
+			reply(s, "452 4.5.3 Too many recipients");
+			return;
+		}
+	}
+	if (s->tx.nrcpt++ == 0) {
+		snprintf(s->tx.first_rcpt, sizeof s->tx.first_rcpt, "%s", addr);
+	}
+	s->state = ST_RCPT;
+	reply(s, "250 2.1.5 Ok");
+}
+
+static void cmd_rcpt(struct smtp_session *s, char *arg)
+{
+	char addr[ADDR_MAX + 1], local[ADDR_LOCAL_MAX + 1];
+	const char *rest, *domain;
+	char *p = after_keyword(arg, "TO:");
+
+	if (p == NULL) {
+		reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	if (s->tx.nrcpt >= daemon_conf()->max_recipients) {
+		reply(s, "452 4.5.3 Too many recipients");
+		return;
+	}
+	switch (addr_parse_path(p, addr, &rest, 0, 1)) {
+	case ADDR_OK:
+		break;
+	case ADDR_ROUTE:
+		reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
+		return;
+	default:
+		reply_error(s, "501 5.1.3 Bad recipient address syntax");
+		return;
+	}
+	while (*rest == ' ') {
+		rest++;
+	}
+	if (*rest != '\0') {
+		reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
+		return;
+	}
+	if (strcmp(addr, "postmaster") == 0) {
+		rcpt_local(s, "postmaster", "postmaster");
+		return;
+	}
+	domain = addr_split(addr, local);
+	if (domain == NULL) {
+		reply_error(s, "501 5.1.3 Bad recipient address syntax");
+		return;
+	}
+	if (!conf_is_local_domain(daemon_conf(), domain)) {
+		reply(s, "554 5.7.1 <%s>: Relay access denied", addr);
+		return;
+	}
+	rcpt_local(s, addr, local);
+}
+
+/* Writes Return-Path: and Received: at the top of the file (RFC 5321
+ * 4.4). */
+static void write_trace(struct smtp_session *s)
+{
+	char buf[1024], date[64], forwho[ADDR_MAX + 16] = "";
+	const struct conf *c = daemon_conf();
+	time_t now = time(NULL);
+	struct tm tm;
+	int n;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* Naming the recipient only when there is one leaks no Bcc. */
+	if (s->tx.nrcpt == 1) {
+		snprintf(forwho, sizeof forwho, "\n\tfor <%s>", s->tx.first_rcpt);
+	}
+	n = snprintf(buf, sizeof buf,
+	             "Return-Path: <%s>\n"
+	             "Received: from %s ([%s])\n"
+	             "\tby %s (picomail) with %s id %08" PRIX32 ".%u%s;\n"
+	             "\t%s\n",
+	             s->tx.from, s->helo, s->conn.peer_ip, c->hostname,
+	             s->esmtp ? "ESMTP" : "SMTP", s->id, s->tx.msgno, forwho, date);
+	if (n > 0 && (size_t)n < sizeof buf) {
+		maildir_write(&s->msg, buf, (size_t)n);
+	}
+}
+
+/* The reply for a failed write: a full disk or quota is 452, the rest 451. */
+static void reply_write_error(struct smtp_session *s, int err)
+{
+	daemon_stats.write_errors++;
+	log_msg(LOG_ERR, "s=%08" PRIx32 " m=%08" PRIX32 ".%u write failed: %s", s->id, s->id,
+	        s->tx.msgno, strerror(err));
+	if (err == ENOSPC || err == EDQUOT) {
+		reply(s, "452 4.3.1 Insufficient system storage");
+	} else {
+		reply(s, "451 4.3.0 Local error in processing, try again later");
+	}
+}
+
+static void cmd_data(struct smtp_session *s, char *arg)
+{
+	if (arg[0] != '\0') {
+		reply_error(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	s->tx.msgno = ++s->msgs;
+	if (maildir_begin(&s->msg) < 0) {
+		reply_write_error(s, errno);
+		return;
+	}
+	s->tx.file_open = 1;
+	smtp_data_init(&s->tx.data);
+	write_trace(s);
+	s->state = ST_DATA;
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_rset(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	tx_reset(s);
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_vrfy(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	/* RFC 5321 3.5.3: 252 neither confirms nor denies a user. */
+	reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_help(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
+}
+
+static void cmd_quit(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	tx_reset(s);
+	reply(s, "221 2.0.0 Bye");
+	s->state = ST_QUIT;
+}
+
+static void cmd_not_offered(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	reply_error(s, "502 5.5.1 Command not implemented");
+}
+
+#define ST_ANY (ST_GREETED | ST_READY | ST_MAIL | ST_RCPT)
+
+static const struct smtp_command commands[] = {
+	{ "EHLO", ST_ANY, cmd_ehlo },
+	{ "HELO", ST_ANY, cmd_helo },
+	{ "MAIL", ST_READY, cmd_mail },
+	{ "RCPT", ST_MAIL | ST_RCPT, cmd_rcpt },
+	{ "DATA", ST_RCPT, cmd_data },
+	{ "RSET", ST_ANY, cmd_rset },
+	{ "NOOP", ST_ANY, cmd_noop },
+	{ "VRFY", ST_ANY, cmd_vrfy },
+	{ "HELP", ST_ANY, cmd_help },
+	{ "QUIT", ST_ANY, cmd_quit },
+	{ "EXPN", ST_ANY, cmd_not_offered },
+	{ "TURN", ST_ANY, cmd_not_offered },
+	{ "ETRN", ST_ANY, cmd_not_offered },
+	{ "STARTTLS", ST_ANY, cmd_not_offered },
+	{ "AUTH", ST_ANY, cmd_not_offered },
+};
+
+/* Why a known command is refused in this state (RFC 5321 4.3.2). */
+static void reply_out_of_order(struct smtp_session *s, const struct smtp_command *cmd)
+{
+	if (s->state == ST_GREETED && strcmp(cmd->verb, "MAIL") == 0) {
+		reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+	} else if (strcmp(cmd->verb, "MAIL") == 0) {
+		reply_error(s, "503 5.5.1 Error: nested MAIL command");
+	} else if (strcmp(cmd->verb, "RCPT") == 0) {
+		reply_error(s, "503 5.5.1 Error: need MAIL command");
+	} else if (strcmp(cmd->verb, "DATA") == 0 && s->state == ST_MAIL) {
+		reply_error(s, "554 5.5.1 Error: no valid recipients");
+	} else {
+		reply_error(s, "503 5.5.1 Error: bad sequence of commands");
+	}
+}
+
+/* 1 if the line holds only printable ASCII, spaces and tabs. */
+static int line_clean(const char *line, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)line[i];
+
+		if ((ch < ' ' && ch != '\t') || ch == 0x7f) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static void dispatch(struct smtp_session *s, char *line, size_t len)
+{
+	size_t i, vlen;
+	char *arg;
+
+	if (!line_clean(line, len)) {
+		reply_error(s, "500 5.5.2 Error: invalid character (NUL, CR or control) in command");
+		return;
+	}
+	for (vlen = 0; line[vlen] != '\0' && line[vlen] != ' '; vlen++) {
+	}
+	arg = line + vlen;
+	while (*arg == ' ') {
+		arg++;
+	}
+	for (i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strlen(commands[i].verb) == vlen && strncasecmp(line, commands[i].verb, vlen) == 0) {
+			if (!(commands[i].states & s->state)) {
+				reply_out_of_order(s, &commands[i]);
+				return;
+			}
+			commands[i].run(s, arg);
+			return;
+		}
+	}
+	reply_error(s, "500 5.5.1 Error: command not recognized");
+}
+
+/* ---- DATA -------------------------------------------------------------- */
+
+static void committed(void *ctx, int err)
+{
+	struct smtp_session *s = ctx;
+
+	s->tx.file_open = 0;
+	if (err != 0) {
+		reply_write_error(s, err);
+	} else {
+		daemon_stats.messages_in++;
+		daemon_stats.bytes_written += s->msg.size;
+		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> users=%u size=%" PRIu64
+		        " delivered", s->id, s->id, s->tx.msgno, s->tx.from, s->msg.nusers, s->msg.size);
+		reply(s, "250 2.0.0 Ok: queued as %08" PRIX32 ".%u", s->id, s->tx.msgno);
+	}
+	s->state = ST_READY;
+	tx_reset(s);
+	/* Commands pipelined after the dot are waiting in the buffer. */
+	session_process(s);
+	(void)session_update(s);
+}
+
+/* The final dot arrived: refuse a bad message, or hand it to the commit. */
+static void data_end(struct smtp_session *s)
+{
+	unsigned flags = s->tx.data.flags;
+
+	if (s->tx.write_err == 0 && s->msg.err != 0) {
+		s->tx.write_err = s->msg.err;
+	}
+	if (flags != 0 || s->tx.too_big || s->tx.write_err != 0) {
+		daemon_stats.messages_refused++;
+		if (flags != 0) {
+			log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u refused: %s%s%s", s->id,
+			        s->id, s->tx.msgno, flags & DATA_BARE_LF ? "bare LF " : "",
+			        flags & DATA_BARE_CR ? "bare CR " : "", flags & DATA_NUL ? "NUL" : "");
+			reply(s, "550 5.6.0 Message refused: bare CR, bare LF or NUL in message "
+			      "(lines must end with CRLF)");
+		} else if (s->tx.too_big) {
+			reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		} else {
+			reply_write_error(s, s->tx.write_err);
+		}
+		s->state = ST_READY;
+		tx_reset(s);
+		return;
+	}
+	s->state = ST_COMMIT;
+	maildir_commit(&s->msg, committed, s);
+}
+
+/* Feeds buffered input to the DATA machine. */
+static void data_consume(struct smtp_session *s)
+{
+	unsigned char out[CONN_IN_SIZE];
+	struct conn *c = &s->conn;
+	size_t used, outlen;
+	uint64_t max = daemon_conf()->max_message_size;
+
+	used = smtp_data_feed(&s->tx.data, c->in + c->in_off, c->in_len - c->in_off, out, &outlen);
+	c->in_off += used;
+	if (s->tx.file_open && (s->tx.data.flags != 0 || s->tx.data.octets > max)) {
+		/* Refused anyway: stop writing and free the space now. */
+		s->tx.too_big = s->tx.data.octets > max;
+		maildir_abort(&s->msg);
+		s->tx.file_open = 0;
+	}
+	if (s->tx.file_open && outlen > 0) {
+		maildir_write(&s->msg, out, outlen);
+		if (s->msg.err != 0) {
+			s->tx.write_err = s->msg.err;
+			maildir_abort(&s->msg);
+			s->tx.file_open = 0;
+		}
+	}
+	if (s->tx.data.state == DATA_END) {
+		data_end(s);
+	}
+}
+
+/* ---- the session's I/O ------------------------------------------------- */
+
+/* Handles what is buffered, as far as the state allows. */
+static void session_process(struct smtp_session *s)
+{
+	char *line;
+	size_t len;
+
+	for (;;) {
+		if (s->state & (ST_COMMIT | ST_QUIT) || s->conn.err) {
+			break;
+		}
+		if (s->state == ST_DATA) {
+			if (conn_unread(&s->conn) == 0) {
+				break;
+			}
+			data_consume(s);
+			continue;
+		}
+		if (conn_room(&s->conn) < SMTP_REPLY_ROOM) {
+			break;   /* the client is not reading its replies: wait */
+		}
+		switch (conn_line(&s->conn, &line, &len, SMTP_LINE_MAX)) {
+		case CONN_LINE_NONE:
+			return;
+		case CONN_LINE_TOO_LONG:
+			reply_error(s, "500 5.5.2 Error: line too long");
+			break;
+		case CONN_LINE_OK:
+			dispatch(s, line, len);
+			break;
+		}
+	}
+}
+
+/* Flushes output and sets what the loop waits for; 0, or -1 if ended. */
+static int session_update(struct smtp_session *s)
+{
+	int r = conn_flush(&s->conn);
+	short ev = 0;
+
+	if (r < 0) {
+		log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id, s->conn.peer_ip,
+		        strerror(s->conn.err));
+		session_end(s);
+		return -1;
+	}
+	if (r == 0 && (s->state == ST_QUIT || (s->conn.eof && s->state != ST_COMMIT))) {
+		session_end(s);
+		return -1;
+	}
+	if (r == 1) {
+		ev |= POLLOUT;
+	}
+	if (!(s->state & (ST_COMMIT | ST_QUIT)) && conn_room(&s->conn) >= SMTP_REPLY_ROOM) {
+		ev |= POLLIN;
+	}
+	loop_events(s->slot, ev);
+	return 0;
+}
+
+static void session_timeout(struct smtp_session *s)
+{
+	log_msg(LOG_INFO, "s=%08" PRIx32 " timeout from %s", s->id, s->conn.peer_ip);
+	tx_reset(s);
+	reply(s, "421 4.4.2 %s Error: timeout exceeded", daemon_conf()->hostname);
+	(void)conn_flush(&s->conn);
+	session_end(s);
+}
+
+static void session_io(void *ctx, int revents)
+{
+	struct smtp_session *s = ctx;
+	int n;
+
+	if (revents & LOOP_TIMEOUT) {
+		session_timeout(s);
+		return;
+	}
+	if (revents & (POLLIN | POLLERR | POLLHUP)) {
+		n = conn_fill(&s->conn);
+		if (n > 0) {
+			loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+		}
+		session_process(s);
+		if (n < 0 && s->conn.err && s->state != ST_COMMIT) {
+			log_msg(LOG_INFO, "s=%08" PRIx32 " lost %s: %s", s->id, s->conn.peer_ip,
+			        strerror(s->conn.err));
+			session_end(s);
+			return;
+		}
+	}
+	(void)session_update(s);
+}
+
+void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_t len,
+                        const struct conf_listen *l, uint32_t id)
+{
+	struct smtp_session *s = mem;
+
+	/* Only the header: the buffers stay untouched until used. */
+	memset(s, 0, offsetof(struct smtp_session, conn));
+	conn_init(&s->conn, fd, peer, len);
+	s->msg.nusers = 0;
+	s->msg.fd = -1;
+	s->msg.tmp[0] = '\0';
+	s->id = id;
+	s->listener = l;
+	s->state = ST_GREETED;
+	s->slot = loop_add(fd, POLLIN, session_io, s);
+	if (s->slot < 0) {
+		conn_close(&s->conn);
+		daemon_release(s);
+		return;
+	}
+	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	log_msg(LOG_INFO, "s=%08" PRIx32 " connect from %s", id, s->conn.peer_ip);
+	reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
+	(void)session_update(s);
+}
+
+void smtp_session_shutdown(void *mem)
+{
+	struct smtp_session *s = mem;
+
+	tx_reset(s);
+	reply(s, "421 4.3.2 %s Service shutting down", daemon_conf()->hostname);
+	(void)conn_flush(&s->conn);
+	session_end(s);
+}

@@ -1,0 +1,4 @@
+#ifndef PICOMAIL_VERSION_H
+#define PICOMAIL_VERSION_H
+#define PICOMAIL_VERSION "0.1.0"
+#endif
