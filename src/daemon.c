@@ -231,7 +231,7 @@ static int status_text(char *buf, size_t len)
 	                 "uptime: %" PRId64 "\n"
 	                 "connections: %u\n"
 	                 "connections_total: %" PRIu64 "\n"
-	                 "pool.sessions: %u/%u\n"
+	                 "pool.conn: %u/%u\n"
 	                 "loop.slots: %u/%u\n"
 	                 "refused_busy: %" PRIu64 "\n"
 	                 "refused_per_address: %" PRIu64 "\n"

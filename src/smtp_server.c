@@ -526,8 +526,8 @@ static void reply_out_of_order(struct smtp_session *s, const struct smtp_command
 		reply_error(s, "503 5.5.1 Error: nested MAIL command");
 	} else if (strcmp(cmd->verb, "RCPT") == 0) {
 		reply_error(s, "503 5.5.1 Error: need MAIL command");
-	} else if (strcmp(cmd->verb, "DATA") == 0 && s->state == ST_MAIL) {
-		reply_error(s, "554 5.5.1 Error: no valid recipients");
+	} else if (strcmp(cmd->verb, "DATA") == 0) {
+		reply_error(s, "503 5.5.1 Error: need RCPT command");
 	} else {
 		reply_error(s, "503 5.5.1 Error: bad sequence of commands");
 	}

@@ -1,0 +1,289 @@
+/* auth.c - the users file and password checks.
+ *
+ * The file is read through a fixed buffer into a fixed table; a bad line
+ * refuses the whole file (with "path:line: message"), so a typo can never
+ * leave a half-loaded table that lets the wrong person in.
+ *
+ * Passwords are checked with crypt_sha (SHA-crypt, $5$ and $6$, on
+ * BearSSL's hashes) rather than libc's crypt(3): Debian's musl has no
+ * crypt at all, and the static binary must not depend on one that does.
+ * Those are the hashes "picomail passwd" and Linux's crypt(3) write; any
+ * other scheme ($y$, $2b$, $1$, DES) never matches.
+ */
+#include "auth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "crypt_sha.h"
+
+#define USERS_LINE_MAX   512
+/* Longer passwords are refused before hashing, as crypt_sha and musl's
+ * SHA-crypt do: the cost grows with the length. */
+#define AUTH_PASSWORD_MAX 256
+
+static int users_fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int users_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err != NULL && errlen > 0) {
+		va_start(ap, fmt);
+		(void)vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+int users_name_ok(const char *name)
+{
+	const char *p;
+
+	if (name == NULL || name[0] == '\0' || name[0] == '.' || strlen(name) > ADDR_USER_MAX) {
+		return 0;
+	}
+	for (p = name; *p != '\0'; p++) {
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= '0' && *p <= '9') &&
+		    *p != '.' && *p != '_' && *p != '-') {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+int users_find(const struct users_table *t, const char *name)
+{
+	unsigned i;
+
+	if (t == NULL || name == NULL) {
+		return -1;
+	}
+	for (i = 0; i < t->n && i < USERS_MAX; i++) {
+		if (strcasecmp(t->u[i].name, name) == 0) {
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+/* A crypt(3) hash is printable ASCII without spaces or ':' (the field
+ * separator); the empty hash is allowed and locks the account. */
+static int users_hash_ok(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f || *s == ':') {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int users_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r';
+}
+
+/* One line, "user:hash[:quota]", modified in place.  Returns 0 or -1 with
+ * the message (without path:line) in err. */
+static int users_line(struct users_table *t, char *line, char *err, size_t errlen)
+{
+	char *p, *name, *hash, *quota = NULL, *end;
+	uint64_t q;
+
+	/* '#' never occurs in a crypt hash, so it can start a comment anywhere. */
+	p = strchr(line, '#');
+	if (p != NULL) {
+		*p = '\0';
+	}
+	while (users_space(*line)) {
+		line++;
+	}
+	end = line + strlen(line);
+	while (end > line && users_space(end[-1])) {
+		*--end = '\0';
+	}
+	if (*line == '\0') {
+		return 0;
+	}
+	name = line;
+	hash = strchr(line, ':');
+	if (hash == NULL) {
+		return users_fail(err, errlen, "missing ':' after the user name");
+	}
+	*hash++ = '\0';
+	p = strchr(hash, ':');
+	if (p != NULL) {
+		*p = '\0';
+		quota = p + 1;
+		if (strchr(quota, ':') != NULL) {
+			return users_fail(err, errlen, "too many fields (user:hash[:quota])");
+		}
+	}
+	if (name[0] == '\0') {
+		return users_fail(err, errlen, "missing user name");
+	}
+	if (strlen(name) > ADDR_USER_MAX) {
+		return users_fail(err, errlen, "user name too long (max %d)", ADDR_USER_MAX);
+	}
+	if (!users_name_ok(name)) {
+		return users_fail(err, errlen, "bad user name '%s' (a-z 0-9 . _ -)", name);
+	}
+	if (strlen(hash) > HASH_MAX) {
+		return users_fail(err, errlen, "user '%s': hash too long (max %d)", name, HASH_MAX);
+	}
+	if (!users_hash_ok(hash)) {
+		return users_fail(err, errlen, "user '%s': bad hash", name);
+	}
+	/* The quota is not enforced yet, but a bad one is a mistake now. */
+	if (quota != NULL && quota[0] != '\0' && conf_parse_size(quota, &q) < 0) {
+		return users_fail(err, errlen, "user '%s': bad quota '%s'", name, quota);
+	}
+	if (users_find(t, name) >= 0) {
+		return users_fail(err, errlen, "duplicate user '%s'", name);
+	}
+	if (t->n >= USERS_MAX) {
+		return users_fail(err, errlen, "too many users (max %d)", USERS_MAX);
+	}
+	memcpy(t->u[t->n].name, name, strlen(name) + 1);
+	memcpy(t->u[t->n].hash, hash, strlen(hash) + 1);
+	t->n++;
+	return 0;
+}
+
+struct users_reader {
+	const char *path;
+	char line[USERS_LINE_MAX + 1];
+	size_t len;
+	unsigned lineno;   /* of the last complete line */
+};
+
+static int users_reader_line(struct users_table *t, struct users_reader *r, char *err,
+                             size_t errlen)
+{
+	char msg[256];
+
+	r->lineno++;
+	r->line[r->len] = '\0';
+	r->len = 0;
+	if (users_line(t, r->line, msg, sizeof msg) < 0) {
+		return users_fail(err, errlen, "%s:%u: %s", r->path, r->lineno, msg);
+	}
+	return 0;
+}
+
+/* One byte of the file.  A NUL or an over-long line is reported at once,
+ * so that even a file like /dev/zero ends. */
+static int users_reader_byte(struct users_table *t, struct users_reader *r, char ch,
+                             char *err, size_t errlen)
+{
+	if (ch == '\n') {
+		return users_reader_line(t, r, err, errlen);
+	}
+	if (ch == '\0') {
+		return users_fail(err, errlen, "%s:%u: NUL byte in line", r->path, r->lineno + 1);
+	}
+	if (r->len == USERS_LINE_MAX) {
+		return users_fail(err, errlen, "%s:%u: line too long (max %d)", r->path,
+		                  r->lineno + 1, USERS_LINE_MAX);
+	}
+	r->line[r->len++] = ch;
+	return 0;
+}
+
+int users_load(struct users_table *t, const char *path, char *err, size_t errlen)
+{
+	struct users_reader r;
+	char buf[2048];
+	ssize_t got, i;
+	int fd, rc = 0, saved;
+
+	memset(t, 0, sizeof *t);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		return 0;
+	}
+	if (fd < 0) {
+		return users_fail(err, errlen, "%s: %s", path, strerror(errno));
+	}
+	memset(&r, 0, sizeof r);
+	r.path = path;
+	while (rc == 0) {
+		got = read(fd, buf, sizeof buf);
+		if (got < 0 && errno == EINTR) {
+			continue;
+		}
+		if (got < 0) {
+			saved = errno;
+			rc = users_fail(err, errlen, "%s: %s", path, strerror(saved));
+			break;
+		}
+		if (got == 0) {
+			/* A file need not end in LF. */
+			if (r.len > 0) {
+				rc = users_reader_line(t, &r, err, errlen);
+			}
+			break;
+		}
+		for (i = 0; i < got && rc == 0; i++) {
+			rc = users_reader_byte(t, &r, buf[i], err, errlen);
+		}
+	}
+	if (close(fd) < 0 && rc == 0) {
+		rc = users_fail(err, errlen, "%s: %s", path, strerror(errno));
+	}
+	if (rc < 0) {
+		memset(t, 0, sizeof *t);   /* no half table */
+		return -1;
+	}
+	return 0;
+}
+
+/* Compares two strings in time that depends only on their lengths, which
+ * are public (fixed by the hash method). */
+static int auth_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i;
+	unsigned char diff = 0;
+
+	if (la != lb) {
+		return 0;
+	}
+	for (i = 0; i < la; i++) {
+		diff |= (unsigned char)(a[i] ^ b[i]);
+	}
+	return diff == 0;
+}
+
+int users_check(const struct users_table *t, const char *name, const char *password)
+{
+	/* Unknown and locked users still pay for one hash, so that the time
+	 * taken does not tell which names exist. */
+	static const char dummy[] = "$6$picomail.dummy$";
+	char got[CRYPT_SHA_MAX];
+	const char *hash = dummy;
+	int i, usable = 0;
+
+	if (password == NULL || strlen(password) > AUTH_PASSWORD_MAX) {
+		return 0;
+	}
+	i = users_find(t, name);
+	if (i >= 0) {
+		hash = t->u[i].hash;
+		usable = hash[0] != '\0' && hash[0] != '*' && hash[0] != '!';
+		if (!usable) {
+			hash = dummy;
+		}
+	}
+	if (crypt_sha(password, hash, got, sizeof got) < 0) {
+		return 0;
+	}
+	return usable && auth_equal(got, hash);
+}

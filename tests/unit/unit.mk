@@ -1,0 +1,76 @@
+# tests/unit/unit.mk - the C unit tests, as a fragment of the top Makefile.
+#
+#   make unit                          (from the top Makefile, which includes this)
+#   make -f tests/unit/unit.mk unit    (standalone)
+#
+# Run from the top of the repository.  Each test is built with the host
+# compiler $(HOSTCC) (default cc) and the sanitizers, into build/unit/, and
+# prints "test_x: N passed, M failed"; the last line adds them up as
+# "unit: N passed, M failed".  A test that crashes or exits non-zero
+# counts as one more failure.  Only UNIT_ names are defined here.
+
+UNIT_CC      = $(if $(HOSTCC),$(HOSTCC),cc)
+UNIT_CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
+               -fsanitize=address,undefined -fno-sanitize-recover=all \
+               -fno-omit-frame-pointer
+# test_auth makes its hashes with the system's crypt(3), to check them
+# against src/crypt_sha.c.  crypt is in libcrypt with glibc (libxcrypt) and
+# in libc with (most) musl: ask for -lcrypt only when a program calling
+# crypt does not link without.
+UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main(void) { return crypt("a", "ab") == 0; }\n' | \
+                 $(UNIT_CC) -x c - -o /dev/null >/dev/null 2>&1 || echo -lcrypt)
+UNIT_OUT     = build/unit
+UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data
+UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
+UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h
+# crypt_sha.c hashes with BearSSL: a copy built with the host compiler, so
+# that it links with the sanitizers (the daemon's is built with musl-gcc).
+UNIT_BEARSSL = $(UNIT_OUT)/bearssl
+UNIT_BEARSSL_LIB = $(UNIT_BEARSSL)/lib/libbearssl.a
+
+# Included before the top Makefile's first rule, "unit" would become the
+# default goal: keep whatever the includer had.
+UNIT_DEFAULT_GOAL := $(.DEFAULT_GOAL)
+
+.PHONY: unit
+
+unit: $(UNIT_BINS)
+	@UNIT_CRASHED=0; \
+	for t in $(UNIT_BINS); do \
+		rc=0; $$t > $$t.out 2>&1 || rc=$$?; \
+		cat $$t.out; \
+		if [ $$rc -ne 0 ] && ! grep -Eq '^test_[a-z0-9_]+: [0-9]+ passed, [1-9][0-9]* failed$$' $$t.out; then \
+			echo "$$t: exited with status $$rc"; \
+			UNIT_CRASHED=$$((UNIT_CRASHED + 1)); \
+		fi; \
+	done; \
+	cat $(addsuffix .out,$(UNIT_BINS)) | awk -v crashed=$$UNIT_CRASHED ' \
+		/^test_[a-z0-9_]+: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } \
+		END { f += crashed; printf "unit: %d passed, %d failed\n", p, f; exit (f > 0) }'
+
+$(UNIT_OUT)/test_conf: tests/unit/test_conf.c src/conf.c $(UNIT_HDRS)
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_conf.c src/conf.c $(UNIT_LDLIBS)
+
+$(UNIT_OUT)/test_addr: tests/unit/test_addr.c src/addr.c src/conf.c $(UNIT_HDRS)
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_addr.c src/addr.c src/conf.c $(UNIT_LDLIBS)
+
+$(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/crypt_sha.c $(UNIT_HDRS) \
+                      $(UNIT_BEARSSL_LIB)
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -I$(UNIT_BEARSSL)/inc -o $@ tests/unit/test_auth.c src/auth.c \
+		src/conf.c src/crypt_sha.c $(UNIT_BEARSSL_LIB) $(UNIT_LDLIBS)
+
+$(UNIT_BEARSSL_LIB):
+	@bash board/common/bearssl.sh $(UNIT_CC) $(UNIT_BEARSSL)
+
+$(UNIT_OUT)/test_pool: tests/unit/test_pool.c src/pool.c $(UNIT_HDRS)
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_pool.c src/pool.c $(UNIT_LDLIBS)
+
+$(UNIT_OUT)/test_smtp_data: tests/unit/test_smtp_data.c src/smtp_data.c src/smtp_data.h tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_smtp_data.c src/smtp_data.c
+
+.DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)
