@@ -290,15 +290,13 @@ static int sync_file(struct maildir_msg *m)
 	return e;
 }
 
-void maildir_commit_run(void)
+/* Runs one batch: everything pending now. */
+static void commit_batch(void)
 {
 	static struct dirset synced;
 	struct maildir_msg *batch = pending_head, *m, *next;
 	int e;
 
-	if (batch == NULL) {
-		return;
-	}
 	pending_head = NULL;
 	pending_tail = &pending_head;
 	synced.n = 0;
@@ -332,6 +330,16 @@ void maildir_commit_run(void)
 		next = m->next;
 		m->tmp[0] = '\0';
 		m->done(m->ctx, m->err);
+	}
+}
+
+void maildir_commit_run(void)
+{
+	/* A session told of its commit may go straight on to the next
+	 * pipelined message and queue it: run batches until none is left, or
+	 * that message would wait for an unrelated wake-up. */
+	while (pending_head != NULL) {
+		commit_batch();
 	}
 }
 
