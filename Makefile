@@ -43,11 +43,13 @@ $(LIBS):
 
 $(BUILD)/obj/%.o: src/%.c $(HEADERS) $(LIBS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/obj-test/%.o: src/%.c $(HEADERS) $(LIBS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -DPICOMAIL_TEST -c $< -o $@
+	@echo "  CC-TEST $<"
+	@$(CC) $(CFLAGS_ALL) -DPICOMAIL_TEST -c $< -o $@
 
 $(BUILD)/picomail: $(OBJS) $(LIBS)
 	$(CC) $(LDFLAGS_ALL) -s -o $@ $(OBJS) $(LIBS)

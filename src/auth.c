@@ -14,12 +14,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "conf.h"
 #include "crypt_sha.h"
 
@@ -286,4 +288,132 @@ int users_check(const struct users_table *t, const char *name, const char *passw
 		return 0;
 	}
 	return usable && auth_equal(got, hash);
+}
+
+int auth_plain_decode(const char *b64, char *user, size_t userlen, char *pass, size_t passlen)
+{
+	unsigned char buf[3 * 256 / 4 + 4];
+	const unsigned char *authz, *authc, *pw, *end;
+	size_t len = strlen(b64), n;
+	long got;
+
+	if (len > 256 || userlen == 0 || passlen == 0) {
+		return -1;
+	}
+	got = base64_decode(b64, len, buf, sizeof buf);
+	if (got < 0) {
+		return -1;
+	}
+	/* authzid NUL authcid NUL passwd (RFC 4616 2) */
+	end = buf + got;
+	authz = buf;
+	authc = memchr(authz, '\0', (size_t)(end - authz));
+	if (authc == NULL) {
+		return -1;
+	}
+	authc++;
+	pw = memchr(authc, '\0', (size_t)(end - authc));
+	if (pw == NULL) {
+		return -1;
+	}
+	pw++;
+	if (memchr(pw, '\0', (size_t)(end - pw)) != NULL) {
+		return -1;
+	}
+	n = (size_t)(pw - 1 - authc);
+	if (n == 0 || n >= userlen || (size_t)(end - pw) >= passlen) {
+		return -1;
+	}
+	if (authc - 1 > authz && ((size_t)(authc - 1 - authz) != n || memcmp(authz, authc, n) != 0)) {
+		return -1;   /* acting as someone else is not offered */
+	}
+	memcpy(user, authc, n);
+	user[n] = '\0';
+	memcpy(pass, pw, (size_t)(end - pw));
+	pass[end - pw] = '\0';
+	memset(buf, 0, sizeof buf);
+	return 0;
+}
+
+#define THROTTLE_SLOTS   64
+#define THROTTLE_BASE_MS 200
+#define THROTTLE_MAX_MS  10000
+#define THROTTLE_FORGET  (10 * 60 * 1000)   /* ms without a failure */
+
+static struct {
+	unsigned char addr[16];
+	int family;
+	unsigned failures;
+	int64_t last;
+} throttle[THROTTLE_SLOTS];
+
+/* The address bytes of a peer (IPv4 in the first 4). */
+static int peer_key(const struct sockaddr_storage *peer, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (peer->ss_family == AF_INET) {
+		memcpy(key, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+		return AF_INET;
+	}
+	if (peer->ss_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+		return AF_INET6;
+	}
+	return 0;
+}
+
+static int throttle_find(const unsigned char key[16], int family)
+{
+	unsigned i;
+
+	for (i = 0; i < THROTTLE_SLOTS; i++) {
+		if (throttle[i].failures > 0 && throttle[i].family == family &&
+		    memcmp(throttle[i].addr, key, 16) == 0) {
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+unsigned auth_throttle_failed(const struct sockaddr_storage *peer, int64_t now)
+{
+	unsigned char key[16];
+	int family = peer_key(peer, key), i = throttle_find(key, family);
+	unsigned j, n;
+
+	if (i >= 0 && now - throttle[i].last > THROTTLE_FORGET) {
+		throttle[i].failures = 0;
+	}
+	if (i < 0 || throttle[i].failures == 0) {
+		/* A free slot, else the one idle longest. */
+		for (i = 0, j = 0; j < THROTTLE_SLOTS; j++) {
+			if (throttle[j].failures == 0) {
+				i = (int)j;
+				break;
+			}
+			if (throttle[j].last < throttle[i].last) {
+				i = (int)j;
+			}
+		}
+		memcpy(throttle[i].addr, key, 16);
+		throttle[i].family = family;
+		throttle[i].failures = 0;
+	}
+	n = ++throttle[i].failures;
+	throttle[i].last = now;
+	if (n > 16) {
+		return THROTTLE_MAX_MS;
+	}
+	n = THROTTLE_BASE_MS << (n - 1);
+	return n > THROTTLE_MAX_MS ? THROTTLE_MAX_MS : n;
+}
+
+void auth_throttle_success(const struct sockaddr_storage *peer)
+{
+	unsigned char key[16];
+	int family = peer_key(peer, key), i = throttle_find(key, family);
+
+	if (i >= 0) {
+		throttle[i].failures = 0;
+	}
 }

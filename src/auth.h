@@ -8,6 +8,8 @@
 #define PICOMAIL_AUTH_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include "addr.h"
 
 #define USERS_MAX  64
@@ -35,5 +37,17 @@ int users_name_ok(const char *name);
 
 /* 1 if password matches the user's crypt(3) hash. */
 int users_check(const struct users_table *t, const char *name, const char *password);
+
+/* SASL PLAIN (RFC 4616): decodes the base64 response and splits it into
+ * the authentication identity and the password (an authorization identity,
+ * if given, must equal it).  0, or -1 for a malformed response. */
+int auth_plain_decode(const char *b64, char *user, size_t userlen, char *pass, size_t passlen);
+
+/* Failed-login throttling per client address (shared by POP3 and SMTP
+ * AUTH).  auth_throttle_failed counts a failure and returns how long, in
+ * milliseconds, to wait before answering it: 200 ms doubling per
+ * consecutive failure, up to 10 s.  A success forgets the address. */
+unsigned auth_throttle_failed(const struct sockaddr_storage *peer, int64_t now);
+void auth_throttle_success(const struct sockaddr_storage *peer);
 
 #endif

@@ -707,6 +707,8 @@ static const struct conf_key conf_keys[] = {
 	CONF_UINT(max_recipients, 1, 10000),
 	CONF_TIME(smtp_timeout),
 	CONF_TIME(pop3_timeout),
+	CONF_UINT(pop3_sessions, 1, 1024),
+	CONF_UINT(pop3_max_messages, 16, 1000000),
 	{ "run_as", conf_set_run_as, 0, 0, 0, 0 },
 	{ "plaintext_auth", conf_set_yesno, offsetof(struct conf, plaintext_auth), 0, 0, 0 },
 	CONF_PATH(control),
@@ -757,6 +759,8 @@ void conf_defaults(struct conf *c)
 	c->max_recipients = 100;
 	c->smtp_timeout = 300;
 	c->pop3_timeout = 600;
+	c->pop3_sessions = 4;
+	c->pop3_max_messages = 2000;
 	c->plaintext_auth = 0;
 }
 

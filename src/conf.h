@@ -73,6 +73,8 @@ struct conf {
 	unsigned max_recipients;
 	unsigned smtp_timeout;          /* seconds idle in a command or in DATA */
 	unsigned pop3_timeout;          /* seconds idle; RFC 1939 asks for >= 600 */
+	unsigned pop3_sessions;         /* mailboxes open at once (POP3 logins) */
+	unsigned pop3_max_messages;     /* messages one POP3 session lists */
 	char run_as[64];                /* empty: stay as started */
 	int plaintext_auth;             /* 0 or 1 */
 	char control[CONF_PATH_MAX];    /* control socket; default <spool>/control */

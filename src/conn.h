@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 
 #define CONN_IN_SIZE  4096
-#define CONN_OUT_SIZE 2048
+#define CONN_OUT_SIZE 4096
 #define CONN_PEER_MAX 64     /* "[2001:db8::1]" and the like */
 
 enum conn_line_result {

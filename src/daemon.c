@@ -6,6 +6,7 @@
 #include "loop.h"
 #include "maildir.h"
 #include "pool.h"
+#include "pop3.h"
 #include "smtp_server.h"
 #include "version.h"
 
@@ -43,6 +44,7 @@ static int cur;
 static const char *conf_path;
 static struct pool sessions;
 static unsigned char *live;           /* 1 for each pool object in use */
+static unsigned char *proto_of;       /* its protocol (enum listen_proto) */
 static int listen_fd[CONF_LISTEN_MAX];
 static int listen_slot[CONF_LISTEN_MAX];
 static unsigned nlisten;
@@ -137,6 +139,32 @@ static int open_listener(const struct conf_listen *l)
 	return fd;
 }
 
+/* The protocol modules behind the pool's objects. */
+static const struct sockaddr_storage *session_peer(unsigned i)
+{
+	void *mem = sessions.mem + i * sessions.objsize;
+
+	return proto_of[i] == PROTO_POP3 ? pop3_session_peer(mem) : smtp_session_peer(mem);
+}
+
+static void session_shutdown(unsigned i)
+{
+	void *mem = sessions.mem + i * sessions.objsize;
+
+	if (proto_of[i] == PROTO_POP3) {
+		pop3_session_shutdown(mem);
+	} else {
+		smtp_session_shutdown(mem);
+	}
+}
+
+static size_t session_objsize(void)
+{
+	size_t a = smtp_session_size(), b = pop3_session_size();
+
+	return a > b ? a : b;
+}
+
 /* Sessions open from the same address as peer. */
 static unsigned sessions_from(const struct sockaddr_storage *peer)
 {
@@ -147,7 +175,7 @@ static unsigned sessions_from(const struct sockaddr_storage *peer)
 		if (!live[i]) {
 			continue;
 		}
-		p = smtp_session_peer(sessions.mem + i * sessions.objsize);
+		p = session_peer(i);
 		if (p->ss_family != peer->ss_family) {
 			continue;
 		}
@@ -199,7 +227,12 @@ static void accept_one(const struct conf_listen *l, int lfd)
 		return;
 	}
 	live[pool_index(mem)] = 1;
-	smtp_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
+	proto_of[pool_index(mem)] = (unsigned char)l->proto;
+	if (l->proto == PROTO_POP3) {
+		pop3_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
+	} else {
+		smtp_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
+	}
 }
 
 static void listener_ready(void *ctx, int revents)
@@ -232,6 +265,7 @@ static int status_text(char *buf, size_t len)
 	                 "connections: %u\n"
 	                 "connections_total: %" PRIu64 "\n"
 	                 "pool.conn: %u/%u\n"
+	                 "pool.mailboxes: %u/%u\n"
 	                 "loop.slots: %u/%u\n"
 	                 "refused_busy: %" PRIu64 "\n"
 	                 "refused_per_address: %" PRIu64 "\n"
@@ -242,7 +276,8 @@ static int status_text(char *buf, size_t len)
 	                 "queue_length: 0\n",
 	                 PICOMAIL_VERSION, (int)getpid(),
 	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
-	                 daemon_stats.connections, sessions.used, sessions.size, loop_used(),
+	                 daemon_stats.connections, sessions.used, sessions.size, pop3_mailboxes_used(),
+	                 pop3_mailboxes_size(), loop_used(),
 	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
 	                 daemon_stats.messages_in, daemon_stats.messages_refused,
 	                 daemon_stats.bytes_written, daemon_stats.write_errors);
@@ -391,7 +426,7 @@ static void shutdown_all(void)
 	nlisten = 0;
 	for (i = 0; i < sessions.size; i++) {
 		if (live[i]) {
-			smtp_session_shutdown(sessions.mem + i * sessions.objsize);
+			session_shutdown(i);
 		}
 	}
 	loop_stop();
@@ -539,8 +574,9 @@ int daemon_serve(const char *path, int foreground)
 	if (make_dirs(c, pw) < 0 || open_listeners(c) < 0) {
 		return 1;
 	}
-	if (pool_init(&sessions, "sessions", smtp_session_size(), c->max_connections) < 0 ||
+	if (pool_init(&sessions, "sessions", session_objsize(), c->max_connections) < 0 ||
 	    (live = calloc(c->max_connections, 1)) == NULL ||
+	    (proto_of = calloc(c->max_connections, 1)) == NULL || pop3_init(c) < 0 ||
 	    loop_init(c->max_connections + c->nlisten + EXTRA_SLOTS) < 0) {
 		log_msg(LOG_ERR, "cannot allocate memory for %u connections", c->max_connections);
 		return 1;

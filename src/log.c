@@ -9,10 +9,12 @@
 
 static int log_stderr = 1;
 static const char *log_ident = "picomail";
+static int log_pid;   /* set at log_open: after a fork, log_open is called again */
 
 void log_open(const char *ident, int to_stderr)
 {
 	log_ident = ident;
+	log_pid = (int)getpid();
 	log_stderr = to_stderr;
 	if (!to_stderr) {
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
@@ -45,7 +47,7 @@ void log_msg(int prio, const char *fmt, ...)
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	n = snprintf(line, sizeof line, "%lld.%03ld %s[%d]: %s: ", (long long)ts.tv_sec,
-	             ts.tv_nsec / 1000000, log_ident, (int)getpid(), prio_name(prio));
+	             ts.tv_nsec / 1000000, log_ident, log_pid ? log_pid : (int)getpid(), prio_name(prio));
 	if (n < 0) {
 		va_end(ap);
 		return;

@@ -25,6 +25,7 @@
 static char root[MAILDIR_PATH_MAX] = "/var/mail";
 static char host[128] = "localhost";
 static unsigned long counter;
+static int pid;   /* for unique names; one getpid() instead of one a message */
 static struct maildir_msg *pending_head, **pending_tail = &pending_head;
 
 void maildir_setup(const char *r, const char *hostname)
@@ -32,6 +33,7 @@ void maildir_setup(const char *r, const char *hostname)
 	size_t i;
 
 	snprintf(root, sizeof root, "%s", r);
+	pid = (int)getpid();
 	snprintf(host, sizeof host, "%s", hostname);
 	/* '/' and ':' would break the name (path, info separator). */
 	for (i = 0; host[i] != '\0'; i++) {
@@ -56,7 +58,8 @@ static int user_path(char *out, size_t len, const char *user, const char *sub)
  * that a new mailbox survives a power cut together with its first mail. */
 static int make_maildir(const char *user)
 {
-	static const char *const subs[] = { "tmp", "new", "cur" };
+	/* tmp/ last: a tmp/ that exists says new/ and cur/ do too. */
+	static const char *const subs[] = { "new", "cur", "tmp" };
 	char path[MAILDIR_PATH_MAX];
 	unsigned i;
 
@@ -94,7 +97,7 @@ static void unique_name(char *out, size_t len)
 	gettimeofday(&tv, NULL);
 	/* Dovecot's form: seconds, microseconds, pid, a counter, host. */
 	snprintf(out, len, "%lld.M%ldP%dQ%lu.%s", (long long)tv.tv_sec, (long)tv.tv_usec,
-	         (int)getpid(), ++counter, host);
+	         pid, ++counter, host);
 }
 
 int maildir_begin(struct maildir_msg *m)
@@ -210,31 +213,47 @@ static void unlink_new(const struct maildir_msg *m, unsigned n, const char *fina
 	}
 }
 
-/* Links the synced file into every user's new/; 0 or errno. */
-static int link_all(struct maildir_msg *m, char *final, size_t finallen)
+/* Puts the synced file into every user's new/: hard links for the other
+ * users first, then a rename for the first, so a single recipient costs
+ * one directory operation and no tmp/ name is left behind.  0 or errno;
+ * on failure nothing of it stays in any new/ (the tmp/ file does). */
+static int publish(struct maildir_msg *m, char *final, size_t finallen)
 {
 	char path[MAILDIR_PATH_MAX];
 	unsigned i;
-	int n;
+	int n, e;
 
 	if (maildir_final_name(m, final, finallen) < 0) {
 		return ENAMETOOLONG;
 	}
-	for (i = 0; i < m->nusers; i++) {
-		n = snprintf(path, sizeof path, "%s/%s/new/%s", root, m->users[i], final);
+	for (i = 1; i <= m->nusers; i++) {
+		unsigned u = i % m->nusers;   /* users 1..n-1, then 0 */
+
+		n = snprintf(path, sizeof path, "%s/%s/new/%s", root, m->users[u], final);
 		if (n < 0 || (size_t)n >= sizeof path) {
-			unlink_new(m, i, final);
-			return ENAMETOOLONG;
+			e = ENAMETOOLONG;
+			goto undo;
+		}
+		if (u == 0) {
+			if (io_rename(m->tmp, path) < 0 &&
+			    (errno != ENOENT || make_maildir(m->users[0]) < 0 ||
+			     io_rename(m->tmp, path) < 0)) {
+				e = errno ? errno : EIO;
+				goto undo;
+			}
+			break;
 		}
 		if (io_link(m->tmp, path) < 0 &&
-		    (errno != ENOENT || make_maildir(m->users[i]) < 0 || io_link(m->tmp, path) < 0)) {
-			int e = errno;
-
-			unlink_new(m, i, final);
-			return e;
+		    (errno != ENOENT || make_maildir(m->users[u]) < 0 || io_link(m->tmp, path) < 0)) {
+			e = errno ? errno : EIO;
+			goto undo;
 		}
 	}
+	m->tmp[0] = '\0';   /* renamed away */
 	return 0;
+undo:
+	unlink_new(m, m->nusers, final);
+	return e;
 }
 
 /* The new/ directories synced in this batch, each once, with the result. */
@@ -308,10 +327,11 @@ static void commit_batch(void)
 	}
 	for (m = batch; m != NULL; m = m->next) {
 		if (m->err == 0) {
-			m->err = link_all(m, m->final, sizeof m->final);
+			m->err = publish(m, m->final, sizeof m->final);
 		}
-		/* The tmp name is no longer needed, linked or not. */
-		(void)io_unlink(m->tmp);
+		if (m->err != 0) {
+			(void)io_unlink(m->tmp);
+		}
 	}
 	/* One directory sync per mailbox for the whole batch. */
 	for (m = batch; m != NULL; m = m->next) {

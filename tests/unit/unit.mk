@@ -56,11 +56,11 @@ $(UNIT_OUT)/test_addr: tests/unit/test_addr.c src/addr.c src/conf.c $(UNIT_HDRS)
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_addr.c src/addr.c src/conf.c $(UNIT_LDLIBS)
 
-$(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/crypt_sha.c $(UNIT_HDRS) \
+$(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/crypt_sha.c src/base64.c $(UNIT_HDRS) \
                       $(UNIT_BEARSSL_LIB)
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -I$(UNIT_BEARSSL)/inc -o $@ tests/unit/test_auth.c src/auth.c \
-		src/conf.c src/crypt_sha.c $(UNIT_BEARSSL_LIB) $(UNIT_LDLIBS)
+		src/conf.c src/crypt_sha.c src/base64.c $(UNIT_BEARSSL_LIB) $(UNIT_LDLIBS)
 
 $(UNIT_BEARSSL_LIB):
 	@bash board/common/bearssl.sh $(UNIT_CC) $(UNIT_BEARSSL)

@@ -1,0 +1,834 @@
+/* pop3.c - the POP3 session state machine (RFC 1939, 2449, 5034).
+ *
+ * AUTHORIZATION -> TRANSACTION -> UPDATE.  Login locks the mailbox and
+ * snapshots it (mailbox.c); multi-line answers (RETR, TOP, LIST, UIDL) are
+ * pumped into the output buffer as it drains, so a 50 MB message or a
+ * 2000-line listing never needs more than the connection's buffers.
+ */
+#include "pop3.h"
+#include "auth.h"
+#include "conn.h"
+#include "daemon.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "mailbox.h"
+#include "pool.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define POP3_LINE_MAX   512   /* RFC 2449 allows 255 for commands; SASL needs more */
+#define POP3_ERRORS_MAX 20
+#define POP3_PASS_MAX   256
+#define PUMP_ROOM       128   /* output kept free for a listing line */
+
+enum pop3_state {
+	ST_AUTH     = 1 << 0,   /* AUTHORIZATION, no USER yet */
+	ST_USER     = 1 << 1,   /* AUTHORIZATION, USER given */
+	ST_SASL     = 1 << 2,   /* waiting for the AUTH PLAIN response */
+	ST_DELAY    = 1 << 3,   /* a failed login, answered after the throttle */
+	ST_TRANS    = 1 << 4,   /* TRANSACTION */
+	ST_SEND     = 1 << 5,   /* pumping a multi-line answer */
+	ST_QUIT     = 1 << 6,   /* closing once the output is sent */
+};
+
+enum pump_kind { PUMP_MSG, PUMP_LIST, PUMP_UIDL };
+
+struct pop3_session {
+	int slot;
+	uint32_t id;
+	enum pop3_state state;
+	unsigned errors;
+	const struct conf_listen *listener;
+	char user[ADDR_USER_MAX + 1];
+	struct mailbox *mb;
+	/* the answer being pumped */
+	enum pump_kind kind;
+	unsigned cursor;        /* PUMP_LIST / PUMP_UIDL: next message */
+	int fd;                 /* PUMP_MSG: the file */
+	int bol;                /* at the start of a line */
+	int in_headers;
+	long lines_left;        /* TOP: body lines still to send; -1 for RETR */
+	struct conn conn;
+};
+
+struct pop3_command {
+	const char *verb;
+	unsigned states;
+	void (*run)(struct pop3_session *s, char *arg);
+};
+
+static struct pool mailboxes;
+
+static int session_update(struct pop3_session *s);
+static void session_process(struct pop3_session *s);
+
+size_t pop3_session_size(void)
+{
+	return sizeof(struct pop3_session);
+}
+
+int pop3_init(const struct conf *c)
+{
+	return pool_init(&mailboxes, "mailboxes", mailbox_objsize(c->pop3_max_messages),
+	                 c->pop3_sessions);
+}
+
+unsigned pop3_mailboxes_used(void)
+{
+	return mailboxes.used;
+}
+
+unsigned pop3_mailboxes_size(void)
+{
+	return mailboxes.size;
+}
+
+const struct sockaddr_storage *pop3_session_peer(const void *mem)
+{
+	return &((const struct pop3_session *)mem)->conn.peer;
+}
+
+static void reply(struct pop3_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void reply(struct pop3_session *s, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		return;
+	}
+	if ((size_t)n > sizeof buf - 3) {
+		n = (int)(sizeof buf - 3);
+	}
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	conn_put(&s->conn, buf, (size_t)n);
+}
+
+static void reply_error(struct pop3_session *s, const char *text)
+{
+	reply(s, "-ERR %s", text);
+	if (++s->errors >= POP3_ERRORS_MAX) {
+		reply(s, "-ERR Too many errors, closing");
+		s->state = ST_QUIT;
+	}
+}
+
+static const struct conf *cf(void)
+{
+	return daemon_conf();
+}
+
+/* Plain-text passwords only where the configuration allows (no TLS yet:
+ * plaintext_auth yes is then the only way in). */
+static int plaintext_ok(const struct pop3_session *s)
+{
+	(void)s;
+	return cf()->plaintext_auth;
+}
+
+static void pump_stop(struct pop3_session *s)
+{
+	if (s->fd >= 0) {
+		(void)io_close(s->fd);
+		s->fd = -1;
+	}
+}
+
+static void session_end(struct pop3_session *s)
+{
+	pump_stop(s);
+	if (s->mb != NULL) {
+		/* A dropped connection deletes nothing (RFC 1939 6). */
+		mailbox_close(s->mb);
+		pool_give(&mailboxes, s->mb);
+		s->mb = NULL;
+	}
+	loop_del(s->slot);
+	conn_close(&s->conn);
+	daemon_release(s);
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+/* Parses a decimal number of at most 9 digits, alone or followed by a
+ * space; -1 if bad. */
+static long parse_num(const char *s, const char **rest)
+{
+	long v = 0;
+	int digits = 0;
+
+	while (*s >= '0' && *s <= '9') {
+		if (++digits > 9) {
+			return -1;
+		}
+		v = v * 10 + (*s++ - '0');
+	}
+	if (digits == 0 || (*s != '\0' && *s != ' ')) {
+		return -1;
+	}
+	while (*s == ' ') {
+		s++;
+	}
+	*rest = s;
+	return v;
+}
+
+/* The message index (0-based) for a number argument, with the reply sent
+ * when it is bad; -1 then. */
+static long message_arg(struct pop3_session *s, const char *arg, const char **rest)
+{
+	long n = parse_num(arg, rest);
+
+	if (n < 0) {
+		reply_error(s, "Invalid message number");
+		return -1;
+	}
+	if (n < 1 || (unsigned long)n > s->mb->n) {
+		reply_error(s, "No such message");
+		return -1;
+	}
+	if (s->mb->msgs[n - 1].deleted) {
+		reply_error(s, "Message is deleted");
+		return -1;
+	}
+	return n - 1;
+}
+
+/* One message number and nothing else. */
+static long single_message_arg(struct pop3_session *s, const char *arg)
+{
+	const char *rest;
+	long i = message_arg(s, arg, &rest);
+
+	if (i >= 0 && *rest != '\0') {
+		reply_error(s, "Syntax error: one message number expected");
+		return -1;
+	}
+	return i;
+}
+
+/* ---- AUTHORIZATION ------------------------------------------------------ */
+
+static void cmd_capa(struct pop3_session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "+OK Capability list follows");
+	reply(s, "TOP");
+	reply(s, "UIDL");
+	if (plaintext_ok(s)) {
+		reply(s, "USER");
+		reply(s, "SASL PLAIN");
+	}
+	reply(s, "RESP-CODES");
+	reply(s, "PIPELINING");
+	reply(s, "AUTH-RESP-CODE");
+	reply(s, "IMPLEMENTATION picomail");
+	reply(s, ".");
+}
+
+static void cmd_user(struct pop3_session *s, char *arg)
+{
+	if (!plaintext_ok(s)) {
+		reply_error(s, "[AUTH] Plaintext authentication is disabled on this connection");
+		return;
+	}
+	if (arg[0] == '\0' || strlen(arg) > ADDR_USER_MAX || strchr(arg, ' ') != NULL) {
+		reply_error(s, "Syntax: USER name");
+		return;
+	}
+	snprintf(s->user, sizeof s->user, "%s", arg);
+	s->state = ST_USER;
+	/* The same answer for every name: it does not tell who exists. */
+	reply(s, "+OK");
+}
+
+/* Login with a checked name and password: lock, snapshot, answer. */
+static void login(struct pop3_session *s, const char *user, const char *pass)
+{
+	const struct users_table *u = daemon_users();
+	int i;
+
+	if (!users_check(u, user, pass)) {
+		unsigned delay = auth_throttle_failed(&s->conn.peer, loop_now());
+
+		log_msg(LOG_NOTICE, "s=%08" PRIx32 " pop3 login failed for '%s' from %s", s->id, user,
+		        s->conn.peer_ip);
+		s->state = ST_DELAY;
+		loop_deadline(s->slot, loop_now() + delay);
+		return;
+	}
+	auth_throttle_success(&s->conn.peer);
+	i = users_find(u, user);
+	snprintf(s->user, sizeof s->user, "%s", u->u[i].name);
+	if (mailbox_locked(s->user)) {
+		s->state = ST_AUTH;
+		reply(s, "-ERR [IN-USE] Mailbox is locked by another session");
+		return;
+	}
+	s->mb = pool_take(&mailboxes);
+	if (s->mb == NULL) {
+		s->state = ST_AUTH;
+		reply(s, "-ERR [SYS/TEMP] Too many mailboxes open, try again later");
+		return;
+	}
+	if (mailbox_open(s->mb, cf()->pop3_max_messages, cf()->maildir_root, s->user) < 0) {
+		log_msg(LOG_ERR, "s=%08" PRIx32 " mailbox %s: %m", s->id, s->user);
+		pool_give(&mailboxes, s->mb);
+		s->mb = NULL;
+		s->state = ST_AUTH;
+		reply(s, "-ERR [SYS/TEMP] Cannot open the mailbox, try again later");
+		return;
+	}
+	log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 login %s from %s, %u messages", s->id, s->user,
+	        s->conn.peer_ip, s->mb->n);
+	s->state = ST_TRANS;
+	reply(s, "+OK Logged in, %u messages", s->mb->n);
+}
+
+static void cmd_pass(struct pop3_session *s, char *arg)
+{
+	char user[ADDR_USER_MAX + 1];
+
+	if (strlen(arg) > POP3_PASS_MAX) {
+		s->state = ST_AUTH;
+		reply_error(s, "[AUTH] Authentication failed");
+		return;
+	}
+	snprintf(user, sizeof user, "%s", s->user);
+	login(s, user, arg);
+}
+
+static void cmd_auth_plain(struct pop3_session *s, const char *b64)
+{
+	char user[ADDR_USER_MAX + 1], pass[POP3_PASS_MAX + 1];
+
+	if (strcmp(b64, "*") == 0) {
+		s->state = ST_AUTH;
+		reply_error(s, "Authentication cancelled");
+		return;
+	}
+	if (auth_plain_decode(b64, user, sizeof user, pass, sizeof pass) < 0) {
+		s->state = ST_AUTH;
+		reply_error(s, "Invalid base64 or PLAIN response");
+		return;
+	}
+	login(s, user, pass);
+	memset(pass, 0, sizeof pass);
+}
+
+static void cmd_auth(struct pop3_session *s, char *arg)
+{
+	char *ir;
+
+	if (!plaintext_ok(s)) {
+		reply_error(s, "[AUTH] Plaintext authentication is disabled on this connection");
+		return;
+	}
+	if (arg[0] == '\0') {
+		reply(s, "+OK Mechanisms follow");
+		reply(s, "PLAIN");
+		reply(s, ".");
+		return;
+	}
+	ir = strchr(arg, ' ');
+	if (ir != NULL) {
+		*ir++ = '\0';
+	}
+	if (strcasecmp(arg, "PLAIN") != 0) {
+		reply_error(s, "Unsupported authentication mechanism");
+		return;
+	}
+	if (ir == NULL) {
+		s->state = ST_SASL;
+		reply(s, "+ ");
+		return;
+	}
+	cmd_auth_plain(s, ir);
+}
+
+static void cmd_apop(struct pop3_session *s, char *arg)
+{
+	(void)arg;
+	/* APOP needs the plain password on the server: not offered. */
+	reply_error(s, "APOP is not supported");
+}
+
+static void cmd_quit(struct pop3_session *s, char *arg)
+{
+	int err;
+
+	(void)arg;
+	if (s->mb == NULL) {
+		reply(s, "+OK Bye");
+		s->state = ST_QUIT;
+		return;
+	}
+	/* UPDATE (RFC 1939 6): remove, sync the directory, then +OK. */
+	err = mailbox_expunge(s->mb, cf()->maildir_root);
+	if (err != 0) {
+		log_msg(LOG_ERR, "s=%08" PRIx32 " expunge %s: %s", s->id, s->user, strerror(err));
+		reply(s, "-ERR [SYS/TEMP] Some deleted messages were not removed");
+	} else {
+		log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 logout %s, %u deleted", s->id, s->user,
+		        s->mb->ndeleted);
+		reply(s, "+OK Bye");
+	}
+	s->state = ST_QUIT;
+}
+
+/* ---- TRANSACTION -------------------------------------------------------- */
+
+static void totals(const struct mailbox *mb, unsigned *n, uint64_t *size)
+{
+	unsigned i;
+
+	*n = 0;
+	*size = 0;
+	for (i = 0; i < mb->n; i++) {
+		if (!mb->msgs[i].deleted) {
+			(*n)++;
+			*size += mb->msgs[i].size;
+		}
+	}
+}
+
+static void cmd_stat(struct pop3_session *s, char *arg)
+{
+	unsigned n;
+	uint64_t size;
+
+	if (arg[0] != '\0') {
+		reply_error(s, "Syntax: STAT");
+		return;
+	}
+	totals(s->mb, &n, &size);
+	reply(s, "+OK %u %" PRIu64, n, size);
+}
+
+static void start_listing(struct pop3_session *s, enum pump_kind kind)
+{
+	s->kind = kind;
+	s->cursor = 0;
+	s->state = ST_SEND;
+}
+
+static void cmd_list(struct pop3_session *s, char *arg)
+{
+	unsigned n;
+	uint64_t size;
+	long i;
+
+	if (arg[0] != '\0') {
+		i = single_message_arg(s, arg);
+		if (i >= 0) {
+			reply(s, "+OK %ld %" PRIu64, i + 1, s->mb->msgs[i].size);
+		}
+		return;
+	}
+	totals(s->mb, &n, &size);
+	reply(s, "+OK %u messages (%" PRIu64 " octets)", n, size);
+	start_listing(s, PUMP_LIST);
+}
+
+static void cmd_uidl(struct pop3_session *s, char *arg)
+{
+	char uidl[MAILBOX_UIDL_MAX + 1];
+	long i;
+
+	if (arg[0] != '\0') {
+		i = single_message_arg(s, arg);
+		if (i >= 0) {
+			mailbox_uidl(s->mb, (unsigned)i, uidl);
+			reply(s, "+OK %ld %s", i + 1, uidl);
+		}
+		return;
+	}
+	reply(s, "+OK Unique-ID listing follows");
+	start_listing(s, PUMP_UIDL);
+}
+
+static void start_message(struct pop3_session *s, long i, long lines)
+{
+	s->fd = mailbox_open_msg(s->mb, cf()->maildir_root, (unsigned)i);
+	if (s->fd < 0) {
+		log_msg(LOG_ERR, "s=%08" PRIx32 " %s message %ld: %m", s->id, s->user, i + 1);
+		reply(s, "-ERR [SYS/TEMP] Cannot read the message");
+		return;
+	}
+	s->kind = PUMP_MSG;
+	s->bol = 1;
+	s->in_headers = 1;
+	s->lines_left = lines;
+	s->state = ST_SEND;
+	if (lines < 0) {
+		reply(s, "+OK %" PRIu64 " octets", s->mb->msgs[i].size);
+	} else {
+		reply(s, "+OK");
+	}
+}
+
+static void cmd_retr(struct pop3_session *s, char *arg)
+{
+	long i = single_message_arg(s, arg);
+
+	if (i >= 0) {
+		start_message(s, i, -1);
+	}
+}
+
+static void cmd_top(struct pop3_session *s, char *arg)
+{
+	const char *rest, *end;
+	long i = message_arg(s, arg, &rest), lines;
+
+	if (i < 0) {
+		return;
+	}
+	lines = parse_num(rest, &end);
+	if (lines < 0 || *end != '\0') {
+		reply_error(s, "Syntax: TOP message lines");
+		return;
+	}
+	start_message(s, i, lines);
+}
+
+static void cmd_dele(struct pop3_session *s, char *arg)
+{
+	long i = single_message_arg(s, arg);
+
+	if (i >= 0) {
+		s->mb->msgs[i].deleted = 1;
+		s->mb->ndeleted++;
+		reply(s, "+OK Marked for deletion");
+	}
+}
+
+static void cmd_rset(struct pop3_session *s, char *arg)
+{
+	unsigned i;
+
+	(void)arg;
+	for (i = 0; i < s->mb->n; i++) {
+		s->mb->msgs[i].deleted = 0;
+	}
+	s->mb->ndeleted = 0;
+	reply(s, "+OK");
+}
+
+static void cmd_noop(struct pop3_session *s, char *arg)
+{
+	(void)arg;
+	reply(s, "+OK");
+}
+
+#define ST_AUTHZ (ST_AUTH | ST_USER)
+
+static const struct pop3_command commands[] = {
+	{ "CAPA", ST_AUTHZ | ST_TRANS, cmd_capa },
+	{ "USER", ST_AUTHZ, cmd_user },
+	{ "PASS", ST_USER, cmd_pass },
+	{ "AUTH", ST_AUTHZ, cmd_auth },
+	{ "APOP", ST_AUTHZ, cmd_apop },
+	{ "QUIT", ST_AUTHZ | ST_TRANS, cmd_quit },
+	{ "STAT", ST_TRANS, cmd_stat },
+	{ "LIST", ST_TRANS, cmd_list },
+	{ "UIDL", ST_TRANS, cmd_uidl },
+	{ "RETR", ST_TRANS, cmd_retr },
+	{ "TOP", ST_TRANS, cmd_top },
+	{ "DELE", ST_TRANS, cmd_dele },
+	{ "RSET", ST_TRANS, cmd_rset },
+	{ "NOOP", ST_TRANS, cmd_noop },
+};
+
+static void dispatch(struct pop3_session *s, char *line, size_t len)
+{
+	size_t i, vlen;
+	char *arg;
+
+	if (strlen(line) != len) {
+		reply_error(s, "NUL character in command");
+		return;
+	}
+	if (s->state == ST_SASL) {
+		cmd_auth_plain(s, line);
+		return;
+	}
+	for (vlen = 0; line[vlen] != '\0' && line[vlen] != ' '; vlen++) {
+	}
+	arg = line + vlen;
+	while (*arg == ' ') {
+		arg++;
+	}
+	for (i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strlen(commands[i].verb) != vlen || strncasecmp(line, commands[i].verb, vlen) != 0) {
+			continue;
+		}
+		if (!(commands[i].states & s->state)) {
+			if (s->state & ST_AUTHZ) {
+				reply_error(s, strcmp(commands[i].verb, "PASS") == 0 ?
+				               "Send USER first" : "Not logged in");
+			} else {
+				reply_error(s, "Command not valid in this state");
+			}
+			return;
+		}
+		commands[i].run(s, arg);
+		return;
+	}
+	reply_error(s, "Unknown command");
+}
+
+/* ---- pumping multi-line answers ----------------------------------------- */
+
+static void pump_listing(struct pop3_session *s)
+{
+	char uidl[MAILBOX_UIDL_MAX + 1];
+	const struct mailbox *mb = s->mb;
+
+	while (conn_room(&s->conn) >= PUMP_ROOM) {
+		if (s->cursor == mb->n) {
+			reply(s, ".");
+			s->state = ST_TRANS;
+			return;
+		}
+		if (!mb->msgs[s->cursor].deleted) {
+			if (s->kind == PUMP_LIST) {
+				reply(s, "%u %" PRIu64, s->cursor + 1, mb->msgs[s->cursor].size);
+			} else {
+				mailbox_uidl(mb, s->cursor, uidl);
+				reply(s, "%u %s", s->cursor + 1, uidl);
+			}
+		}
+		s->cursor++;
+	}
+}
+
+static void pump_finish(struct pop3_session *s, unsigned char *out, size_t *o)
+{
+	if (!s->bol) {
+		out[(*o)++] = '\r';
+		out[(*o)++] = '\n';
+	}
+	memcpy(out + *o, ".\r\n", 3);
+	*o += 3;
+	pump_stop(s);
+	s->state = ST_TRANS;
+}
+
+/* Sends the file with CRLF line ends and dot-stuffing (RFC 1939 3); for
+ * TOP, stops after the headers and lines_left body lines. */
+static void pump_message(struct pop3_session *s)
+{
+	unsigned char in[CONN_OUT_SIZE / 2 - 8], out[CONN_OUT_SIZE];
+	size_t room, want, o, k;
+	ssize_t n;
+
+	while ((room = conn_room(&s->conn)) >= PUMP_ROOM) {
+		o = 0;
+		if (!s->in_headers && s->lines_left == 0) {
+			pump_finish(s, out, &o);
+			conn_put(&s->conn, out, o);
+			return;
+		}
+		/* Each byte read becomes at most two, plus the ending. */
+		want = (room - 8) / 2;
+		if (want > sizeof in) {
+			want = sizeof in;
+		}
+		n = io_read(s->fd, in, want);
+		if (n < 0) {
+			/* +OK is already out: the only honest end is to close. */
+			log_msg(LOG_ERR, "s=%08" PRIx32 " read error in RETR: %m", s->id);
+			s->conn.err = errno ? errno : EIO;
+			return;
+		}
+		if (n == 0) {
+			pump_finish(s, out, &o);
+			conn_put(&s->conn, out, o);
+			return;
+		}
+		for (k = 0; k < (size_t)n; k++) {
+			unsigned char ch = in[k];
+
+			if (ch == '\n') {
+				if (s->in_headers && s->bol) {
+					s->in_headers = 0;   /* the blank line ends the headers */
+				} else if (!s->in_headers && s->lines_left > 0) {
+					s->lines_left--;
+				}
+				out[o++] = '\r';
+				out[o++] = '\n';
+				s->bol = 1;
+				if (!s->in_headers && s->lines_left == 0) {
+					break;
+				}
+				continue;
+			}
+			if (s->bol && ch == '.') {
+				out[o++] = '.';
+			}
+			out[o++] = ch;
+			s->bol = 0;
+		}
+		conn_put(&s->conn, out, o);
+	}
+}
+
+static void pump(struct pop3_session *s)
+{
+	if (s->kind == PUMP_MSG) {
+		pump_message(s);
+	} else {
+		pump_listing(s);
+	}
+}
+
+/* ---- the session's I/O -------------------------------------------------- */
+
+static void session_process(struct pop3_session *s)
+{
+	char *line;
+	size_t len;
+
+	for (;;) {
+		if (s->conn.err || s->state & (ST_DELAY | ST_QUIT)) {
+			return;
+		}
+		if (s->state == ST_SEND) {
+			pump(s);
+			if (s->state == ST_SEND) {
+				return;   /* the output is full: wait for it to drain */
+			}
+			continue;
+		}
+		if (conn_room(&s->conn) < PUMP_ROOM * 4) {
+			return;
+		}
+		switch (conn_line(&s->conn, &line, &len, POP3_LINE_MAX)) {
+		case CONN_LINE_NONE:
+			return;
+		case CONN_LINE_TOO_LONG:
+			if (s->state == ST_SASL) {
+				s->state = ST_AUTH;
+			}
+			reply_error(s, "Line too long");
+			break;
+		case CONN_LINE_OK:
+			dispatch(s, line, len);
+			break;
+		}
+	}
+}
+
+static int session_update(struct pop3_session *s)
+{
+	int r = conn_flush(&s->conn);
+	short ev = 0;
+
+	if (r < 0) {
+		log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id, s->conn.peer_ip,
+		        strerror(s->conn.err));
+		session_end(s);
+		return -1;
+	}
+	if (r == 0 && (s->state == ST_QUIT || s->conn.eof)) {
+		session_end(s);
+		return -1;
+	}
+	if (r == 1 || s->state == ST_SEND) {
+		ev |= POLLOUT;
+	}
+	if (!(s->state & (ST_QUIT | ST_DELAY | ST_SEND)) && conn_room(&s->conn) >= PUMP_ROOM * 4) {
+		ev |= POLLIN;
+	}
+	loop_events(s->slot, ev);
+	return 0;
+}
+
+static void idle_deadline(struct pop3_session *s)
+{
+	loop_deadline(s->slot, loop_now() + (int64_t)cf()->pop3_timeout * 1000);
+}
+
+static void session_io(void *ctx, int revents)
+{
+	struct pop3_session *s = ctx;
+	int n;
+
+	if (revents & LOOP_TIMEOUT) {
+		if (s->state == ST_DELAY) {
+			/* The throttle delay is over: answer the failed login. */
+			s->state = ST_AUTH;
+			reply_error(s, "[AUTH] Authentication failed");
+			idle_deadline(s);
+			session_process(s);
+			(void)session_update(s);
+			return;
+		}
+		log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 timeout from %s", s->id, s->conn.peer_ip);
+		reply(s, "-ERR Idle timeout, closing");
+		(void)conn_flush(&s->conn);
+		session_end(s);
+		return;
+	}
+	if (revents & (POLLIN | POLLERR | POLLHUP)) {
+		n = conn_fill(&s->conn);
+		if (n > 0 && s->state != ST_DELAY) {
+			idle_deadline(s);
+		}
+		if (n < 0 && s->conn.err) {
+			session_end(s);
+			return;
+		}
+	}
+	session_process(s);
+	(void)session_update(s);
+}
+
+void pop3_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_t len,
+                        const struct conf_listen *l, uint32_t id)
+{
+	struct pop3_session *s = mem;
+
+	memset(s, 0, offsetof(struct pop3_session, conn));
+	conn_init(&s->conn, fd, peer, len);
+	s->fd = -1;
+	s->id = id;
+	s->listener = l;
+	s->state = ST_AUTH;
+	s->slot = loop_add(fd, POLLIN, session_io, s);
+	if (s->slot < 0) {
+		conn_close(&s->conn);
+		daemon_release(s);
+		return;
+	}
+	idle_deadline(s);
+	log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 connect from %s", id, s->conn.peer_ip);
+	reply(s, "+OK picomail POP3 ready");
+	(void)session_update(s);
+}
+
+void pop3_session_shutdown(void *mem)
+{
+	struct pop3_session *s = mem;
+
+	if (s->state != ST_SEND) {
+		reply(s, "-ERR [SYS/TEMP] Server shutting down");
+		(void)conn_flush(&s->conn);
+	}
+	session_end(s);
+}

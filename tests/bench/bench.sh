@@ -1,0 +1,527 @@
+#!/bin/bash
+# bench.sh BINARY - "make bench": the benchmark report for picomail.
+#
+# Prints ONE markdown table on stdout (progress goes to stderr), every figure
+# measured in this run, on the disk that holds build/ (temporary directories
+# under build/bench/, never tmpfs):
+#   - the durable-write limit of that disk: tests/bench/fsync_ref.c, one
+#     writer doing write + fsync + rename + fsync(dir) per 5 KB message
+#   - picomail accepting 2000 messages of 5 KB from Postfix's smtp-source
+#     with 1 and with 20 concurrent sessions (wall clock of smtp-source),
+#     checked afterwards: exactly 2000 new files in new/ per run, else FAIL
+#     (both in BENCH_ROUNDS rounds, default 3, of reference, 1 session, 20
+#     sessions back to back; the table gives the medians, every run, and
+#     each picomail run's ratio to the reference run of its own round)
+#   - the daemon's RSS idle, with 50 idle connections, peak during the
+#     20-session loads (sampled every 50 ms) and VmHWM
+#   - the size of the stripped binary
+#   - bytes written per delivered message (/proc/PID/io, informational)
+#   - context: the daemon's CPU time per load, and the load generator's own
+#     ceiling (smtp-source -s 20 against Postfix's smtp-sink, no disk)
+# Targets (issue 2): 20 sessions >= 1.5x the durable-write limit, idle RSS
+# < 300 KiB, 50 idle connections < 1 MiB, binary < 300 KiB.
+#
+# Environment: BENCH_MESSAGES (default 2000), BENCH_ROUNDS (default 3),
+# BENCH_KEEP=1 keeps the work directory.  Exit 0 when the report is
+# complete, 1 when a run lost or duplicated messages (FAIL in the table) or
+# the bench itself could not run.
+# Loopback and ephemeral ports only; every process started here is stopped
+# by its PID on exit; every wait is bounded.
+set -eu -o pipefail
+
+me=bench.sh
+die() { echo "$me: $*" >&2; exit 1; }
+say() { echo "$me: $*" >&2; }
+
+[ $# -eq 1 ] || die "usage: $me BINARY"
+[ -x "$1" ] || die "no executable $1 (run make)"
+BIN=$(readlink -f "$1")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$ROOT/tests/bench
+PY=/usr/bin/python3
+N=${BENCH_MESSAGES:-2000}
+ROUNDS=${BENCH_ROUNDS:-3}
+SIZE=5120
+IDLE_CONNS=50
+TOOLS=$ROOT/build/tools
+OUT=$ROOT/build/bench
+[ -x "$PY" ] || die "needs Debian's python3 (apt-get install python3)"
+command -v cc >/dev/null 2>&1 || die "needs a C compiler as cc (apt-get install gcc)"
+
+# ---------------------------------------------------------------- set-up
+mkdir -p "$OUT"
+W=$(mktemp -d "$OUT/run.XXXXXX")
+DPID=''          # the daemon
+PIDS=''          # helpers still running
+failed=0
+
+stop_pid() {     # stop_pid PID SECONDS: TERM, bounded wait, then KILL
+    local p=$1 t=$2 i
+    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
+    kill -TERM "$p" 2>/dev/null || true
+    for ((i = 0; i < t * 10; i++)); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$p" 2>/dev/null; then
+        say "PID $p did not stop on SIGTERM within ${t}s: SIGKILL"
+        kill -KILL "$p" 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317  # invoked by the traps
+cleanup() {
+    local rc=$? p
+    trap - EXIT INT TERM
+    for p in $PIDS; do stop_pid "$p" 2; done
+    [ -z "$DPID" ] || stop_pid "$DPID" 5
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+        say "work directory kept: $W"
+    else
+        # Remember when and how much was deleted: on ext4 without a journal
+        # the inode allocator skips recently freed inodes (for 60 s, 360 s
+        # while their inode table block is dirty), which slows file creation
+        # in the next run if it comes soon.  The next run reports it.
+        p=$(find "$W" -type f | wc -l)
+        rm -rf "$W"
+        echo "$(date +%s) $p" >"$OUT/.last-cleanup" 2>/dev/null || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() {   # forget_pid PID: drop from the helper list
+    local p rest=''
+    for p in $PIDS; do [ "$p" = "$1" ] || rest="$rest $p"; done
+    PIDS=$rest
+}
+
+# Postfix's smtp-source (cached in build/tools after the first time).
+if ! bash "$ROOT/tests/tools/postfix-tools.sh" "$TOOLS" >"$W/tools.log" 2>&1; then
+    cat "$W/tools.log" >&2
+    die "could not set up smtp-source (tests/tools/postfix-tools.sh)"
+fi
+SOURCE=$TOOLS/smtp-source
+
+# The durable-write reference, built with the host's compiler.
+cc -O2 -Wall -Wextra -o "$OUT/fsync_ref" "$HERE/fsync_ref.c" ||
+    die "could not compile tests/bench/fsync_ref.c"
+
+# A recent deletion of many files (a previous bench run) skews file creation.
+recent_note=''
+if [ -f "$OUT/.last-cleanup" ]; then
+    read -r last_t last_n _ <"$OUT/.last-cleanup" || true
+    ago=$(( $(date +%s) - ${last_t:-0} ))
+    if [ "$ago" -lt 360 ] && [ "${last_n:-0}" -gt 0 ]; then
+        recent_note="note: the previous bench run deleted $last_n files ${ago} s ago (ext4 without a journal skips recently freed inodes for 60-360 s, slowing file creation for the reference and picomail alike)"
+    fi
+fi
+
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- helpers
+calc() { awk "BEGIN { printf \"%s\", $* }"; }           # calc 'EXPR' (awk)
+fmt1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
+fmt2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+fmt0() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+# shellcheck disable=SC2317  # called through ok()
+ge()   { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+# shellcheck disable=SC2317  # called through ok()
+lt()   { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+now()  { date +%s.%N; }
+median() {       # median NUMBERS...
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%s", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+proc_field() {   # proc_field FILE KEY: the number after "KEY:" in /proc/PID/FILE
+    awk -v k="$2:" '$1 == k { print $2; found = 1 } END { if (!found) print "" }' \
+        "/proc/$DPID/$1" 2>/dev/null || true
+}
+
+status_field() { # status_field KEY: from `picomail status`
+    timeout 5 "$BIN" status -C "$W/picomail.conf" 2>/dev/null |
+        awk -v k="$1:" '$1 == k { print $2 }' || true
+}
+
+count_new() {    # files in the bench user's new/
+    local d=$W/mail/user/new
+    if [ -d "$d" ]; then find "$d" -maxdepth 1 -type f | wc -l; else echo 0; fi
+}
+
+count_tmp() {
+    local d=$W/mail/user/tmp
+    if [ -d "$d" ]; then find "$d" -maxdepth 1 -type f | wc -l; else echo 0; fi
+}
+
+# Sectors written to the block device under build/ (whole device: includes
+# metadata, a journal if any, and anything else running on the machine).
+DEV=$(df --output=source "$OUT" 2>/dev/null | tail -n 1 || true)
+DEV_STAT=''
+case $DEV in
+/dev/*)
+    d=$(basename "$(readlink -f "$DEV")")
+    [ -r "/sys/class/block/$d/stat" ] && DEV_STAT=/sys/class/block/$d/stat ;;
+esac
+# CPU time (user + system) of the daemon so far, in seconds.
+TICK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+cpu_time() {
+    # /proc/PID/stat: the name (field 2) may hold spaces; count from its ")".
+    sed 's/.*) //' "/proc/$DPID/stat" 2>/dev/null |
+        awk -v hz="$TICK" '{ printf "%.2f", ($12 + $13) / hz }' || echo 0
+}
+
+dev_sectors() { if [ -n "$DEV_STAT" ]; then awk '{ print $7 }' "$DEV_STAT"; else echo 0; fi; }
+
+# ---------------------------------------------------------------- the table
+ROWS=''
+row() {          # row WHAT VALUE TARGET VERDICT
+    ROWS="$ROWS| $1 | $2 | $3 | $4 |
+"
+}
+
+# ---------------------------------------------------------------- 1. reference
+run_ref() {      # run_ref DIR -> "count seconds rate"
+    mkdir -p "$1"
+    timeout 120 "$OUT/fsync_ref" "$1" "$N" "$SIZE" || die "fsync_ref failed in $1"
+}
+
+# ---------------------------------------------------------------- the daemon
+mkdir -p "$W/mail" "$W/spool"
+hash=$(printf 'bench\n' | timeout 10 "$BIN" passwd 2>/dev/null) ||
+    hash=$(openssl passwd -6 bench 2>/dev/null) || die "cannot make a password hash"
+printf 'user:%s\n' "$hash" >"$W/users"
+printf 'postmaster: user\n' >"$W/aliases"
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+write_conf() {   # write_conf PORT
+    cat >"$W/picomail.conf" <<CONF
+# written by tests/bench/bench.sh
+hostname         bench.lan
+domains          lan
+listen           smtp 127.0.0.1:$1
+maildir_root     $W/mail
+spool            $W/spool
+users            $W/users
+aliases          $W/aliases
+relay_from       127.0.0.0/8
+max_connections  64
+max_message_size 10M
+CONF
+}
+
+start_daemon() { # start_daemon: sets DPID and PORT, or dies
+    local attempt i
+    for attempt in 1 2 3; do
+        PORT=$(free_port)
+        write_conf "$PORT"
+        if ! timeout 10 "$BIN" check -C "$W/picomail.conf" >"$W/check.log" 2>&1; then
+            cat "$W/check.log" >&2
+            die "picomail check refused the bench configuration"
+        fi
+        "$BIN" serve -C "$W/picomail.conf" -f 2>>"$W/daemon.log" </dev/null &
+        DPID=$!
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$DPID" 2>/dev/null || break
+            if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null &&
+               [ -n "$(status_field connections)" ]; then
+                return 0
+            fi
+            sleep 0.1
+        done
+        say "daemon did not come up on 127.0.0.1:$PORT (attempt $attempt)"
+        stop_pid "$DPID" 3
+        DPID=''
+    done
+    tail -n 20 "$W/daemon.log" >&2 || true
+    die "could not start the daemon"
+}
+
+wait_idle() {    # until the daemon reports 0 connections (bounded)
+    local i c
+    for ((i = 0; i < 100; i++)); do
+        c=$(status_field connections)
+        [ "$c" = 0 ] && return 0
+        sleep 0.1
+    done
+    say "daemon still reports ${c:-?} connections"
+}
+
+say "starting $BIN"
+start_daemon
+say "  pid $DPID on 127.0.0.1:$PORT"
+wait_idle
+sleep 0.5
+
+# ---------------------------------------------------------------- 3a. idle RSS
+rss_idle=$(proc_field status VmRSS)
+say "idle RSS: $rss_idle KiB"
+
+# ---------------------------------------------------------------- 3b. 50 idle connections
+"$PY" "$HERE/idle_conns.py" 127.0.0.1 "$PORT" "$IDLE_CONNS" "$W/idle.ready" 60 \
+    </dev/null 2>"$W/idle.log" &
+ipid=$!
+PIDS="$PIDS $ipid"
+rss_conns=''
+conns_seen=''
+for ((i = 0; i < 150; i++)); do
+    [ -f "$W/idle.ready" ] && break
+    kill -0 "$ipid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -f "$W/idle.ready" ]; then
+    sleep 0.3
+    rss_conns=$(proc_field status VmRSS)
+    conns_seen=$(status_field connections)
+    say "RSS with $IDLE_CONNS idle connections: $rss_conns KiB (daemon reports ${conns_seen:-?} connections)"
+else
+    say "idle connections did not all get a greeting:"
+    cat "$W/idle.log" >&2 || true
+fi
+stop_pid "$ipid" 5
+forget_pid "$ipid"
+wait_idle
+
+# ---------------------------------------------------------------- 2. the loads
+# run_load SESSIONS TAG: fills R[<field>_TAG] (t rate got rc errs in wb wc ds cpu).
+declare -A R
+run_load() {
+    local s=$1 tag=$2 before after t0 t1 rc=0 wb0 wb1 wc0 wc1 ds0 ds1 in0 in1 errs t c0 c1
+    before=$(count_new)
+    in0=$(status_field messages_in)
+    wb0=$(proc_field io write_bytes); wc0=$(proc_field io wchar); ds0=$(dev_sectors)
+    c0=$(cpu_time)
+    say "smtp-source -s $s -m $N -l $SIZE -> 127.0.0.1:$PORT"
+    t0=$(now)
+    timeout 150 "$SOURCE" -s "$s" -m "$N" -l "$SIZE" -f from@x -t user@lan \
+        "127.0.0.1:$PORT" >"$W/source.$tag.log" 2>&1 || rc=$?
+    t1=$(now)
+    wb1=$(proc_field io write_bytes); wc1=$(proc_field io wchar); ds1=$(dev_sectors)
+    c1=$(cpu_time)
+    wait_idle
+    after=$(count_new)
+    in1=$(status_field messages_in)
+    errs=$(grep -c -E 'warning|fatal|error' "$W/source.$tag.log" || true)
+    t=$(calc "$t1 - $t0")
+    R[t_$tag]=$t
+    R[rate_$tag]=$(calc "$N / $t")
+    R[got_$tag]=$((after - before))
+    R[rc_$tag]=$rc
+    R[errs_$tag]=${errs:-0}
+    R[in_$tag]=$(( ${in1:-0} - ${in0:-0} ))
+    R[wb_$tag]=$(( ${wb1:-0} - ${wb0:-0} ))
+    R[wc_$tag]=$(( ${wc1:-0} - ${wc0:-0} ))
+    R[ds_$tag]=$(( ${ds1:-0} - ${ds0:-0} ))
+    R[cpu_$tag]=$(calc "$c1 - $c0")
+    say "  ${R[got_$tag]} new files in $(fmt2 "$t") s: $(fmt1 "${R[rate_$tag]}") msg/s (smtp-source exit $rc, ${errs:-0} warning/error lines)"
+    if [ "$rc" -ne 0 ] || [ "${errs:-0}" -ne 0 ]; then
+        head -n 5 "$W/source.$tag.log" >&2 || true
+    fi
+}
+
+# Rounds, back to back: reference, 1 session, 20 sessions.  The machine
+# may be shared and its disk is virtual: interleaving pairs each picomail
+# run with a reference run taken moments before, and the medians resist a
+# burst of outside activity.  Nothing is deleted until the end (see cleanup).
+rss_peak=0 rss_samples=0
+REFS=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    say "round $r/$ROUNDS: durable-write reference, $N x $SIZE bytes (write, fsync, rename, fsync dir)"
+    ds0=$(dev_sectors)
+    out=$(run_ref "$W/ref$r")
+    R[ds_ref_$r]=$(( $(dev_sectors) - ds0 ))
+    read -r _ "R[t_ref_$r]" "R[rate_ref_$r]" <<<"$out"
+    REFS+=("${R[rate_ref_$r]}")
+    say "  $(fmt1 "${R[rate_ref_$r]}") msg/s ($(fmt2 "${R[t_ref_$r]}") s)"
+
+    run_load 1 "s1_$r"
+
+    # 20 sessions, with the RSS sampled every 50 ms.
+    rm -f "$W/rss.stop" "$W/rss.out"
+    "$PY" "$HERE/rss_sampler.py" "$DPID" 50 "$W/rss.stop" "$W/rss.out" </dev/null &
+    spid=$!
+    PIDS="$PIDS $spid"
+    run_load 20 "s20_$r"
+    : >"$W/rss.stop"
+    for ((i = 0; i < 50; i++)); do [ -f "$W/rss.out" ] && break; sleep 0.1; done
+    stop_pid "$spid" 2
+    forget_pid "$spid"
+    if [ -f "$W/rss.out" ]; then
+        read -r pk ns _ <"$W/rss.out"
+        [ "$pk" -le "$rss_peak" ] || rss_peak=$pk
+        rss_samples=$((rss_samples + ns))
+    fi
+done
+rss_hwm=$(proc_field status VmHWM)
+tmp_left=$(count_tmp)
+
+# The daemon is done: stop it before the last measurement.
+stop_pid "$DPID" 5
+DPID=''
+
+# The load generator's own ceiling on this machine: smtp-source against
+# Postfix's smtp-sink, which answers 250 at once and keeps nothing.
+say "load generator ceiling: smtp-source -s 20 -> smtp-sink (no disk)"
+sink_rate='' sink_t=''
+sink_user=''
+[ "$(id -u)" != 0 ] || sink_user='-u nobody'
+for attempt in 1 2 3; do
+    sport=$(free_port)
+    # shellcheck disable=SC2086
+    "$TOOLS/smtp-sink" $sink_user "127.0.0.1:$sport" 256 </dev/null >"$W/sink.log" 2>&1 &
+    kpid=$!
+    PIDS="$PIDS $kpid"
+    up=0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$kpid" 2>/dev/null || break
+        if (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null; then up=1; break; fi
+        sleep 0.1
+    done
+    if [ "$up" = 1 ]; then
+        rc=0
+        t0=$(now)
+        timeout 60 "$SOURCE" -s 20 -m "$N" -l "$SIZE" -f from@x -t user@lan \
+            "127.0.0.1:$sport" >"$W/source.sink.log" 2>&1 || rc=$?
+        t1=$(now)
+        if [ "$rc" = 0 ]; then
+            sink_t=$(calc "$t1 - $t0")
+            sink_rate=$(calc "$N / $sink_t")
+        fi
+    fi
+    stop_pid "$kpid" 2
+    forget_pid "$kpid"
+    [ "$up" = 0 ] || break
+done
+if [ -n "$sink_rate" ]; then say "  $(fmt1 "$sink_rate") msg/s"; else say "  (could not measure)"; fi
+
+# ---------------------------------------------------------------- 4. binary
+size=$(stat -c %s "$BIN")
+size_kib=$(calc "$size / 1024")
+bininfo=''
+if command -v readelf >/dev/null 2>&1; then
+    if readelf -S "$BIN" 2>/dev/null | grep -q '\.symtab'; then bininfo='not stripped'; else bininfo='stripped'; fi
+    if readelf -l "$BIN" 2>/dev/null | grep -q 'INTERP'; then bininfo="$bininfo, dynamic"; else bininfo="$bininfo, static"; fi
+fi
+
+# ---------------------------------------------------------------- the report
+ok() { if "$@"; then echo OK; else echo MISS; fi; }
+
+ref=$(median "${REFS[@]}")
+
+sum_of() {       # sum_of FIELD: R[FIELD_1] + ... + R[FIELD_ROUNDS]
+    local r t=0
+    for ((r = 1; r <= ROUNDS; r++)); do t=$(calc "$t + ${R[$1_$r]}"); done
+    echo "$t"
+}
+
+runs_list() {    # runs_list RATES...: "a, b, c"
+    local x out=''
+    for x in "$@"; do out="$out${out:+, }$(fmt1 "$x")"; done
+    echo "$out"
+}
+
+row "durable-write reference, 1 writer: write+fsync+rename+fsync(dir), $N x 5 KB" \
+    "$(fmt1 "$ref") msg/s (median of $ROUNDS runs: $(runs_list "${REFS[@]}"))" "-" "-"
+
+load_row() {     # load_row SESSIONS TARGET_RATIO
+    local s=$1 target=$2 r rates=() paired='' fails='' med ratio verdict value tag
+    for ((r = 1; r <= ROUNDS; r++)); do
+        tag=s${s}_$r
+        rates+=("${R[rate_$tag]}")
+        paired="$paired${paired:+, }$(fmt2 "$(calc "${R[rate_$tag]} / ${R[rate_ref_$r]}")")x"
+        if [ "${R[got_$tag]}" -ne "$N" ]; then
+            failed=1
+            fails="$fails${fails:+; }run $r: ${R[got_$tag]}/$N files in new/ (smtp-source exit ${R[rc_$tag]}, ${R[errs_$tag]} warning/error lines, messages_in +${R[in_$tag]})"
+        fi
+    done
+    med=$(median "${rates[@]}")
+    ratio=$(calc "$med / $ref")
+    value="$(fmt1 "$med") msg/s (median of $ROUNDS runs: $(runs_list "${rates[@]}"); paired with each round's reference: $paired)"
+    if [ -n "$fails" ]; then
+        value="FAIL: $fails. $value"
+        verdict="FAIL ($(fmt2 "$ratio")x)"
+    elif [ -n "$target" ]; then
+        verdict="$(fmt2 "$ratio")x $(ok ge "$ratio" "$target")"
+    else
+        verdict="$(fmt2 "$ratio")x"
+    fi
+    [ -n "$fails" ] || value="$value; $N/$N in new/ each run"
+    if [ -n "$target" ]; then target=">= ${target}x reference"; else target='- (info)'; fi
+    row "picomail, smtp-source $s session$([ "$s" = 1 ] || echo s), $N x 5 KB, end-to-end" \
+        "$value" "$target" "$verdict"
+}
+load_row 1 ''
+load_row 20 1.5
+if [ -n "$sink_rate" ]; then
+    row "load generator ceiling: smtp-source 20 sessions -> smtp-sink (no disk, nothing kept)" \
+        "$(fmt1 "$sink_rate") msg/s ($(fmt2 "$sink_t") s)" "- (info)" "$(fmt2 "$(calc "$sink_rate / $ref")")x"
+else
+    row "load generator ceiling: smtp-source 20 sessions -> smtp-sink" "not measured" "- (info)" "-"
+fi
+for s in 1 20; do
+    cpu=$(sum_of "cpu_s$s") wall=$(sum_of "t_s$s")
+    row "daemon CPU (user+sys) during the $s-session loads" \
+        "$(fmt2 "$cpu") s in $(fmt2 "$wall") s wall ($(fmt0 "$(calc "100 * $cpu / $wall")")% of one core; $(fmt0 "$(calc "1000000 * $cpu / ($N * $ROUNDS)")") us/msg)" \
+        "- (info)" "-"
+done
+
+if [ -n "$rss_idle" ]; then
+    row "RSS idle (VmRSS after start)" "$rss_idle KiB" "< 300 KiB" "$(ok lt "$rss_idle" 300)"
+else
+    row "RSS idle (VmRSS after start)" "FAIL: not read" "< 300 KiB" "FAIL"
+fi
+if [ -n "$rss_conns" ]; then
+    row "RSS with $IDLE_CONNS idle connections (greeted, silent)" \
+        "$rss_conns KiB (status: ${conns_seen:-?} connections)" "< 1024 KiB" "$(ok lt "$rss_conns" 1024)"
+else
+    row "RSS with $IDLE_CONNS idle connections (greeted, silent)" \
+        "FAIL: not all $IDLE_CONNS were greeted" "< 1024 KiB" "FAIL"
+fi
+row "RSS peak during the 20-session loads (VmRSS every 50 ms)" \
+    "$rss_peak KiB ($rss_samples samples)" "- (info)" "-"
+row "VmHWM at the end of the run (whole life of the daemon)" "${rss_hwm:-?} KiB" "- (info)" "-"
+row "binary size ($(basename "$BIN"): ${bininfo:-?})" "$(fmt1 "$size_kib") KiB ($size bytes)" \
+    "< 300 KiB" "$(ok lt "$size_kib" 300)"
+nmsg=$((N * ROUNDS))
+row "bytes written per message, 1-session loads: /proc/PID/io write_bytes / messages" \
+    "$(fmt0 "$(calc "$(sum_of wb_s1) / $nmsg")") B" "- (info)" "-"
+row "bytes passed to write(2) per message, 1-session loads: /proc/PID/io wchar / messages (incl. SMTP replies)" \
+    "$(fmt0 "$(calc "$(sum_of wc_s1) / $nmsg")") B" "- (info)" "-"
+if [ -n "$DEV_STAT" ]; then
+    row "device writes per message, 1-session loads: $DEV sectors x 512 / messages (incl. metadata; whole device, so other activity too)" \
+        "$(fmt0 "$(calc "$(sum_of ds_s1) * 512 / $nmsg")") B" "- (info)" "-"
+    row "device writes per message, durable-write reference (same measure)" \
+        "$(fmt0 "$(calc "$(sum_of ds_ref) * 512 / $nmsg")") B" "- (info)" "-"
+fi
+if [ "$tmp_left" -ne 0 ]; then
+    row "files left in tmp/ after the loads" "$tmp_left" "0" "FAIL"
+    failed=1
+fi
+
+fstype=$(stat -f -c %T "$OUT")
+journal=''
+if [ -n "$DEV" ] && [ -r "/sys/fs/ext4/$(basename "$(readlink -f "$DEV")")/journal_task" ]; then
+    case $(cat "/sys/fs/ext4/$(basename "$(readlink -f "$DEV")")/journal_task") in
+    '<none>'|'') journal=', no journal' ;;
+    *)           journal=', journaled' ;;
+    esac
+fi
+mtype=$(findmnt -n -o FSTYPE -T "$OUT" 2>/dev/null || true)
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+pfv=$(sed 's/_amd64.deb$//; s/\.deb$//' "$TOOLS/postfix/VERSION" 2>/dev/null || echo '?')
+
+echo "machine: nproc $(nproc), build/ on $fstype${mtype:+ ($mtype$journal)}${DEV:+ on $DEV}, kernel $(uname -r)${cpu:+, $cpu}; load generator $pfv smtp-source (one connection per message); $ROUNDS rounds of (reference, 1 session, 20 sessions) back to back; ratio = median picomail rate / median reference rate ($(fmt1 "$ref") msg/s); load average at start $load0"
+[ -z "$recent_note" ] || echo "$recent_note"
+echo
+echo "| what | value | target | ratio / OK |"
+echo "| --- | --- | --- | --- |"
+printf '%s' "$ROWS"
+
+[ "$failed" -eq 0 ] || exit 1
+exit 0
