@@ -12,7 +12,7 @@
 void conn_init(struct conn *c, int fd, const struct sockaddr *peer, socklen_t len)
 {
 	/* Only the header: the buffers stay untouched until used. */
-	memset(c, 0, offsetof(struct conn, in));
+	memset(c, 0, offsetof(struct conn, out));
 	c->fd = fd;
 	if (len > sizeof c->peer) {
 		len = sizeof c->peer;

@@ -10,11 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_COUNT };
+enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_SYNCFS,
+             OP_COUNT };
 
 #ifdef PICOMAIL_TEST
 static const char *const op_names[OP_COUNT] = {
-	"open", "write", "fsync", "rename", "link", "unlink", "mkdir",
+	"open", "write", "fsync", "rename", "link", "unlink", "mkdir", "syncfs",
 };
 
 static const struct { const char *name; int value; } errno_names[] = {
@@ -196,6 +197,33 @@ int io_fsync(int fd)
 	}
 	do {
 		r = fsync(fd);
+	} while (r < 0 && errno == EINTR);
+	return r;
+}
+
+int io_sync_data(int fd)
+{
+	int r;
+
+	if (fault(OP_FSYNC)) {
+		return -1;
+	}
+	do {
+		r = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+		                    SYNC_FILE_RANGE_WAIT_AFTER);
+	} while (r < 0 && errno == EINTR);
+	return r;
+}
+
+int io_syncfs(int fd)
+{
+	int r;
+
+	if (fault(OP_SYNCFS)) {
+		return -1;
+	}
+	do {
+		r = syncfs(fd);
 	} while (r < 0 && errno == EINTR);
 	return r;
 }

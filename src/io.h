@@ -22,6 +22,12 @@ int io_write_all(int fd, const void *buf, size_t n);
 /* One read; -1 with errno. */
 ssize_t io_read(int fd, void *buf, size_t n);
 int io_fsync(int fd);
+/* Writes a file's data and waits for it (sync_file_range), reporting write
+ * errors; it does not flush the device cache nor the inode.  Counted as an
+ * fsync by the fault seam. */
+int io_sync_data(int fd);
+/* syncfs(2): everything on fd's filesystem, one device flush. */
+int io_syncfs(int fd);
 int io_rename(const char *from, const char *to);
 int io_link(const char *from, const char *to);
 int io_unlink(const char *path);

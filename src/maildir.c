@@ -309,6 +309,49 @@ static int sync_file(struct maildir_msg *m)
 	return e;
 }
 
+/* Makes the batch's files durable and closes them, setting m->err.
+ *
+ * One message: fsync.  Several: each file's data is written and waited
+ * for (errors are reported per file), then one syncfs() persists all their
+ * inodes with a single device flush instead of one flush per file: the
+ * group commit's main saving.  syncfs reports write-back errors since
+ * Linux 5.8; the per-file data waits catch data errors before that. */
+static void sync_files(struct maildir_msg *batch)
+{
+	struct maildir_msg *m;
+	int first = -1, e = 0, n = 0;
+
+	for (m = batch; m != NULL; m = m->next) {
+		n += m->err == 0;
+	}
+	if (n < 2) {
+		for (m = batch; m != NULL; m = m->next) {
+			m->err = sync_file(m);
+		}
+		return;
+	}
+	for (m = batch; m != NULL; m = m->next) {
+		if (m->err == 0 && io_sync_data(m->fd) < 0) {
+			m->err = errno ? errno : EIO;
+		}
+		if (m->err == 0 && first < 0) {
+			first = m->fd;
+		}
+	}
+	if (first >= 0 && io_syncfs(first) < 0) {
+		e = errno ? errno : EIO;
+	}
+	for (m = batch; m != NULL; m = m->next) {
+		if (m->err == 0 && e != 0) {
+			m->err = e;
+		}
+		if (io_close(m->fd) < 0 && m->err == 0) {
+			m->err = errno ? errno : EIO;
+		}
+		m->fd = -1;
+	}
+}
+
 /* Runs one batch: everything pending now. */
 static void commit_batch(void)
 {
@@ -320,11 +363,9 @@ static void commit_batch(void)
 	pending_tail = &pending_head;
 	synced.n = 0;
 
-	/* Sync every file first, then link: the links only ever name data
+	/* Sync every file first, then publish: new/ only ever names data
 	 * that is already on disk. */
-	for (m = batch; m != NULL; m = m->next) {
-		m->err = sync_file(m);
-	}
+	sync_files(batch);
 	for (m = batch; m != NULL; m = m->next) {
 		if (m->err == 0) {
 			m->err = publish(m, m->final, sizeof m->final);
