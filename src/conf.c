@@ -711,6 +711,7 @@ static const struct conf_key conf_keys[] = {
 	CONF_UINT(pop3_max_messages, 16, 1000000),
 	{ "run_as", conf_set_run_as, 0, 0, 0, 0 },
 	{ "plaintext_auth", conf_set_yesno, offsetof(struct conf, plaintext_auth), 0, 0, 0 },
+	{ "sender_check", conf_set_yesno, offsetof(struct conf, sender_check), 0, 0, 0 },
 	CONF_PATH(control),
 };
 
@@ -760,6 +761,7 @@ void conf_defaults(struct conf *c)
 	c->smtp_timeout = 300;
 	c->pop3_timeout = 600;
 	c->pop3_sessions = 4;
+	c->sender_check = 1;
 	c->pop3_max_messages = 2000;
 	c->plaintext_auth = 0;
 }

@@ -77,6 +77,7 @@ struct conf {
 	unsigned pop3_max_messages;     /* messages one POP3 session lists */
 	char run_as[64];                /* empty: stay as started */
 	int plaintext_auth;             /* 0 or 1 */
+	int sender_check;               /* 1: an authenticated user sends only as themself */
 	char control[CONF_PATH_MAX];    /* control socket; default <spool>/control */
 };
 

@@ -1,6 +1,9 @@
 /* conn.c - bounded buffered I/O for one connection. */
 #include "conn.h"
 #include "io.h"
+#include "tls.h"
+
+#include <poll.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,6 +42,139 @@ static void compact(struct conn *c)
 	c->in_off = 0;
 }
 
+/* Marks the connection failed with BearSSL's error. */
+static void tls_failed(struct conn *c, br_ssl_engine_context *eng)
+{
+	c->tls_error = br_ssl_engine_last_error(eng);
+	c->err = c->tls_error == BR_ERR_OK ? EPIPE : EPROTO;
+}
+
+/* Sends the engine's pending records.  1 if the socket is full, 0 when
+ * nothing is left, -1 on error. */
+static int tls_send_records(struct conn *c, br_ssl_engine_context *eng)
+{
+	unsigned char *buf;
+	size_t len;
+	ssize_t n;
+
+	while (br_ssl_engine_current_state(eng) & BR_SSL_SENDREC) {
+		buf = br_ssl_engine_sendrec_buf(eng, &len);
+		n = io_send(c->fd, buf, len);
+		if (n < 0) {
+			c->err = errno ? errno : EIO;
+			return -1;
+		}
+		if (n == 0) {
+			return 1;
+		}
+		br_ssl_engine_sendrec_ack(eng, (size_t)n);
+	}
+	return 0;
+}
+
+/* conn_fill through TLS: moves decrypted bytes into c->in, reading records
+ * from the socket while the engine asks for them. */
+static int tls_fill(struct conn *c)
+{
+	br_ssl_engine_context *eng = tls_engine(c->tls);
+	unsigned state;
+	unsigned char *buf;
+	size_t len, room;
+	ssize_t n;
+	int total = 0;
+
+	for (;;) {
+		state = br_ssl_engine_current_state(eng);
+		if (state & BR_SSL_CLOSED) {
+			tls_failed(c, eng);
+			return total > 0 ? total : -1;
+		}
+		if (state & BR_SSL_RECVAPP) {
+			room = sizeof c->in - c->in_len;
+			if (room == 0) {
+				return total;
+			}
+			buf = br_ssl_engine_recvapp_buf(eng, &len);
+			if (len > room) {
+				len = room;
+			}
+			memcpy(c->in + c->in_len, buf, len);
+			c->in_len += len;
+			br_ssl_engine_recvapp_ack(eng, len);
+			total += (int)len;
+			continue;
+		}
+		/* Handshake answers must go out before more records come in. */
+		if (state & BR_SSL_SENDREC) {
+			int r = tls_send_records(c, eng);
+
+			if (r < 0) {
+				return -1;
+			}
+			if (r == 1) {
+				return total;
+			}
+			continue;
+		}
+		if (!(state & BR_SSL_RECVREC)) {
+			return total;
+		}
+		buf = br_ssl_engine_recvrec_buf(eng, &len);
+		n = io_recv(c->fd, buf, len);
+		if (n == -2) {
+			c->eof = 1;
+			return total > 0 ? total : -1;
+		}
+		if (n < 0) {
+			c->err = errno ? errno : EIO;
+			return -1;
+		}
+		if (n == 0) {
+			return total;
+		}
+		br_ssl_engine_recvrec_ack(eng, (size_t)n);
+	}
+}
+
+/* conn_flush through TLS: hands c->out to the engine and its records to
+ * the socket. */
+static int tls_flush(struct conn *c)
+{
+	br_ssl_engine_context *eng = tls_engine(c->tls);
+	unsigned state;
+	unsigned char *buf;
+	size_t len, pending;
+	int r;
+
+	for (;;) {
+		state = br_ssl_engine_current_state(eng);
+		if (state & BR_SSL_CLOSED) {
+			tls_failed(c, eng);
+			return -1;
+		}
+		r = tls_send_records(c, eng);
+		if (r != 0) {
+			return r;
+		}
+		pending = c->out_len - c->out_off;
+		if (pending == 0) {
+			c->out_off = c->out_len = 0;
+			return 0;
+		}
+		if (!(br_ssl_engine_current_state(eng) & BR_SSL_SENDAPP)) {
+			return 1;   /* still in the handshake: output waits */
+		}
+		buf = br_ssl_engine_sendapp_buf(eng, &len);
+		if (len > pending) {
+			len = pending;
+		}
+		memcpy(buf, c->out + c->out_off, len);
+		c->out_off += len;
+		br_ssl_engine_sendapp_ack(eng, len);
+		br_ssl_engine_flush(eng, 0);
+	}
+}
+
 int conn_fill(struct conn *c)
 {
 	ssize_t n;
@@ -47,6 +183,9 @@ int conn_fill(struct conn *c)
 		return -1;
 	}
 	compact(c);
+	if (c->tls != NULL) {
+		return tls_fill(c);
+	}
 	if (c->in_len == sizeof c->in) {
 		return 0;
 	}
@@ -150,6 +289,12 @@ int conn_flush(struct conn *c)
 {
 	ssize_t n;
 
+	if (c->err) {
+		return -1;
+	}
+	if (c->tls != NULL) {
+		return tls_flush(c);
+	}
 	while (c->out_off < c->out_len) {
 		if (c->err) {
 			return -1;
@@ -165,13 +310,77 @@ int conn_flush(struct conn *c)
 		c->out_off += (size_t)n;
 	}
 	c->out_off = c->out_len = 0;
+	if (c->tls_next != NULL) {
+		/* The go-ahead is out: from here on, TLS. */
+		c->tls = c->tls_next;
+		c->tls_next = NULL;
+		return tls_flush(c);
+	}
 	return 0;
 }
 
 void conn_close(struct conn *c)
 {
+	if (c->tls != NULL) {
+		br_ssl_engine_context *eng = tls_engine(c->tls);
+
+		/* A polite close_notify, if the socket takes it now. */
+		if (!(br_ssl_engine_current_state(eng) & BR_SSL_CLOSED) && c->err == 0) {
+			br_ssl_engine_close(eng);
+			(void)tls_send_records(c, eng);
+		}
+		tls_release(c->tls);
+		c->tls = NULL;
+	}
+	if (c->tls_next != NULL) {
+		tls_release(c->tls_next);
+		c->tls_next = NULL;
+	}
 	if (c->fd >= 0) {
 		(void)io_close(c->fd);
 		c->fd = -1;
 	}
+}
+
+void conn_starttls(struct conn *c, struct tls *t)
+{
+	conn_drop_input(c);
+	c->tls_next = t;
+}
+
+void conn_tls_now(struct conn *c, struct tls *t)
+{
+	c->tls = t;
+}
+
+int conn_more(const struct conn *c)
+{
+	if (c->tls == NULL || c->in_len == sizeof c->in) {
+		return 0;
+	}
+	return (br_ssl_engine_current_state(tls_engine(c->tls)) & BR_SSL_RECVAPP) != 0;
+}
+
+short conn_poll_events(const struct conn *c, int want_input)
+{
+	br_ssl_engine_context *eng;
+	unsigned state;
+	short ev = 0;
+
+	if (c->tls == NULL) {
+		if (c->out_off < c->out_len) {
+			ev |= POLLOUT;
+		}
+		return ev | (want_input ? POLLIN : 0);
+	}
+	eng = tls_engine(c->tls);
+	state = br_ssl_engine_current_state(eng);
+	if (state & BR_SSL_SENDREC) {
+		ev |= POLLOUT;
+	}
+	/* The handshake reads records whatever the session wants. */
+	if ((state & BR_SSL_RECVREC) && (want_input || !(state & BR_SSL_SENDAPP))) {
+		ev |= POLLIN;
+	}
+	return ev;
 }

@@ -22,8 +22,13 @@ enum conn_line_result {
 	CONN_LINE_TOO_LONG,  /* an over-long line was read and dropped */
 };
 
+struct tls;
+
 struct conn {
 	int fd;
+	struct tls *tls;      /* TLS in force (handshake or established) */
+	struct tls *tls_next; /* TLS to start once the output is sent (STARTTLS) */
+	int tls_error;        /* BearSSL's error when the engine failed */
 	int err;              /* sticky: once set, no more I/O */
 	int eof;              /* the peer closed its side */
 	int discarding;       /* dropping the rest of an over-long line */
@@ -68,7 +73,23 @@ size_t conn_room(const struct conn *c);
  * -1 on error. */
 int conn_flush(struct conn *c);
 
-/* Closes the socket. */
+/* Closes the socket and gives back the TLS slot. */
 void conn_close(struct conn *c);
+
+/* STARTTLS/STLS: TLS starts as soon as the pending output (the reply that
+ * says go ahead) has been sent.  Input buffered now is dropped, so no
+ * plaintext pipelined after the command crosses into TLS. */
+void conn_starttls(struct conn *c, struct tls *t);
+
+/* Implicit TLS (ports 465, 995): TLS from the first byte. */
+void conn_tls_now(struct conn *c, struct tls *t);
+
+/* 1 when decrypted bytes wait in the TLS engine for room in c->in. */
+int conn_more(const struct conn *c);
+
+/* The poll events the connection needs: POLLOUT while records or output
+ * wait for the socket, POLLIN when the session wants input (want_input) or
+ * the TLS handshake needs the peer's records. */
+short conn_poll_events(const struct conn *c, int want_input);
 
 #endif

@@ -8,6 +8,7 @@
 #include "pool.h"
 #include "pop3.h"
 #include "smtp_server.h"
+#include "tls.h"
 #include "version.h"
 
 #include <arpa/inet.h>
@@ -266,6 +267,7 @@ static int status_text(char *buf, size_t len)
 	                 "connections_total: %" PRIu64 "\n"
 	                 "pool.conn: %u/%u\n"
 	                 "pool.mailboxes: %u/%u\n"
+	                 "pool.tls: %u/%u\n"
 	                 "loop.slots: %u/%u\n"
 	                 "refused_busy: %" PRIu64 "\n"
 	                 "refused_per_address: %" PRIu64 "\n"
@@ -277,7 +279,7 @@ static int status_text(char *buf, size_t len)
 	                 PICOMAIL_VERSION, (int)getpid(),
 	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
 	                 daemon_stats.connections, sessions.used, sessions.size, pop3_mailboxes_used(),
-	                 pop3_mailboxes_size(), loop_used(),
+	                 pop3_mailboxes_size(), tls_used(), tls_size(), loop_used(),
 	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
 	                 daemon_stats.messages_in, daemon_stats.messages_refused,
 	                 daemon_stats.bytes_written, daemon_stats.write_errors);
@@ -378,6 +380,10 @@ static void reload(void)
 	int spare = !cur;
 
 	if (load_all(spare, err, sizeof err) < 0) {
+		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
+		return;
+	}
+	if (tls_reload(&confs[spare], err, sizeof err) < 0) {
 		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
 		return;
 	}
@@ -571,6 +577,10 @@ int daemon_serve(const char *path, int foreground)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (tls_init(c, err, sizeof err) < 0) {
+		log_msg(LOG_ERR, "%s", err);
+		return 1;
+	}
 	if (make_dirs(c, pw) < 0 || open_listeners(c) < 0) {
 		return 1;
 	}

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "mailbox.h"
 #include "pool.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -28,6 +29,7 @@
 #define POP3_ERRORS_MAX 20
 #define POP3_PASS_MAX   256
 #define PUMP_ROOM       128   /* output kept free for a listing line */
+#define TLS_HANDSHAKE_MS 30000
 
 enum pop3_state {
 	ST_AUTH     = 1 << 0,   /* AUTHORIZATION, no USER yet */
@@ -132,12 +134,15 @@ static const struct conf *cf(void)
 	return daemon_conf();
 }
 
-/* Plain-text passwords only where the configuration allows (no TLS yet:
- * plaintext_auth yes is then the only way in). */
+/* Passwords only under TLS, unless plaintext_auth allows them in clear. */
 static int plaintext_ok(const struct pop3_session *s)
 {
-	(void)s;
-	return cf()->plaintext_auth;
+	return s->conn.tls != NULL || cf()->plaintext_auth;
+}
+
+static int stls_offered(const struct pop3_session *s)
+{
+	return s->listener->tls == TLS_STARTTLS && s->conn.tls == NULL && tls_ready();
 }
 
 static void pump_stop(struct pop3_session *s)
@@ -227,6 +232,9 @@ static void cmd_capa(struct pop3_session *s, char *arg)
 {
 	(void)arg;
 	reply(s, "+OK Capability list follows");
+	if (stls_offered(s) && s->state & (ST_AUTH | ST_USER)) {
+		reply(s, "STLS");
+	}
 	reply(s, "TOP");
 	reply(s, "UIDL");
 	if (plaintext_ok(s)) {
@@ -358,6 +366,31 @@ static void cmd_auth(struct pop3_session *s, char *arg)
 		return;
 	}
 	cmd_auth_plain(s, ir);
+}
+
+static void cmd_stls(struct pop3_session *s, char *arg)
+{
+	struct tls *t;
+
+	if (s->conn.tls != NULL) {
+		reply_error(s, "Command not permitted when TLS active");
+		return;
+	}
+	if (!stls_offered(s) || arg[0] != '\0') {
+		reply_error(s, "STLS is not offered here");
+		return;
+	}
+	t = tls_server_take();
+	if (t == NULL) {
+		reply(s, "-ERR [SYS/TEMP] TLS not available, try again later");
+		return;
+	}
+	reply(s, "+OK Begin TLS negotiation");
+	/* Nothing said before TLS counts after it (RFC 2595 4). */
+	s->user[0] = '\0';
+	s->state = ST_AUTH;
+	conn_starttls(&s->conn, t);
+	loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
 }
 
 static void cmd_apop(struct pop3_session *s, char *arg)
@@ -543,6 +576,7 @@ static const struct pop3_command commands[] = {
 	{ "PASS", ST_USER, cmd_pass },
 	{ "AUTH", ST_AUTHZ, cmd_auth },
 	{ "APOP", ST_AUTHZ, cmd_apop },
+	{ "STLS", ST_AUTHZ, cmd_stls },
 	{ "QUIT", ST_AUTHZ | ST_TRANS, cmd_quit },
 	{ "STAT", ST_TRANS, cmd_stat },
 	{ "LIST", ST_TRANS, cmd_list },
@@ -720,6 +754,10 @@ static void session_process(struct pop3_session *s)
 		}
 		switch (conn_line(&s->conn, &line, &len, POP3_LINE_MAX)) {
 		case CONN_LINE_NONE:
+			/* TLS may hold more decrypted input than c->in took. */
+			if (conn_more(&s->conn) && conn_fill(&s->conn) > 0) {
+				continue;
+			}
 			return;
 		case CONN_LINE_TOO_LONG:
 			if (s->state == ST_SASL) {
@@ -737,7 +775,6 @@ static void session_process(struct pop3_session *s)
 static int session_update(struct pop3_session *s)
 {
 	int r = conn_flush(&s->conn);
-	short ev = 0;
 
 	if (r < 0) {
 		log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id, s->conn.peer_ip,
@@ -749,13 +786,9 @@ static int session_update(struct pop3_session *s)
 		session_end(s);
 		return -1;
 	}
-	if (r == 1 || s->state == ST_SEND) {
-		ev |= POLLOUT;
-	}
-	if (!(s->state & (ST_QUIT | ST_DELAY | ST_SEND)) && conn_room(&s->conn) >= PUMP_ROOM * 4) {
-		ev |= POLLIN;
-	}
-	loop_events(s->slot, ev);
+	loop_events(s->slot, conn_poll_events(&s->conn, !(s->state & (ST_QUIT | ST_DELAY | ST_SEND)) &&
+	                                                   conn_room(&s->conn) >= PUMP_ROOM * 4) |
+	                         (s->state == ST_SEND ? POLLOUT : 0));
 	return 0;
 }
 
@@ -817,6 +850,18 @@ void pop3_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 		return;
 	}
 	idle_deadline(s);
+	if (l->tls == TLS_IMPLICIT) {
+		struct tls *t = tls_server_take();
+
+		if (t == NULL) {
+			log_msg(LOG_WARNING, "s=%08" PRIx32 " TLS pool full: closing %s", id,
+			        s->conn.peer_ip);
+			session_end(s);
+			return;
+		}
+		conn_tls_now(&s->conn, t);
+		loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
+	}
 	log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 connect from %s", id, s->conn.peer_ip);
 	reply(s, "+OK picomail POP3 ready");
 	(void)session_update(s);

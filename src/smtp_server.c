@@ -9,12 +9,14 @@
 #include "smtp_server.h"
 #include "addr.h"
 #include "auth.h"
+#include "base64.h"
 #include "conn.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "maildir.h"
 #include "smtp_data.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,6 +31,7 @@
 #define SMTP_LINE_MAX   1000  /* RFC 5321 4.5.3.1.4 says 512; extensions need more */
 #define SMTP_ERRORS_MAX 10    /* then 421 and close */
 #define SMTP_REPLY_ROOM 600   /* output kept free before taking a command */
+#define TLS_HANDSHAKE_MS 30000 /* a client that never finishes its handshake */
 
 enum smtp_state {
 	ST_GREETED = 1 << 0,  /* banner sent, no EHLO yet */
@@ -38,7 +41,13 @@ enum smtp_state {
 	ST_DATA    = 1 << 4,  /* reading the message */
 	ST_COMMIT  = 1 << 5,  /* waiting for the group commit */
 	ST_QUIT    = 1 << 6,  /* closing once the output is sent */
+	ST_SASL    = 1 << 7,  /* AUTH: waiting for the client's response line */
+	ST_DELAY   = 1 << 8,  /* AUTH failed: answered after the throttle delay */
 };
+
+enum sasl_step { SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
+
+#define SASL_PASS_MAX 256
 
 struct smtp_tx {
 	char from[ADDR_MAX + 1];
@@ -60,6 +69,11 @@ struct smtp_session {
 	const struct conf_listen *listener;
 	char helo[256];
 	unsigned msgs;
+	char auth_user[ADDR_USER_MAX + 1];   /* empty: not authenticated */
+	enum sasl_step sasl;
+	enum smtp_state sasl_return;         /* the state to go back to */
+	char sasl_login[ADDR_USER_MAX + 1];  /* AUTH LOGIN: the name given */
+	int tls_logged;
 	struct smtp_tx tx;
 	struct conn conn;
 	struct maildir_msg msg;
@@ -158,6 +172,18 @@ static int helo_ok(const char *arg)
 	return 1;
 }
 
+/* STARTTLS on a "starttls" listener, before TLS, with keys loaded. */
+static int starttls_offered(const struct smtp_session *s)
+{
+	return s->listener->tls == TLS_STARTTLS && s->conn.tls == NULL && tls_ready();
+}
+
+/* AUTH under TLS, or in plain text when plaintext_auth allows it. */
+static int auth_offered(const struct smtp_session *s)
+{
+	return s->auth_user[0] == '\0' && (s->conn.tls != NULL || daemon_conf()->plaintext_auth);
+}
+
 static void greet(struct smtp_session *s, char *arg, int esmtp)
 {
 	const struct conf *c = daemon_conf();
@@ -179,6 +205,12 @@ static void greet(struct smtp_session *s, char *arg, int esmtp)
 	reply(s, "250-SIZE %" PRIu64, c->max_message_size);
 	reply(s, "250-8BITMIME");
 	reply(s, "250-ENHANCEDSTATUSCODES");
+	if (starttls_offered(s)) {
+		reply(s, "250-STARTTLS");
+	}
+	if (auth_offered(s)) {
+		reply(s, "250-AUTH PLAIN LOGIN");
+	}
 	reply(s, "250 HELP");
 }
 
@@ -263,11 +295,48 @@ static int mail_params(struct smtp_session *s, const char *p)
 	}
 }
 
+static int is_user(const char *name);
+
+/* An authenticated user sends as themself: <>, user@local-domain, or a
+ * local name whose alias leads to them. */
+static int sender_owned(struct smtp_session *s, const char *from)
+{
+	static struct addr_expansion x;
+	char local[ADDR_LOCAL_MAX + 1];
+	const char *domain;
+	unsigned i;
+
+	if (from[0] == '\0' || !daemon_conf()->sender_check) {
+		return 1;
+	}
+	domain = addr_split(from, local);
+	if (domain == NULL || !conf_is_local_domain(daemon_conf(), domain)) {
+		return 0;
+	}
+	if (strcasecmp(local, s->auth_user) == 0) {
+		return 1;
+	}
+	if (addr_expand(daemon_aliases(), local, is_user, NULL, daemon_conf(), &x) <= 0) {
+		return 0;
+	}
+	for (i = 0; i < x.n; i++) {
+		if (!x.remote[i] && strcmp(x.target[i], s->auth_user) == 0) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static void cmd_mail(struct smtp_session *s, char *arg)
 {
 	const char *rest;
 	char *p = after_keyword(arg, "FROM:");
 
+	/* RFC 6409 4.3: the submission port takes mail from users only. */
+	if (s->listener->proto == PROTO_SUBMISSION && s->auth_user[0] == '\0') {
+		reply_error(s, "530 5.7.0 Authentication required");
+		return;
+	}
 	if (p == NULL) {
 		reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return;
@@ -283,6 +352,12 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		return;
 	}
 	if (mail_params(s, rest) < 0) {
+		s->tx.from[0] = '\0';
+		return;
+	}
+	if (s->auth_user[0] != '\0' && !sender_owned(s, s->tx.from)) {
+		reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", s->tx.from,
+		      s->auth_user);
 		s->tx.from[0] = '\0';
 		return;
 	}
@@ -309,6 +384,7 @@ static int add_user(struct smtp_session *s, const char *user)
 
 static int is_user(const char *name)
 {
+	/* (declared above for sender_owned) */
 	return users_find(daemon_users(), name) >= 0;
 }
 
@@ -402,7 +478,7 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
  * 4.4). */
 static void write_trace(struct smtp_session *s)
 {
-	char buf[1024], date[64], forwho[ADDR_MAX + 16] = "";
+	char buf[1200], date[64], forwho[ADDR_MAX + 16] = "", with[16], tlsdesc[96] = "";
 	const struct conf *c = daemon_conf();
 	time_t now = time(NULL);
 	struct tm tm;
@@ -414,13 +490,22 @@ static void write_trace(struct smtp_session *s)
 	if (s->tx.nrcpt == 1) {
 		snprintf(forwho, sizeof forwho, "\n\tfor <%s>", s->tx.first_rcpt);
 	}
+	/* RFC 3848: ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both. */
+	snprintf(with, sizeof with, "%s%s%s", s->esmtp ? "ESMTP" : "SMTP",
+	         s->conn.tls != NULL ? "S" : "", s->auth_user[0] != '\0' ? "A" : "");
+	if (s->conn.tls != NULL) {
+		tls_describe(s->conn.tls, tlsdesc, sizeof tlsdesc);
+	}
 	n = snprintf(buf, sizeof buf,
 	             "Return-Path: <%s>\n"
 	             "Received: from %s ([%s])\n"
+	             "%s%s%s"
 	             "\tby %s (picomail) with %s id %08" PRIX32 ".%u%s;\n"
 	             "\t%s\n",
-	             s->tx.from, s->helo, s->conn.peer_ip, c->hostname,
-	             s->esmtp ? "ESMTP" : "SMTP", s->id, s->tx.msgno, forwho, date);
+	             s->tx.from, s->helo, s->conn.peer_ip,
+	             s->conn.tls != NULL ? "\t(using " : "", s->conn.tls != NULL ? tlsdesc : "",
+	             s->conn.tls != NULL ? ")\n" : "", c->hostname, with, s->id, s->tx.msgno,
+	             forwho, date);
 	if (n > 0 && (size_t)n < sizeof buf) {
 		maildir_write(&s->msg, buf, (size_t)n);
 	}
@@ -491,6 +576,163 @@ static void cmd_quit(struct smtp_session *s, char *arg)
 	s->state = ST_QUIT;
 }
 
+/* Forgets everything learnt before TLS (RFC 3207 4.2). */
+static void session_reset(struct smtp_session *s)
+{
+	tx_reset(s);
+	s->state = ST_GREETED;
+	s->helo[0] = '\0';
+	s->esmtp = 0;
+	s->auth_user[0] = '\0';
+}
+
+static void cmd_starttls(struct smtp_session *s, char *arg)
+{
+	struct tls *t;
+
+	if (s->conn.tls != NULL) {
+		reply_error(s, "554 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!starttls_offered(s)) {
+		reply_error(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (arg[0] != '\0') {
+		reply_error(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	t = tls_server_take();
+	if (t == NULL) {
+		reply(s, "454 4.7.0 TLS not available due to temporary reason");
+		return;
+	}
+	reply(s, "220 2.0.0 Ready to start TLS");
+	session_reset(s);
+	conn_starttls(&s->conn, t);
+	loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
+}
+
+/* Checks the credentials; 235, or 535 after the throttle delay. */
+static void auth_check(struct smtp_session *s, const char *user, const char *pass)
+{
+	const struct users_table *u = daemon_users();
+	int i;
+
+	if (!users_check(u, user, pass)) {
+		unsigned delay = auth_throttle_failed(&s->conn.peer, loop_now());
+
+		log_msg(LOG_NOTICE, "s=%08" PRIx32 " AUTH failed for '%s' from %s", s->id, user,
+		        s->conn.peer_ip);
+		s->state = ST_DELAY;
+		loop_deadline(s->slot, loop_now() + delay);
+		return;
+	}
+	auth_throttle_success(&s->conn.peer);
+	i = users_find(u, user);
+	snprintf(s->auth_user, sizeof s->auth_user, "%s", u->u[i].name);
+	log_msg(LOG_INFO, "s=%08" PRIx32 " AUTH %s from %s", s->id, s->auth_user, s->conn.peer_ip);
+	s->state = s->sasl_return;
+	reply(s, "235 2.7.0 Authentication successful");
+}
+
+/* Decodes one base64 SASL line into out (NUL-terminated); -1 with the
+ * reply sent if it is bad. */
+static int sasl_decode(struct smtp_session *s, const char *line, char *out, size_t outlen)
+{
+	long n;
+
+	if (strcmp(line, "=") == 0) {
+		out[0] = '\0';   /* RFC 4954 4: "=" is an empty response */
+		return 0;
+	}
+	n = base64_decode(line, strlen(line), (unsigned char *)out, outlen - 1);
+	if (n < 0 || memchr(out, '\0', (size_t)n) != NULL) {
+		s->state = s->sasl_return;
+		reply_error(s, "501 5.5.2 Cannot decode the response");
+		return -1;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* One line of the SASL exchange (RFC 4954 4). */
+static void sasl_response(struct smtp_session *s, const char *line)
+{
+	char user[ADDR_USER_MAX + 1], pass[SASL_PASS_MAX + 1];
+
+	if (strcmp(line, "*") == 0) {
+		s->state = s->sasl_return;
+		reply_error(s, "501 5.0.0 Authentication cancelled");
+		return;
+	}
+	switch (s->sasl) {
+	case SASL_PLAIN:
+		if (auth_plain_decode(line, user, sizeof user, pass, sizeof pass) < 0) {
+			s->state = s->sasl_return;
+			reply_error(s, "501 5.5.2 Cannot decode the PLAIN response");
+			return;
+		}
+		auth_check(s, user, pass);
+		break;
+	case SASL_LOGIN_USER:
+		if (sasl_decode(s, line, s->sasl_login, sizeof s->sasl_login) < 0) {
+			return;
+		}
+		s->sasl = SASL_LOGIN_PASS;
+		reply(s, "334 UGFzc3dvcmQ6");   /* "Password:" */
+		return;
+	case SASL_LOGIN_PASS:
+		if (sasl_decode(s, line, pass, sizeof pass) < 0) {
+			return;
+		}
+		auth_check(s, s->sasl_login, pass);
+		break;
+	}
+	memset(pass, 0, sizeof pass);
+}
+
+static void cmd_auth(struct smtp_session *s, char *arg)
+{
+	char *ir = strchr(arg, ' ');
+
+	if (s->auth_user[0] != '\0') {
+		reply_error(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (s->state & (ST_MAIL | ST_RCPT)) {
+		reply_error(s, "503 5.5.1 Error: AUTH not allowed during a mail transaction");
+		return;
+	}
+	if (!auth_offered(s)) {
+		reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		return;
+	}
+	if (ir != NULL) {
+		*ir++ = '\0';
+	}
+	s->sasl_return = s->state;
+	if (strcasecmp(arg, "PLAIN") == 0) {
+		s->sasl = SASL_PLAIN;
+		s->state = ST_SASL;
+		if (ir == NULL) {
+			reply(s, "334 ");
+			return;
+		}
+		sasl_response(s, ir);
+	} else if (strcasecmp(arg, "LOGIN") == 0) {
+		s->sasl = SASL_LOGIN_USER;
+		s->state = ST_SASL;
+		if (ir == NULL) {
+			reply(s, "334 VXNlcm5hbWU6");   /* "Username:" */
+			return;
+		}
+		sasl_response(s, ir);
+	} else {
+		reply_error(s, "504 5.5.4 Unrecognized authentication type");
+	}
+}
+
 static void cmd_not_offered(struct smtp_session *s, char *arg)
 {
 	(void)arg;
@@ -513,8 +755,8 @@ static const struct smtp_command commands[] = {
 	{ "EXPN", ST_ANY, cmd_not_offered },
 	{ "TURN", ST_ANY, cmd_not_offered },
 	{ "ETRN", ST_ANY, cmd_not_offered },
-	{ "STARTTLS", ST_ANY, cmd_not_offered },
-	{ "AUTH", ST_ANY, cmd_not_offered },
+	{ "STARTTLS", ST_GREETED | ST_READY, cmd_starttls },
+	{ "AUTH", ST_ANY, cmd_auth },
 };
 
 /* Why a known command is refused in this state (RFC 5321 4.3.2). */
@@ -554,7 +796,14 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 	char *arg;
 
 	if (!line_clean(line, len)) {
+		if (s->state == ST_SASL) {
+			s->state = s->sasl_return;
+		}
 		reply_error(s, "500 5.5.2 Error: invalid character (NUL, CR or control) in command");
+		return;
+	}
+	if (s->state == ST_SASL) {
+		sasl_response(s, line);
 		return;
 	}
 	for (vlen = 0; line[vlen] != '\0' && line[vlen] != ' '; vlen++) {
@@ -666,11 +915,14 @@ static void session_process(struct smtp_session *s)
 	size_t len;
 
 	for (;;) {
-		if (s->state & (ST_COMMIT | ST_QUIT) || s->conn.err) {
+		if (s->state & (ST_COMMIT | ST_QUIT | ST_DELAY) || s->conn.err) {
 			break;
 		}
 		if (s->state == ST_DATA) {
 			if (conn_unread(&s->conn) == 0) {
+				if (conn_more(&s->conn) && conn_fill(&s->conn) > 0) {
+					continue;
+				}
 				break;
 			}
 			data_consume(s);
@@ -681,8 +933,15 @@ static void session_process(struct smtp_session *s)
 		}
 		switch (conn_line(&s->conn, &line, &len, SMTP_LINE_MAX)) {
 		case CONN_LINE_NONE:
+			/* TLS may hold more decrypted input than c->in took. */
+			if (conn_more(&s->conn) && conn_fill(&s->conn) > 0) {
+				continue;
+			}
 			return;
 		case CONN_LINE_TOO_LONG:
+			if (s->state == ST_SASL) {
+				s->state = s->sasl_return;
+			}
 			reply_error(s, "500 5.5.2 Error: line too long");
 			break;
 		case CONN_LINE_OK:
@@ -696,11 +955,16 @@ static void session_process(struct smtp_session *s)
 static int session_update(struct smtp_session *s)
 {
 	int r = conn_flush(&s->conn);
-	short ev = 0;
+	short ev;
 
 	if (r < 0) {
-		log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id, s->conn.peer_ip,
-		        strerror(s->conn.err));
+		if (s->conn.tls_error != 0) {
+			log_msg(LOG_INFO, "s=%08" PRIx32 " TLS failed with %s: %s", s->id,
+			        s->conn.peer_ip, tls_error_text(s->conn.tls_error));
+		} else {
+			log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id,
+			        s->conn.peer_ip, strerror(s->conn.err));
+		}
 		session_end(s);
 		return -1;
 	}
@@ -708,12 +972,8 @@ static int session_update(struct smtp_session *s)
 		session_end(s);
 		return -1;
 	}
-	if (r == 1) {
-		ev |= POLLOUT;
-	}
-	if (!(s->state & (ST_COMMIT | ST_QUIT)) && conn_room(&s->conn) >= SMTP_REPLY_ROOM) {
-		ev |= POLLIN;
-	}
+	ev = conn_poll_events(&s->conn, !(s->state & (ST_COMMIT | ST_QUIT | ST_DELAY)) &&
+	                                conn_room(&s->conn) >= SMTP_REPLY_ROOM);
 	loop_events(s->slot, ev);
 	return 0;
 }
@@ -733,13 +993,29 @@ static void session_io(void *ctx, int revents)
 	int n;
 
 	if (revents & LOOP_TIMEOUT) {
+		if (s->state == ST_DELAY) {
+			/* The throttle delay is over: answer the failed AUTH. */
+			s->state = s->sasl_return;
+			reply_error(s, "535 5.7.8 Authentication credentials invalid");
+			loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+			session_process(s);
+			(void)session_update(s);
+			return;
+		}
 		session_timeout(s);
 		return;
 	}
 	if (revents & (POLLIN | POLLERR | POLLHUP)) {
 		n = conn_fill(&s->conn);
-		if (n > 0) {
+		if (n > 0 && s->state != ST_DELAY) {
 			loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+		}
+		if (n > 0 && s->conn.tls != NULL && !s->tls_logged) {
+			char desc[96];
+
+			tls_describe(s->conn.tls, desc, sizeof desc);
+			log_msg(LOG_INFO, "s=%08" PRIx32 " TLS from %s: %s", s->id, s->conn.peer_ip, desc);
+			s->tls_logged = 1;
 		}
 		session_process(s);
 		if (n < 0 && s->conn.err && s->state != ST_COMMIT) {
@@ -772,7 +1048,21 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 		daemon_release(s);
 		return;
 	}
-	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	if (l->tls == TLS_IMPLICIT) {
+		struct tls *t = tls_server_take();
+
+		if (t == NULL) {
+			/* No slot: nothing can be said in clear on a TLS port. */
+			log_msg(LOG_WARNING, "s=%08" PRIx32 " TLS pool full: closing %s", id,
+			        s->conn.peer_ip);
+			session_end(s);
+			return;
+		}
+		conn_tls_now(&s->conn, t);
+		loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
+	} else {
+		loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	}
 	log_msg(LOG_INFO, "s=%08" PRIx32 " connect from %s", id, s->conn.peer_ip);
 	reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
 	(void)session_update(s);

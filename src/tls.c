@@ -1,0 +1,531 @@
+/* tls.c - BearSSL glue: key material, the slot pool, the server profile. */
+#include "tls.h"
+#include "io.h"
+#include "log.h"
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define CHAIN_MAX     8
+#define CERT_BUF      16384   /* DER of the whole chain */
+#define KEY_BUF       4096    /* private key components */
+#define PEM_FILE_MAX  65536
+#define CACHE_BYTES   16384   /* session cache: about 160 sessions */
+#define UNIX_EPOCH_DAYS 719528u   /* days from 0 AD to 1970 (X.509 dates) */
+
+struct tls {
+	br_ssl_server_context sc;
+	int keyset;
+	unsigned char ibuf[TLS_IBUF];
+	unsigned char obuf[TLS_OBUF];
+};
+
+/* Key material, twice: a reload fills the spare while sessions may still
+ * use the one in force. */
+struct keyset {
+	int loaded;
+	int type;                        /* BR_KEYTYPE_RSA or BR_KEYTYPE_EC */
+	br_x509_certificate chain[CHAIN_MAX];
+	size_t nchain;
+	unsigned char cert[CERT_BUF];
+	size_t cert_used;
+	br_rsa_private_key rsa;
+	br_ec_private_key ec;
+	unsigned char key[KEY_BUF];
+	unsigned refs;                   /* sessions using it */
+};
+
+static struct keyset keysets[2];
+static int current;
+static struct pool slots;
+static br_ssl_session_cache_lru cache;
+static unsigned char cache_store[CACHE_BYTES];
+static unsigned char file_buf[PEM_FILE_MAX];
+
+static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* ---- PEM ----------------------------------------------------------------- */
+
+struct pem_sink {
+	unsigned char *buf;
+	size_t cap, len;
+	int overflow;
+};
+
+static void pem_append(void *ctx, const void *data, size_t n)
+{
+	struct pem_sink *s = ctx;
+
+	if (s->len + n > s->cap) {
+		s->overflow = 1;
+		return;
+	}
+	memcpy(s->buf + s->len, data, n);
+	s->len += n;
+}
+
+static long read_file(const char *path, char *err, size_t errlen)
+{
+	long total = 0;
+	ssize_t n;
+	int fd = io_open(path, O_RDONLY, 0);
+
+	if (fd < 0) {
+		return fail(err, errlen, "%s: %s", path, strerror(errno));
+	}
+	while ((n = io_read(fd, file_buf + total, sizeof file_buf - (size_t)total)) > 0) {
+		total += n;
+		if ((size_t)total == sizeof file_buf) {
+			io_close(fd);
+			return fail(err, errlen, "%s: larger than %zu bytes", path, sizeof file_buf);
+		}
+	}
+	io_close(fd);
+	if (n < 0) {
+		return fail(err, errlen, "%s: %s", path, strerror(errno));
+	}
+	return total;
+}
+
+/* Calls fn for each PEM object of the file (name, DER).  Objects are
+ * decoded into scratch; 0 or -1 with err. */
+typedef int (*pem_fn)(void *ctx, const char *name, const unsigned char *der, size_t len,
+                      char *err, size_t errlen);
+
+static int pem_each(const char *path, pem_fn fn, void *ctx, char *err, size_t errlen)
+{
+	static br_pem_decoder_context pc;
+	static unsigned char der[CERT_BUF];
+	static char name[128];
+	struct pem_sink sink = { der, sizeof der, 0, 0 };
+	long total = read_file(path, err, errlen);
+	size_t off = 0, n;
+	int inside = 0, objects = 0;
+
+	if (total < 0) {
+		return -1;
+	}
+	/* The decoder sees an END line at its newline: supply one. */
+	file_buf[total++] = '\n';
+	br_pem_decoder_init(&pc);
+	while (off < (size_t)total || inside) {
+		n = br_pem_decoder_push(&pc, file_buf + off, (size_t)total - off);
+		off += n;
+		switch (br_pem_decoder_event(&pc)) {
+		case BR_PEM_BEGIN_OBJ:
+			snprintf(name, sizeof name, "%s", br_pem_decoder_name(&pc));
+			sink.len = 0;
+			sink.overflow = 0;
+			br_pem_decoder_setdest(&pc, pem_append, &sink);
+			inside = 1;
+			break;
+		case BR_PEM_END_OBJ:
+			inside = 0;
+			if (sink.overflow) {
+				return fail(err, errlen, "%s: a PEM object is too large", path);
+			}
+			objects++;
+			if (fn(ctx, name, der, sink.len, err, errlen) < 0) {
+				return -1;
+			}
+			break;
+		case BR_PEM_ERROR:
+			return fail(err, errlen, "%s: malformed PEM", path);
+		default:
+			if (off == (size_t)total) {
+				if (inside) {
+					return fail(err, errlen, "%s: unterminated PEM object", path);
+				}
+				goto done;
+			}
+			break;
+		}
+	}
+done:
+	if (objects == 0) {
+		return fail(err, errlen, "%s: no PEM object found", path);
+	}
+	return 0;
+}
+
+/* ---- certificates and keys ------------------------------------------------ */
+
+struct cert_ctx {
+	struct keyset *ks;
+	const char *path;
+};
+
+static int add_cert(void *ctx, const char *name, const unsigned char *der, size_t len, char *err,
+                    size_t errlen)
+{
+	struct cert_ctx *c = ctx;
+	struct keyset *ks = c->ks;
+
+	if (strcmp(name, "CERTIFICATE") != 0) {
+		return 0;   /* other objects (a key in the same file) are skipped */
+	}
+	if (ks->nchain == CHAIN_MAX || ks->cert_used + len > sizeof ks->cert) {
+		return fail(err, errlen, "%s: certificate chain too long", c->path);
+	}
+	memcpy(ks->cert + ks->cert_used, der, len);
+	ks->chain[ks->nchain].data = ks->cert + ks->cert_used;
+	ks->chain[ks->nchain].data_len = len;
+	ks->cert_used += len;
+	ks->nchain++;
+	return 0;
+}
+
+/* Copies n bytes into the key buffer; NULL if it is full. */
+static unsigned char *keep(struct keyset *ks, size_t *used, const unsigned char *p, size_t n)
+{
+	unsigned char *dst;
+
+	if (*used + n > sizeof ks->key) {
+		return NULL;
+	}
+	dst = ks->key + *used;
+	memcpy(dst, p, n);
+	*used += n;
+	return dst;
+}
+
+struct key_ctx {
+	struct keyset *ks;
+	const char *path;
+	int found;
+};
+
+static int add_key(void *ctx, const char *name, const unsigned char *der, size_t len, char *err,
+                   size_t errlen)
+{
+	static br_skey_decoder_context dc;
+	struct key_ctx *k = ctx;
+	struct keyset *ks = k->ks;
+	const br_rsa_private_key *rsa;
+	const br_ec_private_key *ec;
+	size_t used = 0;
+
+	if (strcmp(name, "RSA PRIVATE KEY") != 0 && strcmp(name, "EC PRIVATE KEY") != 0 &&
+	    strcmp(name, "PRIVATE KEY") != 0) {
+		return 0;
+	}
+	if (k->found) {
+		return fail(err, errlen, "%s: more than one private key", k->path);
+	}
+	br_skey_decoder_init(&dc);
+	br_skey_decoder_push(&dc, der, len);
+	if (br_skey_decoder_last_error(&dc) != 0) {
+		return fail(err, errlen, "%s: cannot decode the private key (BearSSL error %d)",
+		            k->path, br_skey_decoder_last_error(&dc));
+	}
+	ks->type = br_skey_decoder_key_type(&dc);
+	if (ks->type == BR_KEYTYPE_RSA) {
+		rsa = br_skey_decoder_get_rsa(&dc);
+		ks->rsa.n_bitlen = rsa->n_bitlen;
+		if ((ks->rsa.p = keep(ks, &used, rsa->p, rsa->plen)) == NULL ||
+		    (ks->rsa.q = keep(ks, &used, rsa->q, rsa->qlen)) == NULL ||
+		    (ks->rsa.dp = keep(ks, &used, rsa->dp, rsa->dplen)) == NULL ||
+		    (ks->rsa.dq = keep(ks, &used, rsa->dq, rsa->dqlen)) == NULL ||
+		    (ks->rsa.iq = keep(ks, &used, rsa->iq, rsa->iqlen)) == NULL) {
+			return fail(err, errlen, "%s: RSA key too large", k->path);
+		}
+		ks->rsa.plen = rsa->plen;
+		ks->rsa.qlen = rsa->qlen;
+		ks->rsa.dplen = rsa->dplen;
+		ks->rsa.dqlen = rsa->dqlen;
+		ks->rsa.iqlen = rsa->iqlen;
+	} else if (ks->type == BR_KEYTYPE_EC) {
+		ec = br_skey_decoder_get_ec(&dc);
+		ks->ec.curve = ec->curve;
+		if ((ks->ec.x = keep(ks, &used, ec->x, ec->xlen)) == NULL) {
+			return fail(err, errlen, "%s: EC key too large", k->path);
+		}
+		ks->ec.xlen = ec->xlen;
+	} else {
+		return fail(err, errlen, "%s: unsupported key type", k->path);
+	}
+	memset(&dc, 0, sizeof dc);   /* no copy of the key left behind */
+	k->found = 1;
+	return 0;
+}
+
+/* The leaf certificate's public key must be the private key's. */
+static int key_matches(struct keyset *ks, const char *cert_path, const char *key_path, char *err,
+                       size_t errlen)
+{
+	static br_x509_decoder_context xc;
+	static unsigned char buf[1024];
+	const br_x509_pkey *pk;
+	br_ec_public_key pub;
+	uint32_t now_days;
+	size_t n;
+
+	br_x509_decoder_init(&xc, NULL, NULL);
+	br_x509_decoder_push(&xc, ks->chain[0].data, ks->chain[0].data_len);
+	pk = br_x509_decoder_get_pkey(&xc);
+	if (pk == NULL) {
+		return fail(err, errlen, "%s: cannot decode the certificate (BearSSL error %d)",
+		            cert_path, br_x509_decoder_last_error(&xc));
+	}
+	if ((int)pk->key_type != ks->type) {
+		return fail(err, errlen, "%s does not match %s: key types differ", key_path, cert_path);
+	}
+	if (ks->type == BR_KEYTYPE_RSA) {
+		n = br_rsa_compute_modulus_get_default()(NULL, &ks->rsa);
+		if (n == 0 || n > sizeof buf ||
+		    br_rsa_compute_modulus_get_default()(buf, &ks->rsa) != n) {
+			return fail(err, errlen, "%s: bad RSA key", key_path);
+		}
+		/* Compare without leading zero bytes on either side. */
+		{
+			const unsigned char *a = buf, *b = pk->key.rsa.n;
+			size_t la = n, lb = pk->key.rsa.nlen;
+
+			while (la > 0 && *a == 0) {
+				a++;
+				la--;
+			}
+			while (lb > 0 && *b == 0) {
+				b++;
+				lb--;
+			}
+			if (la != lb || memcmp(a, b, la) != 0) {
+				return fail(err, errlen, "%s does not match the certificate in %s", key_path,
+				            cert_path);
+			}
+		}
+	} else {
+		n = br_ec_compute_pub(br_ec_get_default(), &pub, buf, &ks->ec);
+		if (n == 0 || pub.curve != pk->key.ec.curve || pub.qlen != pk->key.ec.qlen ||
+		    memcmp(pub.q, pk->key.ec.q, pub.qlen) != 0) {
+			return fail(err, errlen, "%s does not match the certificate in %s", key_path,
+			            cert_path);
+		}
+	}
+	/* An expired certificate is a start-up error, unless the clock is
+	 * plainly unset (a router without RTC boots in 1970). */
+	now_days = (uint32_t)(time(NULL) / 86400) + UNIX_EPOCH_DAYS;
+	if (time(NULL) < 1577836800) {   /* 2020-01-01 */
+		log_msg(LOG_WARNING, "the clock says %ld: not checking the validity of %s",
+		        (long)time(NULL), cert_path);
+	} else if (xc.notafter_days < now_days) {
+		return fail(err, errlen, "%s: the certificate has expired", cert_path);
+	}
+	return 0;
+}
+
+static int load_keyset(struct keyset *ks, const struct conf *c, char *err, size_t errlen)
+{
+	struct cert_ctx cc = { ks, c->tls_cert };
+	struct key_ctx kc = { ks, c->tls_key, 0 };
+
+	memset(ks, 0, offsetof(struct keyset, refs));
+	if (pem_each(c->tls_cert, add_cert, &cc, err, errlen) < 0) {
+		return -1;
+	}
+	if (ks->nchain == 0) {
+		return fail(err, errlen, "%s: no CERTIFICATE in the file", c->tls_cert);
+	}
+	if (pem_each(c->tls_key, add_key, &kc, err, errlen) < 0) {
+		return -1;
+	}
+	if (!kc.found) {
+		return fail(err, errlen, "%s: no private key in the file", c->tls_key);
+	}
+	if (key_matches(ks, c->tls_cert, c->tls_key, err, errlen) < 0) {
+		return -1;
+	}
+	ks->loaded = 1;
+	return 0;
+}
+
+/* ---- the pool and the server profile -------------------------------------- */
+
+int tls_init(const struct conf *c, char *err, size_t errlen)
+{
+	if (br_prng_seeder_system(NULL) == 0) {
+		return fail(err, errlen, "TLS: no system random source for BearSSL");
+	}
+	if (c->tls_cert[0] != '\0' && load_keyset(&keysets[0], c, err, errlen) < 0) {
+		return -1;
+	}
+	current = 0;
+	br_ssl_session_cache_lru_init(&cache, cache_store, sizeof cache_store);
+	if (c->tls_sessions > 0 && pool_init(&slots, "tls", sizeof(struct tls), c->tls_sessions) < 0) {
+		return fail(err, errlen, "TLS: cannot allocate %u sessions", c->tls_sessions);
+	}
+	return 0;
+}
+
+int tls_reload(const struct conf *c, char *err, size_t errlen)
+{
+	int spare = !current;
+
+	if (c->tls_cert[0] == '\0') {
+		return 0;
+	}
+	if (keysets[spare].refs > 0) {
+		return fail(err, errlen, "TLS keys not reloaded: sessions still use the keys of two "
+		            "reloads ago; reload again later");
+	}
+	if (load_keyset(&keysets[spare], c, err, errlen) < 0) {
+		return -1;
+	}
+	current = spare;
+	return 0;
+}
+
+int tls_ready(void)
+{
+	return keysets[current].loaded;
+}
+
+/* TLS 1.2 only, ECDHE with AEAD only (no CBC, RC4, 3DES, static RSA). */
+static const uint16_t suites_rsa[] = {
+	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+static const uint16_t suites_ec[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+};
+
+static void server_profile(struct tls *t, const struct keyset *ks)
+{
+	br_ssl_server_context *sc = &t->sc;
+
+	br_ssl_server_zero(sc);
+	br_ssl_engine_set_versions(&sc->eng, BR_TLS12, BR_TLS12);
+	if (ks->type == BR_KEYTYPE_RSA) {
+		br_ssl_engine_set_suites(&sc->eng, suites_rsa, sizeof suites_rsa / sizeof suites_rsa[0]);
+		br_ssl_server_set_single_rsa(sc, ks->chain, ks->nchain, &ks->rsa, BR_KEYTYPE_SIGN,
+		                             br_rsa_private_get_default(),
+		                             br_rsa_pkcs1_sign_get_default());
+	} else {
+		br_ssl_engine_set_suites(&sc->eng, suites_ec, sizeof suites_ec / sizeof suites_ec[0]);
+		br_ssl_server_set_single_ec(sc, ks->chain, ks->nchain, &ks->ec, BR_KEYTYPE_SIGN,
+		                            BR_KEYTYPE_EC, br_ec_get_default(),
+		                            br_ecdsa_sign_asn1_get_default());
+	}
+	/* X25519 is preferred by the server code when the client has it. */
+	br_ssl_engine_set_default_ec(&sc->eng);
+	br_ssl_engine_set_hash(&sc->eng, br_sha1_ID, &br_sha1_vtable);
+	br_ssl_engine_set_hash(&sc->eng, br_sha224_ID, &br_sha224_vtable);
+	br_ssl_engine_set_hash(&sc->eng, br_sha256_ID, &br_sha256_vtable);
+	br_ssl_engine_set_hash(&sc->eng, br_sha384_ID, &br_sha384_vtable);
+	br_ssl_engine_set_hash(&sc->eng, br_sha512_ID, &br_sha512_vtable);
+	br_ssl_engine_set_prf_sha256(&sc->eng, &br_tls12_sha256_prf);
+	br_ssl_engine_set_prf_sha384(&sc->eng, &br_tls12_sha384_prf);
+	br_ssl_engine_set_default_aes_gcm(&sc->eng);
+	br_ssl_engine_set_default_chapol(&sc->eng);
+	br_ssl_engine_add_flags(&sc->eng, BR_OPT_NO_RENEGOTIATION | BR_OPT_ENFORCE_SERVER_PREFERENCES);
+	br_ssl_engine_set_buffers_bidi(&sc->eng, t->ibuf, sizeof t->ibuf, t->obuf, sizeof t->obuf);
+	br_ssl_server_set_cache(sc, &cache.vtable);
+}
+
+struct tls *tls_server_take(void)
+{
+	struct keyset *ks = &keysets[current];
+	struct tls *t;
+
+	if (!ks->loaded || slots.size == 0) {
+		return NULL;
+	}
+	t = pool_take(&slots);
+	if (t == NULL) {
+		return NULL;
+	}
+	server_profile(t, ks);
+	if (!br_ssl_server_reset(&t->sc)) {
+		log_msg(LOG_ERR, "TLS reset failed: %s", tls_error_text(br_ssl_engine_last_error(&t->sc.eng)));
+		pool_give(&slots, t);
+		return NULL;
+	}
+	t->keyset = current;
+	ks->refs++;
+	return t;
+}
+
+void tls_release(struct tls *t)
+{
+	keysets[t->keyset].refs--;
+	pool_give(&slots, t);
+}
+
+br_ssl_engine_context *tls_engine(struct tls *t)
+{
+	return &t->sc.eng;
+}
+
+static const char *suite_name(uint16_t s)
+{
+	switch (s) {
+	case BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: return "ECDHE-RSA-AES128-GCM-SHA256";
+	case BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: return "ECDHE-RSA-AES256-GCM-SHA384";
+	case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-RSA-CHACHA20-POLY1305";
+	case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: return "ECDHE-ECDSA-AES128-GCM-SHA256";
+	case BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: return "ECDHE-ECDSA-AES256-GCM-SHA384";
+	case BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: return "ECDHE-ECDSA-CHACHA20-POLY1305";
+	default: return "unknown";
+	}
+}
+
+void tls_describe(struct tls *t, char *out, size_t len)
+{
+	br_ssl_session_parameters sp;
+
+	br_ssl_engine_get_session_parameters(&t->sc.eng, &sp);
+	snprintf(out, len, "TLSv1.2 with cipher %s", suite_name(sp.cipher_suite));
+}
+
+const char *tls_error_text(int err)
+{
+	switch (err) {
+	case BR_ERR_OK: return "closed";
+	case BR_ERR_BAD_VERSION: return "unsupported protocol version";
+	case BR_ERR_BAD_CIPHER_SUITE: return "no common cipher suite";
+	case BR_ERR_NO_CLIENT_AUTH: return "no client authentication";
+	case BR_ERR_UNEXPECTED: return "unexpected message";
+	case BR_ERR_BAD_MAC: return "bad record MAC";
+	case BR_ERR_IO: return "I/O error";
+	case BR_ERR_TOO_LARGE: return "record too large";
+	default:
+		if (err >= BR_ERR_RECV_FATAL_ALERT && err < BR_ERR_RECV_FATAL_ALERT + 256) {
+			return "fatal alert from the peer";
+		}
+		if (err >= BR_ERR_SEND_FATAL_ALERT && err < BR_ERR_SEND_FATAL_ALERT + 256) {
+			return "fatal alert sent";
+		}
+		if (err >= BR_ERR_X509_OK && err < BR_ERR_X509_OK + 64) {
+			return "certificate error";
+		}
+		return "handshake failure";
+	}
+}
+
+unsigned tls_used(void)
+{
+	return slots.used;
+}
+
+unsigned tls_size(void)
+{
+	return slots.size;
+}
