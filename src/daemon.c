@@ -195,9 +195,12 @@ static unsigned sessions_from(const struct sockaddr_storage *peer)
 
 /* Answers and closes a connection we cannot serve.  The reply fits any
  * socket buffer, so one non-blocking send is enough. */
-static void refuse(int fd, const char *text)
+static void refuse(const struct conf_listen *l, int fd, const char *text)
 {
-	(void)io_send(fd, text, strlen(text));
+	/* On an implicit-TLS port clear text would only confuse the client. */
+	if (l->tls != TLS_IMPLICIT) {
+		(void)io_send(fd, text, strlen(text));
+	}
 	close(fd);
 }
 
@@ -217,14 +220,17 @@ static void accept_one(const struct conf_listen *l, int lfd)
 	if (!conf_net_match(c->relay_from, c->nrelay_from, (struct sockaddr *)&peer) &&
 	    sessions_from(&peer) >= c->max_per_address) {
 		daemon_stats.refused_per_address++;
-		refuse(fd, "421 4.7.0 Error: too many connections from your address\r\n");
+		refuse(l, fd, l->proto == PROTO_POP3 ?
+		               "-ERR [SYS/TEMP] Too many connections from your address\r\n" :
+		               "421 4.7.0 Error: too many connections from your address\r\n");
 		return;
 	}
 	mem = pool_take(&sessions);
 	if (mem == NULL) {
 		daemon_stats.refused_busy++;
 		log_msg(LOG_WARNING, "session pool full (%u): refusing a connection", sessions.size);
-		refuse(fd, "421 4.3.2 Error: too busy, try again later\r\n");
+		refuse(l, fd, l->proto == PROTO_POP3 ? "-ERR [SYS/TEMP] Too busy, try again later\r\n" :
+		                                    "421 4.3.2 Error: too busy, try again later\r\n");
 		return;
 	}
 	live[pool_index(mem)] = 1;

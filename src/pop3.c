@@ -311,6 +311,14 @@ static void cmd_pass(struct pop3_session *s, char *arg)
 {
 	char user[ADDR_USER_MAX + 1];
 
+	if (!plaintext_ok(s)) {
+		reply_error(s, "[AUTH] Plaintext authentication is disabled on this connection");
+		return;
+	}
+	if (s->state != ST_USER) {
+		reply_error(s, "Send USER first");
+		return;
+	}
 	if (strlen(arg) > POP3_PASS_MAX) {
 		s->state = ST_AUTH;
 		reply_error(s, "[AUTH] Authentication failed");
@@ -554,7 +562,10 @@ static void cmd_rset(struct pop3_session *s, char *arg)
 {
 	unsigned i;
 
-	(void)arg;
+	if (arg[0] != '\0') {
+		reply_error(s, "Syntax: RSET");
+		return;
+	}
 	for (i = 0; i < s->mb->n; i++) {
 		s->mb->msgs[i].deleted = 0;
 	}
@@ -564,7 +575,10 @@ static void cmd_rset(struct pop3_session *s, char *arg)
 
 static void cmd_noop(struct pop3_session *s, char *arg)
 {
-	(void)arg;
+	if (arg[0] != '\0') {
+		reply_error(s, "Syntax: NOOP");
+		return;
+	}
 	reply(s, "+OK");
 }
 
@@ -573,7 +587,7 @@ static void cmd_noop(struct pop3_session *s, char *arg)
 static const struct pop3_command commands[] = {
 	{ "CAPA", ST_AUTHZ | ST_TRANS, cmd_capa },
 	{ "USER", ST_AUTHZ, cmd_user },
-	{ "PASS", ST_USER, cmd_pass },
+	{ "PASS", ST_AUTHZ, cmd_pass },
 	{ "AUTH", ST_AUTHZ, cmd_auth },
 	{ "APOP", ST_AUTHZ, cmd_apop },
 	{ "STLS", ST_AUTHZ, cmd_stls },
@@ -772,9 +786,30 @@ static void session_process(struct pop3_session *s)
 	}
 }
 
+/* Flushes the output; while that frees room for commands already
+ * buffered (a pipelining client waits for nothing more), goes on with them. */
+static int flush_and_continue(struct pop3_session *s)
+{
+	size_t before;
+	int r, rounds;
+
+	for (rounds = 0;; rounds++) {
+		r = conn_flush(&s->conn);
+		if (r != 0 || rounds == 64 || s->state & (ST_QUIT | ST_DELAY) ||
+		    (conn_unread(&s->conn) == 0 && s->state != ST_SEND)) {
+			return r;
+		}
+		before = conn_unread(&s->conn);
+		session_process(s);
+		if (conn_unread(&s->conn) == before && s->state != ST_SEND) {
+			return conn_flush(&s->conn);
+		}
+	}
+}
+
 static int session_update(struct pop3_session *s)
 {
-	int r = conn_flush(&s->conn);
+	int r = flush_and_continue(s);
 
 	if (r < 0) {
 		log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id, s->conn.peer_ip,

@@ -951,10 +951,31 @@ static void session_process(struct smtp_session *s)
 	}
 }
 
+/* Flushes the output; while that frees room for commands already
+ * buffered (a pipelining client waits for nothing more), goes on with them. */
+static int flush_and_continue(struct smtp_session *s)
+{
+	size_t before;
+	int r, rounds;
+
+	for (rounds = 0;; rounds++) {
+		r = conn_flush(&s->conn);
+		if (r != 0 || rounds == 64 || conn_unread(&s->conn) == 0 ||
+		    s->state & (ST_COMMIT | ST_QUIT | ST_DELAY)) {
+			return r;
+		}
+		before = conn_unread(&s->conn);
+		session_process(s);
+		if (conn_unread(&s->conn) == before) {
+			return conn_flush(&s->conn);
+		}
+	}
+}
+
 /* Flushes output and sets what the loop waits for; 0, or -1 if ended. */
 static int session_update(struct smtp_session *s)
 {
-	int r = conn_flush(&s->conn);
+	int r = flush_and_continue(s);
 	short ev;
 
 	if (r < 0) {
