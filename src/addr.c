@@ -292,6 +292,9 @@ static int alias_name_ok(const char *s)
 {
 	const char *p;
 
+	if (strcmp(s, "*") == 0) {
+		return 1;   /* the catch-all alias for unknown local names */
+	}
 	if (*s == '\0' || *s == '.' || strlen(s) > ADDR_LOCAL_MAX || strstr(s, "..") != NULL) {
 		return 0;
 	}

@@ -712,6 +712,9 @@ static const struct conf_key conf_keys[] = {
 	{ "run_as", conf_set_run_as, 0, 0, 0, 0 },
 	{ "plaintext_auth", conf_set_yesno, offsetof(struct conf, plaintext_auth), 0, 0, 0 },
 	{ "sender_check", conf_set_yesno, offsetof(struct conf, sender_check), 0, 0, 0 },
+	{ "smarthost_verify", conf_set_yesno, offsetof(struct conf, smarthost_verify), 0, 0, 0 },
+	CONF_UINT(queue_runners, 1, 64),
+	CONF_UINT(queue_max_messages, 16, 1000000),
 	CONF_PATH(control),
 };
 
@@ -762,6 +765,9 @@ void conf_defaults(struct conf *c)
 	c->pop3_timeout = 600;
 	c->pop3_sessions = 4;
 	c->sender_check = 1;
+	c->smarthost_verify = 1;
+	c->queue_runners = 2;
+	c->queue_max_messages = 1000;
 	c->pop3_max_messages = 2000;
 	c->plaintext_auth = 0;
 }

@@ -78,6 +78,9 @@ struct conf {
 	char run_as[64];                /* empty: stay as started */
 	int plaintext_auth;             /* 0 or 1 */
 	int sender_check;               /* 1: an authenticated user sends only as themself */
+	int smarthost_verify;           /* 1: the smarthost's certificate is checked */
+	unsigned queue_runners;         /* deliveries from the queue at once */
+	unsigned queue_max_messages;    /* messages the queue holds; then 452 4.3.1 */
 	char control[CONF_PATH_MAX];    /* control socket; default <spool>/control */
 };
 

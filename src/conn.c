@@ -162,6 +162,10 @@ static int tls_flush(struct conn *c)
 			return 0;
 		}
 		if (!(br_ssl_engine_current_state(eng) & BR_SSL_SENDAPP)) {
+			if (c->eof) {
+				c->err = EPIPE;   /* gone before the handshake ended */
+				return -1;
+			}
 			return 1;   /* still in the handshake: output waits */
 		}
 		buf = br_ssl_engine_sendapp_buf(eng, &len);
@@ -367,6 +371,10 @@ short conn_poll_events(const struct conn *c, int want_input)
 	unsigned state;
 	short ev = 0;
 
+	/* After the peer's end of file, POLLIN would only say so again. */
+	if (c->eof) {
+		want_input = 0;
+	}
 	if (c->tls == NULL) {
 		if (c->out_off < c->out_len) {
 			ev |= POLLOUT;
@@ -379,7 +387,7 @@ short conn_poll_events(const struct conn *c, int want_input)
 		ev |= POLLOUT;
 	}
 	/* The handshake reads records whatever the session wants. */
-	if ((state & BR_SSL_RECVREC) && (want_input || !(state & BR_SSL_SENDAPP))) {
+	if ((state & BR_SSL_RECVREC) && !c->eof && (want_input || !(state & BR_SSL_SENDAPP))) {
 		ev |= POLLIN;
 	}
 	return ev;

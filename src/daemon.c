@@ -7,6 +7,9 @@
 #include "maildir.h"
 #include "pool.h"
 #include "pop3.h"
+#include "dns.h"
+#include "queue.h"
+#include "smtp_client.h"
 #include "smtp_server.h"
 #include "tls.h"
 #include "version.h"
@@ -31,7 +34,8 @@
 
 #define LISTEN_BACKLOG 128   /* a burst is answered 421, not left in the kernel */
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
-#define EXTRA_SLOTS    8     /* signal pipe, control socket, spare */
+#define EXTRA_SLOTS    8     /* signal pipe, control and submit sockets, queue timer, spare */
+#define CONTROL_WAIT_MS 200  /* a control client sends its command at once */
 
 struct daemon_stats daemon_stats;
 
@@ -50,6 +54,9 @@ static int listen_fd[CONF_LISTEN_MAX];
 static int listen_slot[CONF_LISTEN_MAX];
 static unsigned nlisten;
 static int control_fd = -1;
+static int submit_fd = -1;
+/* The sendmail command's socket: SMTP, trusted to relay (local submission). */
+static const struct conf_listen submit_listen = { .proto = PROTO_SMTP, .tls = TLS_NONE };
 static int stopping;
 static uint32_t next_id;
 
@@ -245,12 +252,14 @@ static void accept_one(const struct conf_listen *l, int lfd)
 static void listener_ready(void *ctx, int revents)
 {
 	unsigned i = (unsigned)(uintptr_t)ctx, k;
+	const struct conf_listen *l = i == CONF_LISTEN_MAX ? &submit_listen : &daemon_conf()->listen[i];
+	int fd = i == CONF_LISTEN_MAX ? submit_fd : listen_fd[i];
 
 	(void)revents;
 	for (k = 0; k < ACCEPT_BURST && !stopping; k++) {
 		int before = (int)daemon_stats.connections;
 
-		accept_one(&daemon_conf()->listen[i], listen_fd[i]);
+		accept_one(l, fd);
 		if ((int)daemon_stats.connections == before) {
 			break;
 		}
@@ -281,14 +290,16 @@ static int status_text(char *buf, size_t len)
 	                 "messages_refused: %" PRIu64 "\n"
 	                 "bytes_written: %" PRIu64 "\n"
 	                 "write_errors: %" PRIu64 "\n"
-	                 "queue_length: 0\n",
+	                 "queue_length: %u\n"
+	                 "queue_active: %u\n",
 	                 PICOMAIL_VERSION, (int)getpid(),
 	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
 	                 daemon_stats.connections, sessions.used, sessions.size, pop3_mailboxes_used(),
 	                 pop3_mailboxes_size(), tls_used(), tls_size(), loop_used(),
 	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
 	                 daemon_stats.messages_in, daemon_stats.messages_refused,
-	                 daemon_stats.bytes_written, daemon_stats.write_errors);
+	                 daemon_stats.bytes_written, daemon_stats.write_errors, queue_length(),
+	                 queue_active());
 #ifdef PICOMAIL_TEST
 	if (n > 0 && (size_t)n < len) {
 		n += snprintf(buf + n, len - (size_t)n, "mallocs: %" PRIu64 "\n", testalloc_count);
@@ -297,10 +308,49 @@ static int status_text(char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -1 : n;
 }
 
+/* Reads the control client's one command line, waiting briefly: the
+ * client (picomail status, mailq, queue) writes it right after connect. */
+static int control_command(int fd, char *cmd, size_t len)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len - 1) {
+		if (poll(&p, 1, CONTROL_WAIT_MS) <= 0) {
+			break;
+		}
+		n = io_recv(fd, cmd + got, len - 1 - got);
+		if (n <= 0) {
+			break;
+		}
+		got += (size_t)n;
+		if (memchr(cmd, '\n', got) != NULL) {
+			break;
+		}
+	}
+	cmd[got] = '\0';
+	cmd[strcspn(cmd, "\r\n")] = '\0';
+	return 0;
+}
+
+/* Sends all of buf on the (blocking for this purpose) control socket. */
+static void control_send(int fd, const char *buf, size_t n)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0) {
+		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	}
+	(void)io_write_all(fd, buf, n);
+}
+
 static void control_ready(void *ctx, int revents)
 {
-	char buf[1024];
-	int fd, n;
+	static char buf[65536];
+	char cmd[128];
+	int fd, n, r;
+	size_t len;
 
 	(void)ctx;
 	(void)revents;
@@ -308,46 +358,70 @@ static void control_ready(void *ctx, int revents)
 	if (fd < 0) {
 		return;
 	}
-	n = status_text(buf, sizeof buf);
-	if (n > 0) {
-		(void)io_send(fd, buf, (size_t)n);
+	control_command(fd, cmd, sizeof cmd);
+	if (cmd[0] == '\0' || strcmp(cmd, "status") == 0) {
+		n = status_text(buf, sizeof buf);
+		len = n > 0 ? (size_t)n : 0;
+	} else if (strcmp(cmd, "mailq") == 0) {
+		len = queue_list(buf, sizeof buf);
+		if (len == 0) {
+			len = (size_t)snprintf(buf, sizeof buf, "Mail queue is empty\n");
+		}
+	} else if (strcmp(cmd, "flush") == 0) {
+		queue_flush();
+		len = (size_t)snprintf(buf, sizeof buf, "queue flushed\n");
+	} else if (strncmp(cmd, "delete ", 7) == 0) {
+		r = queue_delete(cmd + 7);
+		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n",
+		                       r == 0 ? "deleted" : r == -2 ? "busy, try again:" : "no such message",
+		                       cmd + 7);
+	} else {
+		len = (size_t)snprintf(buf, sizeof buf, "unknown command\n");
 	}
+	control_send(fd, buf, len);
 	close(fd);
 }
 
-static int control_address(const struct conf *c, struct sockaddr_un *sun)
+
+static int unix_address(const char *path, struct sockaddr_un *sun)
 {
 	memset(sun, 0, sizeof *sun);
 	sun->sun_family = AF_UNIX;
-	if (strlen(c->control) >= sizeof sun->sun_path) {
+	if (strlen(path) >= sizeof sun->sun_path) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	strcpy(sun->sun_path, c->control);
+	strcpy(sun->sun_path, path);
 	return 0;
 }
 
-static int open_control(const struct conf *c)
+/* A listening unix socket at path, owner-only. */
+static int open_unix(const char *path)
 {
 	struct sockaddr_un sun;
 	int fd;
 
-	if (control_address(c, &sun) < 0) {
-		log_msg(LOG_ERR, "control socket %s: %m", c->control);
+	if (unix_address(path, &sun) < 0) {
+		log_msg(LOG_ERR, "socket %s: %m", path);
 		return -1;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		return -1;
 	}
-	(void)unlink(c->control);   /* left by a daemon that died */
-	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(c->control, 0600) < 0 ||
-	    listen(fd, 16) < 0) {
-		log_msg(LOG_ERR, "control socket %s: %m", c->control);
+	(void)unlink(path);   /* left by a daemon that died */
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, 0600) < 0 ||
+	    listen(fd, LISTEN_BACKLOG) < 0) {
+		log_msg(LOG_ERR, "socket %s: %m", path);
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+static void submit_path(const struct conf *c, char *out, size_t len)
+{
+	snprintf(out, len, "%s/submit", c->spool);
 }
 
 int daemon_status(const char *path)
@@ -363,10 +437,13 @@ int daemon_status(const char *path)
 		return 1;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || control_address(&c, &sun) < 0 ||
+	if (fd < 0 || unix_address(c.control, &sun) < 0 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
 		fprintf(stderr, "picomail: the daemon is not running (%s: %s)\n", c.control,
 		        strerror(errno));
+		return 1;
+	}
+	if (io_write_all(fd, "status\n", 7) < 0) {
 		return 1;
 	}
 	while ((n = io_read(fd, buf, sizeof buf)) > 0) {
@@ -399,6 +476,7 @@ static void reload(void)
 	}
 	cur = spare;
 	maildir_setup(confs[cur].maildir_root, confs[cur].hostname);
+	dns_reconfigure(&confs[cur]);
 	log_msg(LOG_INFO, "configuration reloaded from %s", conf_path);
 }
 
@@ -441,6 +519,7 @@ static void shutdown_all(void)
 			session_shutdown(i);
 		}
 	}
+	queue_shutdown();
 	loop_stop();
 }
 
@@ -461,6 +540,9 @@ static int make_dirs(const struct conf *c, const struct passwd *pw)
 	const char *dirs[2] = { c->maildir_root, c->spool };
 	unsigned i;
 
+	static const char *const subs[] = { "tmp", "msg", "env" };
+	char path[CONF_PATH_MAX + 8];
+
 	for (i = 0; i < 2; i++) {
 		if (io_mkdirs(dirs[i], 0700) < 0) {
 			log_msg(LOG_ERR, "cannot create %s: %m", dirs[i]);
@@ -468,6 +550,17 @@ static int make_dirs(const struct conf *c, const struct passwd *pw)
 		}
 		if (pw != NULL && chown(dirs[i], pw->pw_uid, pw->pw_gid) < 0) {
 			log_msg(LOG_ERR, "cannot chown %s: %m", dirs[i]);
+			return -1;
+		}
+	}
+	if (queue_make_dirs(c->spool) < 0) {
+		log_msg(LOG_ERR, "cannot create the queue in %s: %m", c->spool);
+		return -1;
+	}
+	for (i = 0; i < 3 && pw != NULL; i++) {
+		snprintf(path, sizeof path, "%s/%s", c->spool, subs[i]);
+		if (chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+			log_msg(LOG_ERR, "cannot chown %s: %m", path);
 			return -1;
 		}
 	}
@@ -482,8 +575,12 @@ static int drop_privileges(const struct passwd *pw)
 		}
 		return 0;
 	}
-	if (control_fd >= 0 && chown(confs[cur].control, pw->pw_uid, pw->pw_gid) < 0) {
-		log_msg(LOG_ERR, "cannot chown %s: %m", confs[cur].control);
+	char path[CONF_PATH_MAX + 16];
+
+	submit_path(&confs[cur], path, sizeof path);
+	if (chown(confs[cur].control, pw->pw_uid, pw->pw_gid) < 0 ||
+	    chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+		log_msg(LOG_ERR, "cannot chown the control and submit sockets: %m");
 		return -1;
 	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
@@ -509,8 +606,12 @@ static int open_listeners(const struct conf *c)
 		}
 		nlisten = i + 1;
 	}
-	control_fd = open_control(c);
-	return control_fd < 0 ? -1 : 0;
+	char path[CONF_PATH_MAX + 16];
+
+	control_fd = open_unix(c->control);
+	submit_path(c, path, sizeof path);
+	submit_fd = open_unix(path);
+	return control_fd < 0 || submit_fd < 0 ? -1 : 0;
 }
 
 static int join_loop(void)
@@ -527,7 +628,8 @@ static int join_loop(void)
 			return -1;
 		}
 	}
-	if (loop_add(control_fd, POLLIN, control_ready, NULL) < 0) {
+	if (loop_add(control_fd, POLLIN, control_ready, NULL) < 0 ||
+	    loop_add(submit_fd, POLLIN, listener_ready, (void *)(uintptr_t)CONF_LISTEN_MAX) < 0) {
 		return -1;
 	}
 	loop_after_round(after_round);
@@ -583,7 +685,7 @@ int daemon_serve(const char *path, int foreground)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (tls_init(c, err, sizeof err) < 0) {
+	if (tls_init(c, err, sizeof err) < 0 || smtp_client_init(c, err, sizeof err) < 0) {
 		log_msg(LOG_ERR, "%s", err);
 		return 1;
 	}
@@ -593,7 +695,8 @@ int daemon_serve(const char *path, int foreground)
 	if (pool_init(&sessions, "sessions", session_objsize(), c->max_connections) < 0 ||
 	    (live = calloc(c->max_connections, 1)) == NULL ||
 	    (proto_of = calloc(c->max_connections, 1)) == NULL || pop3_init(c) < 0 ||
-	    loop_init(c->max_connections + c->nlisten + EXTRA_SLOTS) < 0) {
+	    loop_init(c->max_connections + c->nlisten + c->queue_runners + 2 * DNS_QUERIES +
+	              EXTRA_SLOTS) < 0) {
 		log_msg(LOG_ERR, "cannot allocate memory for %u connections", c->max_connections);
 		return 1;
 	}
@@ -613,6 +716,10 @@ int daemon_serve(const char *path, int foreground)
 		log_msg(LOG_ERR, "cannot set up the event loop: %m");
 		return 1;
 	}
+	if (dns_init(c) < 0 || queue_init(c) < 0) {
+		log_msg(LOG_ERR, "cannot set up the queue: %m");
+		return 1;
+	}
 	daemon_stats.started = loop_now();
 	next_id = (uint32_t)time(NULL) << 8;
 	log_msg(LOG_INFO, "picomail %s ready, %u connections at most", PICOMAIL_VERSION,
@@ -621,6 +728,12 @@ int daemon_serve(const char *path, int foreground)
 		return 1;
 	}
 	(void)unlink(confs[cur].control);
+	{
+		char path[CONF_PATH_MAX + 16];
+
+		submit_path(&confs[cur], path, sizeof path);
+		(void)unlink(path);
+	}
 	log_msg(LOG_INFO, "stopped");
 	return 0;
 }

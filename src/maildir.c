@@ -100,16 +100,23 @@ static void unique_name(char *out, size_t len)
 	         pid, ++counter, host);
 }
 
-int maildir_begin(struct maildir_msg *m)
-{
-	char dir[MAILDIR_PATH_MAX];
-	int tries;
+static void flush_wbuf(struct maildir_msg *m);
 
+static void msg_reset(struct maildir_msg *m)
+{
 	m->fd = -1;
 	m->err = 0;
 	m->size = m->lines = 0;
 	m->wlen = 0;
 	m->next = NULL;
+}
+
+int maildir_begin(struct maildir_msg *m)
+{
+	char dir[MAILDIR_PATH_MAX];
+	int tries;
+
+	msg_reset(m);
 	unique_name(m->name, sizeof m->name);
 	if (user_path(dir, sizeof dir, m->users[0], "tmp") < 0) {
 		return -1;
@@ -128,6 +135,34 @@ int maildir_begin(struct maildir_msg *m)
 		}
 	}
 	return -1;
+}
+
+int maildir_begin_named(struct maildir_msg *m, const char *dir, const char *name)
+{
+	msg_reset(m);
+	snprintf(m->name, sizeof m->name, "%s", name);
+	if (snprintf(m->tmp, sizeof m->tmp, "%s/%s", dir, name) >= (int)sizeof m->tmp) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	m->fd = io_open(m->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	return m->fd < 0 ? -1 : 0;
+}
+
+int maildir_finish_file(struct maildir_msg *m)
+{
+	int e;
+
+	flush_wbuf(m);
+	e = m->err;
+	if (e == 0 && io_fsync(m->fd) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (io_close(m->fd) < 0 && e == 0) {
+		e = errno ? errno : EIO;
+	}
+	m->fd = -1;
+	return e;
 }
 
 static void flush_wbuf(struct maildir_msg *m)

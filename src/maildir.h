@@ -48,6 +48,13 @@ void maildir_setup(const char *root, const char *hostname);
  * errno. */
 int maildir_begin(struct maildir_msg *m);
 
+/* Starts a file named name in dir (the queue's tmp/), for the same
+ * buffered writes.  0 or -1 with errno. */
+int maildir_begin_named(struct maildir_msg *m, const char *dir, const char *name);
+
+/* Flushes, fsyncs and closes m's file (the queue's commit).  0 or errno. */
+int maildir_finish_file(struct maildir_msg *m);
+
 /* Buffers bytes of the message; errors are kept in m->err. */
 void maildir_write(struct maildir_msg *m, const void *buf, size_t n);
 

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "loop.h"
 #include "maildir.h"
+#include "queue.h"
 #include "smtp_data.h"
 #include "tls.h"
 
@@ -57,6 +58,9 @@ struct smtp_tx {
 	int file_open;                 /* msg has a file in tmp/ */
 	int write_err;                 /* errno of the first file error */
 	int too_big;
+	int queued;                    /* the message goes to the queue */
+	unsigned nremote;
+	char remote[MAILDIR_RCPT_MAX][ADDR_MAX + 1];   /* relayed recipients */
 	struct smtp_data data;
 };
 
@@ -74,6 +78,7 @@ struct smtp_session {
 	enum smtp_state sasl_return;         /* the state to go back to */
 	char sasl_login[ADDR_USER_MAX + 1];  /* AUTH LOGIN: the name given */
 	int tls_logged;
+	int relay_ok;                        /* relay_from, or the local submit socket */
 	struct smtp_tx tx;
 	struct conn conn;
 	struct maildir_msg msg;
@@ -139,7 +144,10 @@ static void tx_reset(struct smtp_session *s)
 	if (s->tx.file_open) {
 		maildir_abort(&s->msg);
 	}
-	memset(&s->tx, 0, sizeof s->tx);
+	/* Not the recipient table: nremote says how much of it counts, and
+	 * leaving it untouched keeps idle sessions small. */
+	memset(&s->tx, 0, offsetof(struct smtp_tx, remote));
+	memset(&s->tx.data, 0, sizeof s->tx.data);
 	s->msg.nusers = 0;
 	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA)) {
 		s->state = ST_READY;
@@ -382,6 +390,29 @@ static int add_user(struct smtp_session *s, const char *user)
 	return 0;
 }
 
+/* Adds a relayed recipient, once; -1 when the transaction is full. */
+static int add_remote(struct smtp_session *s, const char *addr)
+{
+	unsigned i;
+
+	for (i = 0; i < s->tx.nremote; i++) {
+		if (strcmp(s->tx.remote[i], addr) == 0) {
+			return 0;
+		}
+	}
+	if (s->tx.nremote == MAILDIR_RCPT_MAX) {
+		return -1;
+	}
+	snprintf(s->tx.remote[s->tx.nremote++], sizeof s->tx.remote[0], "%s", addr);
+	return 0;
+}
+
+/* The queue refuses more when it is full or its disk nearly is. */
+static int queue_has_room(void)
+{
+	return queue_length() < daemon_conf()->queue_max_messages;
+}
+
 static int is_user(const char *name)
 {
 	/* (declared above for sender_owned) */
@@ -392,11 +423,15 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 {
 	const struct users_table *u = daemon_users();
 	static struct addr_expansion x;
-	unsigned i, before = s->msg.nusers;
+	unsigned i, before = s->msg.nusers, before_remote = s->tx.nremote;
 	int n;
 
 	n = addr_expand(daemon_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
 	                daemon_conf(), &x);
+	if (n == 0) {
+		/* "*: someone" catches the names nobody has. */
+		n = addr_expand(daemon_aliases(), "*", is_user, NULL, daemon_conf(), &x);
+	}
 	if (n < 0) {
 		reply(s, "550 5.4.6 Alias loop or too many targets for <%s>", addr);
 		return;
@@ -406,19 +441,43 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		return;
 	}
 	for (i = 0; i < x.n; i++) {
-		if (x.remote[i]) {
-			/* Relaying comes later; refusing now loses nothing. */
-			reply(s, "554 5.7.1 <%s>: alias leads off this host, relaying is not "
-			      "available", addr);
+		/* An alias may send mail on: that is the box's own doing, not
+		 * relaying for the client, so it needs no permission. */
+		if (x.remote[i] && !queue_has_room()) {
+			s->msg.nusers = before;
+			s->tx.nremote = before_remote;
+			reply(s, "452 4.3.1 Insufficient system storage");
 			return;
 		}
-	}
-	for (i = 0; i < x.n; i++) {
-		if (add_user(s, x.target[i]) < 0) {
+		if ((x.remote[i] ? add_remote(s, x.target[i]) : add_user(s, x.target[i])) < 0) {
 			s->msg.nusers = before;
+			s->tx.nremote = before_remote;
 			reply(s, "452 4.5.3 Too many recipients");
 			return;
 		}
+	}
+	if (s->tx.nrcpt++ == 0) {
+		snprintf(s->tx.first_rcpt, sizeof s->tx.first_rcpt, "%s", addr);
+	}
+	s->state = ST_RCPT;
+	reply(s, "250 2.1.5 Ok");
+}
+
+/* Not an open relay: only relay_from clients, authenticated users and
+ * the local submit socket may send mail off this host. */
+static void rcpt_remote(struct smtp_session *s, const char *addr)
+{
+	if (!s->relay_ok && s->auth_user[0] == '\0') {
+		reply(s, "554 5.7.1 <%s>: Relay access denied", addr);
+		return;
+	}
+	if (!queue_has_room()) {
+		reply(s, "452 4.3.1 Insufficient system storage: the queue is full");
+		return;
+	}
+	if (add_remote(s, addr) < 0) {
+		reply(s, "452 4.5.3 Too many recipients");
+		return;
 	}
 	if (s->tx.nrcpt++ == 0) {
 		snprintf(s->tx.first_rcpt, sizeof s->tx.first_rcpt, "%s", addr);
@@ -468,7 +527,7 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 		return;
 	}
 	if (!conf_is_local_domain(daemon_conf(), domain)) {
-		reply(s, "554 5.7.1 <%s>: Relay access denied", addr);
+		rcpt_remote(s, addr);
 		return;
 	}
 	rcpt_local(s, addr, local);
@@ -496,13 +555,16 @@ static void write_trace(struct smtp_session *s)
 	if (s->conn.tls != NULL) {
 		tls_describe(s->conn.tls, tlsdesc, sizeof tlsdesc);
 	}
+	/* Return-Path is the final delivery's to add (RFC 5321 4.4): here
+	 * for a Maildir, not for a message that goes on to the queue. */
 	n = snprintf(buf, sizeof buf,
-	             "Return-Path: <%s>\n"
+	             "%s%s%s"
 	             "Received: from %s ([%s])\n"
 	             "%s%s%s"
 	             "\tby %s (picomail) with %s id %08" PRIX32 ".%u%s;\n"
 	             "\t%s\n",
-	             s->tx.from, s->helo, s->conn.peer_ip,
+	             s->tx.queued ? "" : "Return-Path: <", s->tx.queued ? "" : s->tx.from,
+	             s->tx.queued ? "" : ">\n", s->helo, s->conn.peer_ip,
 	             s->conn.tls != NULL ? "\t(using " : "", s->conn.tls != NULL ? tlsdesc : "",
 	             s->conn.tls != NULL ? ")\n" : "", c->hostname, with, s->id, s->tx.msgno,
 	             forwho, date);
@@ -531,7 +593,10 @@ static void cmd_data(struct smtp_session *s, char *arg)
 		return;
 	}
 	s->tx.msgno = ++s->msgs;
-	if (maildir_begin(&s->msg) < 0) {
+	/* Anything leaving the host, and so the whole message, goes through
+	 * the queue; purely local mail goes straight to the Maildirs. */
+	s->tx.queued = s->tx.nremote > 0;
+	if ((s->tx.queued ? queue_open(&s->msg, daemon_conf()->spool) : maildir_begin(&s->msg)) < 0) {
 		reply_write_error(s, errno);
 		return;
 	}
@@ -848,6 +913,54 @@ static void committed(void *ctx, int err)
 	(void)session_update(s);
 }
 
+/* Commits a message with relayed recipients to the queue (synchronously:
+ * relayed mail is the smaller flow) and answers. */
+static void queue_tx(struct smtp_session *s)
+{
+	static struct queue_env env;
+	unsigned i;
+	int e;
+
+	memset(&env, 0, offsetof(struct queue_env, rcpt));
+	/* queue_open made the name: a queue id, which fits. */
+	memcpy(env.id, s->msg.name, strnlen(s->msg.name, sizeof env.id - 1));
+	env.id[strnlen(s->msg.name, sizeof env.id - 1)] = '\0';
+	snprintf(env.sender, sizeof env.sender, "%s", s->tx.from);
+	env.arrival = (int64_t)time(NULL);
+	env.nrcpt = 0;
+	for (i = 0; i < s->msg.nusers && env.nrcpt < QUEUE_RCPT_MAX; i++) {
+		struct queue_rcpt *q = &env.rcpt[env.nrcpt++];
+
+		q->state = 'P';
+		q->kind = 'L';
+		snprintf(q->addr, sizeof q->addr, "%s", s->msg.users[i]);
+		q->why[0] = '\0';
+	}
+	for (i = 0; i < s->tx.nremote && env.nrcpt < QUEUE_RCPT_MAX; i++) {
+		struct queue_rcpt *q = &env.rcpt[env.nrcpt++];
+
+		q->state = 'P';
+		q->kind = 'R';
+		snprintf(q->addr, sizeof q->addr, "%s", s->tx.remote[i]);
+		q->why[0] = '\0';
+	}
+	e = queue_commit(&s->msg, daemon_conf()->spool, &env);
+	s->tx.file_open = 0;
+	if (e != 0) {
+		reply_write_error(s, e);
+	} else {
+		daemon_stats.messages_in++;
+		daemon_stats.bytes_written += s->msg.size;
+		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> queued as %s, %u local, "
+		        "%u remote", s->id, s->id, s->tx.msgno, s->tx.from, env.id, s->msg.nusers,
+		        s->tx.nremote);
+		reply(s, "250 2.0.0 Ok: queued as %s", env.id);
+		queue_added(env.id);
+	}
+	s->state = ST_READY;
+	tx_reset(s);
+}
+
 /* The final dot arrived: refuse a bad message, or hand it to the commit. */
 static void data_end(struct smtp_session *s)
 {
@@ -871,6 +984,10 @@ static void data_end(struct smtp_session *s)
 		}
 		s->state = ST_READY;
 		tx_reset(s);
+		return;
+	}
+	if (s->tx.queued) {
+		queue_tx(s);
 		return;
 	}
 	s->state = ST_COMMIT;
@@ -1063,6 +1180,8 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 	s->id = id;
 	s->listener = l;
 	s->state = ST_GREETED;
+	s->relay_ok = peer->sa_family == AF_UNIX ||
+	              conf_net_match(daemon_conf()->relay_from, daemon_conf()->nrelay_from, peer);
 	s->slot = loop_add(fd, POLLIN, session_io, s);
 	if (s->slot < 0) {
 		conn_close(&s->conn);

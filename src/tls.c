@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define CHAIN_MAX     8
@@ -18,9 +20,25 @@
 #define CACHE_BYTES   16384   /* session cache: about 160 sessions */
 #define UNIX_EPOCH_DAYS 719528u   /* days from 0 AD to 1970 (X.509 dates) */
 
+/* An X.509 "validator" that takes the server's key without checking
+ * anything: opportunistic TLS to an MX (RFC 7435), or smarthost_verify no. */
+struct x509_any {
+	const br_x509_class *vtable;
+	br_x509_decoder_context dec;
+	int first;
+};
+
 struct tls {
-	br_ssl_server_context sc;
-	int keyset;
+	int client;
+	int keyset;                     /* server: the key material in use */
+	union {
+		br_ssl_server_context sc;
+		struct {
+			br_ssl_client_context cc;
+			br_x509_minimal_context xm;
+			struct x509_any any;
+		} c;
+	} u;
 	unsigned char ibuf[TLS_IBUF];
 	unsigned char obuf[TLS_OBUF];
 };
@@ -409,7 +427,7 @@ static const uint16_t suites_ec[] = {
 
 static void server_profile(struct tls *t, const struct keyset *ks)
 {
-	br_ssl_server_context *sc = &t->sc;
+	br_ssl_server_context *sc = &t->u.sc;
 
 	br_ssl_server_zero(sc);
 	br_ssl_engine_set_versions(&sc->eng, BR_TLS12, BR_TLS12);
@@ -452,9 +470,10 @@ struct tls *tls_server_take(void)
 	if (t == NULL) {
 		return NULL;
 	}
+	t->client = 0;
 	server_profile(t, ks);
-	if (!br_ssl_server_reset(&t->sc)) {
-		log_msg(LOG_ERR, "TLS reset failed: %s", tls_error_text(br_ssl_engine_last_error(&t->sc.eng)));
+	if (!br_ssl_server_reset(&t->u.sc)) {
+		log_msg(LOG_ERR, "TLS reset failed: %s", tls_error_text(br_ssl_engine_last_error(&t->u.sc.eng)));
 		pool_give(&slots, t);
 		return NULL;
 	}
@@ -465,13 +484,247 @@ struct tls *tls_server_take(void)
 
 void tls_release(struct tls *t)
 {
-	keysets[t->keyset].refs--;
+	if (!t->client) {
+		keysets[t->keyset].refs--;
+	}
 	pool_give(&slots, t);
+}
+
+/* ---- client sessions (relay) ------------------------------------------------ */
+
+static br_x509_trust_anchor *anchors;
+static size_t nanchors;
+
+static void any_start_chain(const br_x509_class **ctx, const char *server_name)
+{
+	struct x509_any *a = (struct x509_any *)(void *)ctx;
+
+	(void)server_name;
+	a->first = 1;
+	br_x509_decoder_init(&a->dec, NULL, NULL);
+}
+
+static void any_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+	(void)ctx;
+	(void)length;
+}
+
+static void any_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
+{
+	struct x509_any *a = (struct x509_any *)(void *)ctx;
+
+	if (a->first) {
+		br_x509_decoder_push(&a->dec, buf, len);
+	}
+}
+
+static void any_end_cert(const br_x509_class **ctx)
+{
+	((struct x509_any *)(void *)ctx)->first = 0;
+}
+
+static unsigned any_end_chain(const br_x509_class **ctx)
+{
+	struct x509_any *a = (struct x509_any *)(void *)ctx;
+
+	return br_x509_decoder_get_pkey(&a->dec) != NULL ? 0 : BR_ERR_X509_BAD_SERVER_NAME;
+}
+
+static const br_x509_pkey *any_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
+{
+	struct x509_any *a = (struct x509_any *)(void *)ctx;
+
+	if (usages != NULL) {
+		*usages = BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN;
+	}
+	return br_x509_decoder_get_pkey(&a->dec);
+}
+
+static const br_x509_class x509_any_vtable = {
+	sizeof(struct x509_any), any_start_chain, any_start_cert, any_append, any_end_cert,
+	any_end_chain, any_get_pkey,
+};
+
+/* Trust anchors from ca_file, decoded once at start-up. */
+struct anchor_ctx {
+	unsigned char *arena;
+	size_t used, cap;
+	size_t n, max;
+	int overflow;
+};
+
+static void dn_append(void *ctx, const void *buf, size_t len)
+{
+	struct anchor_ctx *a = ctx;
+
+	if (a->used + len > a->cap) {
+		a->overflow = 1;
+		return;
+	}
+	memcpy(a->arena + a->used, buf, len);
+	a->used += len;
+}
+
+static unsigned char *arena_copy(struct anchor_ctx *a, const void *p, size_t n)
+{
+	unsigned char *dst;
+
+	if (a->used + n > a->cap) {
+		a->overflow = 1;
+		return NULL;
+	}
+	dst = a->arena + a->used;
+	memcpy(dst, p, n);
+	a->used += n;
+	return dst;
+}
+
+static int add_anchor(void *ctx, const char *name, const unsigned char *der, size_t len,
+                      char *err, size_t errlen)
+{
+	static br_x509_decoder_context dc;
+	struct anchor_ctx *a = ctx;
+	br_x509_trust_anchor *ta;
+	const br_x509_pkey *pk;
+	size_t dn_start = a->used;
+
+	(void)err;
+	(void)errlen;
+	if (strcmp(name, "CERTIFICATE") != 0 && strcmp(name, "TRUSTED CERTIFICATE") != 0) {
+		return 0;
+	}
+	if (a->n == a->max) {
+		return 0;
+	}
+	br_x509_decoder_init(&dc, dn_append, a);
+	br_x509_decoder_push(&dc, der, len);
+	pk = br_x509_decoder_get_pkey(&dc);
+	if (pk == NULL || a->overflow) {
+		a->used = dn_start;
+		a->overflow = 0;
+		return 0;   /* a certificate we cannot use is skipped */
+	}
+	ta = &anchors[a->n];
+	ta->dn.data = a->arena + dn_start;
+	ta->dn.len = a->used - dn_start;
+	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
+	ta->pkey.key_type = pk->key_type;
+	if (pk->key_type == BR_KEYTYPE_RSA) {
+		ta->pkey.key.rsa.n = arena_copy(a, pk->key.rsa.n, pk->key.rsa.nlen);
+		ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
+		ta->pkey.key.rsa.e = arena_copy(a, pk->key.rsa.e, pk->key.rsa.elen);
+		ta->pkey.key.rsa.elen = pk->key.rsa.elen;
+	} else {
+		ta->pkey.key.ec.curve = pk->key.ec.curve;
+		ta->pkey.key.ec.q = arena_copy(a, pk->key.ec.q, pk->key.ec.qlen);
+		ta->pkey.key.ec.qlen = pk->key.ec.qlen;
+	}
+	if (a->overflow) {
+		a->used = dn_start;
+		a->overflow = 0;
+		return 0;
+	}
+	a->n++;
+	return 0;
+}
+
+int tls_load_anchors(const char *path, char *err, size_t errlen)
+{
+	struct anchor_ctx a;
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		return fail(err, errlen, "ca_file %s: %s", path, strerror(errno));
+	}
+	/* Start-up only: the anchors take less room than the file. */
+	a.cap = (size_t)st.st_size;
+	a.max = a.cap / 256 + 1;
+	a.arena = malloc(a.cap + 1);
+	anchors = calloc(a.max, sizeof *anchors);
+	if (a.arena == NULL || anchors == NULL) {
+		return fail(err, errlen, "ca_file %s: out of memory", path);
+	}
+	a.used = a.n = 0;
+	a.overflow = 0;
+	if (pem_each(path, add_anchor, &a, err, errlen) < 0) {
+		return -1;
+	}
+	nanchors = a.n;
+	if (nanchors == 0) {
+		return fail(err, errlen, "ca_file %s: no usable certificate", path);
+	}
+	return 0;
+}
+
+static const uint16_t suites_client[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+struct tls *tls_client_take(const char *server_name, int verify)
+{
+	static const br_hash_class *const hashes[] = {
+		&br_sha1_vtable, &br_sha224_vtable, &br_sha256_vtable, &br_sha384_vtable,
+		&br_sha512_vtable,
+	};
+	br_ssl_client_context *cc;
+	struct tls *t;
+	unsigned i;
+
+	if (slots.size == 0 || (verify && nanchors == 0)) {
+		return NULL;
+	}
+	t = pool_take(&slots);
+	if (t == NULL) {
+		return NULL;
+	}
+	t->client = 1;
+	cc = &t->u.c.cc;
+	br_ssl_client_zero(cc);
+	br_ssl_engine_set_versions(&cc->eng, BR_TLS12, BR_TLS12);
+	br_ssl_engine_set_suites(&cc->eng, suites_client,
+	                         sizeof suites_client / sizeof suites_client[0]);
+	br_ssl_client_set_default_rsapub(cc);
+	br_ssl_engine_set_default_rsavrfy(&cc->eng);
+	br_ssl_engine_set_default_ecdsa(&cc->eng);
+	br_ssl_engine_set_default_ec(&cc->eng);
+	for (i = 0; i < sizeof hashes / sizeof hashes[0]; i++) {
+		br_ssl_engine_set_hash(&cc->eng, br_sha1_ID + (int)i, hashes[i]);
+	}
+	br_ssl_engine_set_prf_sha256(&cc->eng, &br_tls12_sha256_prf);
+	br_ssl_engine_set_prf_sha384(&cc->eng, &br_tls12_sha384_prf);
+	br_ssl_engine_set_default_aes_gcm(&cc->eng);
+	br_ssl_engine_set_default_chapol(&cc->eng);
+	br_ssl_engine_add_flags(&cc->eng, BR_OPT_NO_RENEGOTIATION);
+	if (verify) {
+		br_x509_minimal_init(&t->u.c.xm, &br_sha256_vtable, anchors, nanchors);
+		for (i = 0; i < sizeof hashes / sizeof hashes[0]; i++) {
+			br_x509_minimal_set_hash(&t->u.c.xm, br_sha1_ID + (int)i, hashes[i]);
+		}
+		br_x509_minimal_set_rsa(&t->u.c.xm, br_rsa_pkcs1_vrfy_get_default());
+		br_x509_minimal_set_ecdsa(&t->u.c.xm, br_ec_get_default(),
+		                          br_ecdsa_vrfy_asn1_get_default());
+		br_ssl_engine_set_x509(&cc->eng, &t->u.c.xm.vtable);
+	} else {
+		t->u.c.any.vtable = &x509_any_vtable;
+		br_ssl_engine_set_x509(&cc->eng, &t->u.c.any.vtable);
+	}
+	br_ssl_engine_set_buffers_bidi(&cc->eng, t->ibuf, sizeof t->ibuf, t->obuf, sizeof t->obuf);
+	if (!br_ssl_client_reset(cc, server_name, 0)) {
+		pool_give(&slots, t);
+		return NULL;
+	}
+	return t;
 }
 
 br_ssl_engine_context *tls_engine(struct tls *t)
 {
-	return &t->sc.eng;
+	return t->client ? &t->u.c.cc.eng : &t->u.sc.eng;
 }
 
 static const char *suite_name(uint16_t s)
@@ -491,7 +744,7 @@ void tls_describe(struct tls *t, char *out, size_t len)
 {
 	br_ssl_session_parameters sp;
 
-	br_ssl_engine_get_session_parameters(&t->sc.eng, &sp);
+	br_ssl_engine_get_session_parameters(tls_engine(t), &sp);
 	snprintf(out, len, "TLSv1.2 with cipher %s", suite_name(sp.cipher_suite));
 }
 

@@ -37,6 +37,15 @@ int tls_ready(void);
  * key). */
 struct tls *tls_server_take(void);
 
+/* Start-up: trust anchors for verifying a smarthost, from ca_file.  0 or
+ * -1 with the reason in err. */
+int tls_load_anchors(const char *path, char *err, size_t errlen);
+
+/* A client session for the relay: SNI and, with verify, the certificate
+ * checked against ca_file for server_name; without, any key is taken
+ * (opportunistic TLS).  NULL when the pool is empty. */
+struct tls *tls_client_take(const char *server_name, int verify);
+
 /* Returns the slot to the pool. */
 void tls_release(struct tls *t);
 

@@ -17,7 +17,7 @@ import re
 import socket
 import time
 
-from picotest import Client, ServerClosed, ReplyTimeout, free_port, smtp_send, shorten
+from picotest import Client, free_port, numbered, seq_of, shorten, smtp_send
 
 PASSWORD = "secret"      # conftest's password_hash is the hash of this
 
@@ -93,7 +93,6 @@ class Msg:
 def mailbox(d, user, sub=("new", "cur")):
     """The messages of user's Maildir, in delivery order (by X-Seq header
     when every message has one, else by name)."""
-    from picotest import seq_of
     out = []
     for s in sub:
         p = os.path.join(d.mail_root, user, s)
@@ -120,7 +119,6 @@ def deliver(d, user, data):
 def deliver_numbered(d, user, seqs, size=0, body=None):
     """Delivers numbered messages (X-Seq i) one after the other: the
     delivery order is the order of seqs.  Returns {seq: data sent}."""
-    from picotest import numbered
     sent = {}
     for i in seqs:
         data = numbered(i, size) if body is None else body(i)
@@ -141,8 +139,18 @@ class Pop(Client):
     """A raw POP3 connection: status lines as str, multi-line bodies as the
     bytes on the wire (still dot-stuffed, without the final '.')."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=5.0, greet=True):
-        super().__init__(host, port, timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, greet=True, source=None):
+        """source: the local address to connect from (127.0.0.2 is another
+        client for the server's per-address limits)."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.buf = bytearray()
+        self.timeout = timeout
         self.greeting = self.status() if greet else None
 
     def raw_line(self):
@@ -268,14 +276,3 @@ def login_retrying(port, user="alice", seconds=3.0):
         if not r.startswith("-ERR [IN-USE]") or time.monotonic() > deadline:
             raise PopError("login as %s: %s" % (user, r))
         time.sleep(0.05)
-
-
-def timed(fn, *a):
-    t = time.monotonic()
-    r = fn(*a)
-    return r, time.monotonic() - t
-
-
-__all__ = ["Pop", "PopError", "ServerClosed", "ReplyTimeout", "pop3_daemon", "mailbox",
-           "names", "deliver", "deliver_numbered", "crlf", "dot_stuff", "top_of", "unstuff",
-           "auth_plain", "login_retrying", "timed", "PASSWORD", "NAME_RE", "socket"]

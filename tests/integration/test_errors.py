@@ -28,7 +28,6 @@ def session_goes_on(c, d, tag):
 # (name, setup [(line, reply)], offending line, expected reply)
 BAD_COMMANDS = [
     ("unknown local user", [MAIL], "RCPT TO:<nobody@lan>", "550 5.1.1"),
-    ("non-local recipient", [MAIL], "RCPT TO:<someone@example.com>", "554 5.7.1"),
     ("over-long command line", [], "NOOP " + "x" * 20000, "500 5.5.2"),
     ("over-long MAIL line", [], "MAIL FROM:<" + "a" * 20000 + "@example.org>", "500 5.5.2"),
     ("over-long RCPT line", [MAIL], "RCPT TO:<" + "a" * 20000 + "@lan>", "500 5.5.2"),
@@ -71,6 +70,17 @@ def test_bad_command(daemon, setup, line, expected):
         # exactly one reply: an over-long line is not answered once per buffer
         assert c.quiet(0.3), "more than one reply to %r: %r" % (line[:40], c.buf[:200])
         session_goes_on(c, daemon, "after error")
+
+
+def test_non_local_recipient_refused_outside_relay_from(make_daemon):
+    """Loopback is not in relay_from here: a remote recipient is relaying,
+    and relaying is refused (the relay tests cover the permitted side)."""
+    d = make_daemon(relay_from="10.0.0.0/8")
+    with d.session() as c:
+        c.expect("MAIL FROM:<sender@example.org>", "250")
+        c.expect("RCPT TO:<someone@example.com>", "554 5.7.1")
+        assert c.quiet(0.3)
+        session_goes_on(c, d, "after relay denied")
 
 
 # (line, expected reply): commands that work in any state

@@ -11,7 +11,8 @@
 # BusyBox from Debian's source package (apt-get source busybox, unpacked once
 # into SRC_CACHE, default <repo>/build/src), as a firmware build would:
 # allnoconfig, then the applets above switched on in .config.
-# Compiler: musl-gcc when it builds, else gcc -static (glibc); CC=... forces one.
+# Compiler: musl-gcc when it builds, else gcc -static (glibc); BUSYBOX_CC=...
+# forces one (not CC: a board's cross compiler must not build the test tool).
 # Other environment: JOBS (parallel make jobs, default 2).
 # Cached: does nothing when OUTDIR/busybox exists and is newer than this
 # script. Prints one line when it builds. Root on Debian installs what is
@@ -130,6 +131,8 @@ if command -v flock >/dev/null 2>&1; then
     fresh && exit 0     # built by whoever held the lock
 fi
 
+start=$(date +%s)
+
 # ---------------------------------------------------------------- source
 fetch_debian_source() {
     local s
@@ -155,7 +158,12 @@ fetch_debian_source() {
             fi
             mv "$f.tmp" "$f"
         fi
-        apt-get -o DPkg::Lock::Timeout=600 update -q >"$log" 2>&1 || { cat "$log" >&2; die "apt-get update failed"; }
+        # A failing index elsewhere (a foreign architecture's Packages during a
+        # mirror sync) makes apt-get update fail; what matters is the source index.
+        if ! apt-get -o DPkg::Lock::Timeout=600 update -q >"$log" 2>&1 &&
+           ! apt-cache showsrc busybox 2>/dev/null | grep -q '^Package: busybox'; then
+            cat "$log" >&2; die "apt-get update failed"
+        fi
     fi
     # Unpack in a temporary directory next to the cache, then move into place.
     local tmp
@@ -177,7 +185,10 @@ fetch_debian_source() {
 fetch_debian_source
 
 # ---------------------------------------------------------------- build
-# Out of tree (make O=...), so the shared source tree stays clean.
+# Out of tree (make O=...), so the shared source tree stays clean. Nothing of
+# a calling make (make -j8 CC=..., BOARD=...) leaks into BusyBox's own.
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
+
 build() {   # $1 = CC; output in $OUT/build, log in $OUT/build.log
     local cc=$1 b=$OUT/build sym
     rm -rf "$b"
@@ -216,8 +227,7 @@ check_result() {   # $1 = binary
     fi
 }
 
-start=$(date +%s)
-if [ -n "${CC-}" ]; then compilers=$CC
+if [ -n "${BUSYBOX_CC-}" ]; then compilers=$BUSYBOX_CC
 elif command -v musl-gcc >/dev/null 2>&1; then compilers="musl-gcc gcc"
 else compilers=gcc; fi
 used=''

@@ -1,0 +1,809 @@
+/* queue.c - the daemon's queue: the index of spooled messages, the
+ * scheduler, and the runs that deliver them (locally into Maildirs,
+ * remotely through smtp_client), with retries, expiry and bounces. */
+#include "queue.h"
+#include "daemon.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "smtp_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PATH_LEN 512
+
+struct qitem {
+	char id[QUEUE_ID_MAX];
+	int64_t next;          /* epoch seconds of the next try; 0: now */
+	int used;
+	int busy;
+};
+
+struct runner {
+	int busy;
+	uint32_t id;
+	struct qitem *item;
+	int data_fd;
+	struct queue_env env;
+	unsigned char failed_now[QUEUE_RCPT_MAX];   /* to report in this run's bounce */
+	unsigned char tried[QUEUE_RCPT_MAX];        /* remote, attempted in this run */
+	unsigned group[QUEUE_RCPT_MAX];             /* env indices of the attempt */
+	const char *group_addr[QUEUE_RCPT_MAX];
+	unsigned ngroup;
+	struct smtp_client_result results[QUEUE_RCPT_MAX];
+	struct maildir_msg msg;
+	struct smtp_client *client;
+};
+
+static struct qitem *items;
+static unsigned nitems_max;
+static struct runner *runners;
+static unsigned nrunners;
+static int timer_slot = -1;
+static int shutting;
+static uint32_t run_counter;
+
+/* Copies src if it fits; -1 (dst untouched) if not. */
+static int copy(char *dst, size_t size, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= size) {
+		return -1;
+	}
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+static const struct conf *cf(void)
+{
+	return daemon_conf();
+}
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* ---- the index ------------------------------------------------------------- */
+
+static struct qitem *item_add(const char *id, int64_t next)
+{
+	unsigned i;
+
+	for (i = 0; i < nitems_max; i++) {
+		if (!items[i].used) {
+			snprintf(items[i].id, sizeof items[i].id, "%s", id);
+			items[i].next = next;
+			items[i].used = 1;
+			items[i].busy = 0;
+			return &items[i];
+		}
+	}
+	return NULL;
+}
+
+unsigned queue_length(void)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < nitems_max; i++) {
+		n += items[i].used;
+	}
+	return n;
+}
+
+unsigned queue_active(void)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < nrunners; i++) {
+		n += runners[i].busy;
+	}
+	return n;
+}
+
+static void schedule(void);
+
+static void arm(int64_t when_s)
+{
+	int64_t ms = loop_now() + (when_s - now_s()) * 1000;
+
+	if (ms < loop_now()) {
+		ms = loop_now();
+	}
+	loop_deadline(timer_slot, ms == 0 ? 1 : ms);
+}
+
+void queue_added(const char *id)
+{
+	if (item_add(id, 0) == NULL) {
+		log_msg(LOG_WARNING, "queue index full: %s waits for a restart", id);
+		return;
+	}
+	arm(now_s());
+}
+
+void queue_flush(void)
+{
+	unsigned i;
+
+	for (i = 0; i < nitems_max; i++) {
+		if (items[i].used) {
+			items[i].next = 0;
+		}
+	}
+	arm(now_s());
+}
+
+/* ---- resolving recipients -------------------------------------------------- */
+
+static int is_user(const char *name)
+{
+	return users_find(daemon_users(), name) >= 0;
+}
+
+/* Appends a recipient unless it is there already; -1 when full. */
+static int env_add(struct queue_env *e, char kind, const char *addr)
+{
+	unsigned i;
+
+	for (i = 0; i < e->nrcpt; i++) {
+		if (e->rcpt[i].kind == kind && strcmp(e->rcpt[i].addr, addr) == 0) {
+			return 0;
+		}
+	}
+	if (e->nrcpt == QUEUE_RCPT_MAX) {
+		return -1;
+	}
+	e->rcpt[e->nrcpt].state = 'P';
+	e->rcpt[e->nrcpt].kind = kind;
+	snprintf(e->rcpt[e->nrcpt].addr, sizeof e->rcpt[0].addr, "%s", addr);
+	e->rcpt[e->nrcpt].why[0] = '\0';
+	e->nrcpt++;
+	return 0;
+}
+
+static void fail_rcpt(struct runner *r, unsigned i, const char *why)
+{
+	r->env.rcpt[i].state = 'F';
+	snprintf(r->env.rcpt[i].why, sizeof r->env.rcpt[i].why, "%s", why);
+	r->failed_now[i] = 1;
+}
+
+/* Turns each 'U' recipient (from the sendmail command, or a bounce) into
+ * local users and remote addresses. */
+static void resolve(struct runner *r)
+{
+	static struct addr_expansion x;
+	const struct users_table *u = daemon_users();
+	struct queue_env *e = &r->env;
+	char local[ADDR_LOCAL_MAX + 1], addr[ADDR_MAX + 1];
+	const char *domain;
+	unsigned i, k, n = e->nrcpt;
+	int got;
+
+	for (i = 0; i < n; i++) {
+		if (e->rcpt[i].kind != 'U' || e->rcpt[i].state != 'P') {
+			continue;
+		}
+		snprintf(addr, sizeof addr, "%s", e->rcpt[i].addr);
+		domain = strchr(addr, '@') ? addr_split(addr, local) : NULL;
+		if (domain != NULL && !conf_is_local_domain(cf(), domain)) {
+			e->rcpt[i].kind = 'R';
+			continue;
+		}
+		if (domain == NULL && copy(local, sizeof local, addr) < 0) {
+			fail_rcpt(r, i, "550 5.1.3 bad address");
+			continue;
+		}
+		got = addr_expand(daemon_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
+		                  cf(), &x);
+		if (got == 0) {
+			got = addr_expand(daemon_aliases(), "*", is_user, NULL, cf(), &x);
+		}
+		if (got <= 0) {
+			fail_rcpt(r, i, got < 0 ? "550 5.4.6 alias loop" : "550 5.1.1 unknown user");
+			continue;
+		}
+		/* The first target takes this entry's place; others follow. */
+		e->rcpt[i].kind = x.remote[0] ? 'R' : 'L';
+		snprintf(e->rcpt[i].addr, sizeof e->rcpt[i].addr, "%s", x.target[0]);
+		for (k = 1; k < x.n; k++) {
+			if (env_add(e, x.remote[k] ? 'R' : 'L', x.target[k]) < 0) {
+				log_msg(LOG_WARNING, "q=%s: too many recipients after aliases", e->id);
+			}
+		}
+	}
+}
+
+/* ---- a run ------------------------------------------------------------------- */
+
+static void remote_next(struct runner *r);
+static void run_finish(struct runner *r);
+
+static int data_path(char *out, size_t len, const char *id)
+{
+	return snprintf(out, len, "%s/msg/%s", cf()->spool, id) >= (int)len ? -1 : 0;
+}
+
+static void local_done(void *ctx, int err)
+{
+	struct runner *r = ctx;
+	unsigned i;
+
+	for (i = 0; i < r->env.nrcpt; i++) {
+		struct queue_rcpt *q = &r->env.rcpt[i];
+
+		if (q->kind != 'L' || q->state != 'P') {
+			continue;
+		}
+		if (err == 0) {
+			q->state = 'S';
+			q->why[0] = '\0';
+		} else {
+			snprintf(q->why, sizeof q->why, "451 4.3.0 local delivery failed: %s",
+			         strerror(err));
+		}
+	}
+	if (err == 0) {
+		log_msg(LOG_INFO, "q=%s delivered to %u local user(s)", r->env.id, r->msg.nusers);
+	}
+	remote_next(r);
+}
+
+/* Copies the spooled message into the local users' Maildirs (one file,
+ * hard-linked), through the group commit. */
+static void local_phase(struct runner *r)
+{
+	char buf[4096];
+	unsigned i;
+	ssize_t n;
+	int len;
+
+	r->msg.nusers = 0;
+	for (i = 0; i < r->env.nrcpt && r->msg.nusers < MAILDIR_RCPT_MAX; i++) {
+		if (r->env.rcpt[i].kind == 'L' && r->env.rcpt[i].state == 'P') {
+			snprintf(r->msg.users[r->msg.nusers++], sizeof r->msg.users[0], "%s",
+			         r->env.rcpt[i].addr);
+		}
+	}
+	if (r->msg.nusers == 0) {
+		remote_next(r);
+		return;
+	}
+	if (maildir_begin(&r->msg) < 0) {
+		local_done(r, errno ? errno : EIO);
+		return;
+	}
+	len = snprintf(buf, sizeof buf, "Return-Path: <%s>\n", r->env.sender);
+	maildir_write(&r->msg, buf, (size_t)len);
+	if (lseek(r->data_fd, 0, SEEK_SET) < 0) {
+		r->msg.err = errno;
+	}
+	while (r->msg.err == 0 && (n = io_read(r->data_fd, buf, sizeof buf)) > 0) {
+		maildir_write(&r->msg, buf, (size_t)n);
+	}
+	if (r->msg.err != 0) {
+		int e = r->msg.err;
+
+		maildir_abort(&r->msg);
+		local_done(r, e);
+		return;
+	}
+	maildir_commit(&r->msg, local_done, r);
+}
+
+static const char *domain_of(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	return at ? at + 1 : "";
+}
+
+static void remote_done(void *ctx)
+{
+	struct runner *r = ctx;
+	unsigned k;
+
+	for (k = 0; k < r->ngroup; k++) {
+		struct queue_rcpt *q = &r->env.rcpt[r->group[k]];
+		int code = r->results[k].code;
+
+		if (code >= 200 && code < 300) {
+			q->state = 'S';
+			q->why[0] = '\0';
+			log_msg(LOG_INFO, "q=%s to=<%s> sent: %s", r->env.id, q->addr, r->results[k].text);
+		} else if (code >= 500) {
+			char why[QUEUE_WHY_MAX];
+
+			snprintf(why, sizeof why, "%d %s", code, r->results[k].text);
+			fail_rcpt(r, r->group[k], why);
+			log_msg(LOG_NOTICE, "q=%s to=<%s> failed: %s", r->env.id, q->addr, why);
+		} else {
+			snprintf(q->why, sizeof q->why, "%d %s", code ? code : 451, r->results[k].text);
+			log_msg(LOG_NOTICE, "q=%s to=<%s> deferred: %s", r->env.id, q->addr, q->why);
+		}
+	}
+	remote_next(r);
+}
+
+/* The next attempt: all pending remote recipients (smarthost), or those of
+ * the next domain (MX). */
+static void remote_next(struct runner *r)
+{
+	const char *domain = NULL;
+	unsigned i;
+
+	r->ngroup = 0;
+	for (i = 0; i < r->env.nrcpt; i++) {
+		struct queue_rcpt *q = &r->env.rcpt[i];
+
+		if (q->kind != 'R' || q->state != 'P' || r->tried[i]) {
+			continue;
+		}
+		if (cf()->smarthost.host[0] == '\0') {
+			if (domain == NULL) {
+				domain = domain_of(q->addr);
+			} else if (strcasecmp(domain, domain_of(q->addr)) != 0) {
+				continue;
+			}
+		}
+		r->tried[i] = 1;
+		r->group[r->ngroup] = i;
+		r->group_addr[r->ngroup] = q->addr;
+		r->ngroup++;
+	}
+	if (r->ngroup == 0 || shutting) {
+		run_finish(r);
+		return;
+	}
+	smtp_client_start(r->client, r->id, r->env.sender, r->group_addr, r->ngroup, r->data_fd,
+	                  r->results, remote_done, r);
+}
+
+static unsigned backoff(const struct conf *c, unsigned attempts)
+{
+	uint64_t d = c->retry_min;
+
+	while (attempts-- > 1 && d < c->retry_max) {
+		d *= 2;
+	}
+	return d > c->retry_max ? c->retry_max : (unsigned)d;
+}
+
+static void make_bounce(struct runner *r);
+
+static void run_finish(struct runner *r)
+{
+	const struct conf *c = cf();
+	int64_t now = now_s();
+	unsigned i, pending = 0;
+	int e;
+
+	r->env.attempts++;
+	for (i = 0; i < r->env.nrcpt; i++) {
+		pending += r->env.rcpt[i].state == 'P';
+	}
+	if (pending > 0 && now - r->env.arrival >= (int64_t)c->queue_lifetime) {
+		for (i = 0; i < r->env.nrcpt; i++) {
+			if (r->env.rcpt[i].state == 'P') {
+				char why[QUEUE_WHY_MAX];
+
+				snprintf(why, sizeof why, "4.4.7 delivery time expired; last error: %s",
+				         r->env.rcpt[i].why[0] ? r->env.rcpt[i].why : "none");
+				fail_rcpt(r, i, why);
+			}
+		}
+		pending = 0;
+	}
+	make_bounce(r);
+	if (pending == 0) {
+		queue_remove(c->spool, r->env.id);
+		r->item->used = 0;
+		log_msg(LOG_INFO, "q=%s done", r->env.id);
+	} else {
+		r->env.next = now + backoff(c, r->env.attempts);
+		r->item->next = r->env.next;
+		e = queue_env_write(c->spool, &r->env);
+		if (e != 0) {
+			log_msg(LOG_ERR, "q=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
+		}
+	}
+	io_close(r->data_fd);
+	r->data_fd = -1;
+	r->item->busy = 0;
+	r->busy = 0;
+	arm(now_s());
+}
+
+static void run_start(struct runner *r, struct qitem *it)
+{
+	char path[PATH_LEN];
+
+	it->busy = 1;
+	r->busy = 1;
+	r->item = it;
+	r->id = ++run_counter;
+	memset(r->failed_now, 0, sizeof r->failed_now);
+	memset(r->tried, 0, sizeof r->tried);
+	if (queue_env_read(cf()->spool, it->id, &r->env) < 0) {
+		log_msg(LOG_ERR, "q=%s: unreadable envelope, left for the administrator", it->id);
+		it->next = now_s() + cf()->retry_max;
+		it->busy = 0;
+		r->busy = 0;
+		return;
+	}
+	if (data_path(path, sizeof path, it->id) < 0 ||
+	    (r->data_fd = io_open(path, O_RDONLY, 0)) < 0) {
+		log_msg(LOG_ERR, "q=%s: message file missing; dropping the envelope", it->id);
+		queue_remove(cf()->spool, it->id);
+		it->used = 0;
+		r->busy = 0;
+		return;
+	}
+	resolve(r);
+	local_phase(r);
+}
+
+/* Starts every due message a free runner can take; arms the timer for the
+ * next one. */
+static void schedule(void)
+{
+	int64_t now = now_s(), soonest = 0;
+	unsigned i, k;
+
+	if (shutting) {
+		return;
+	}
+	for (i = 0; i < nitems_max; i++) {
+		struct qitem *it = &items[i];
+
+		if (!it->used || it->busy) {
+			continue;
+		}
+		if (it->next <= now) {
+			for (k = 0; k < nrunners && runners[k].busy; k++) {
+			}
+			if (k < nrunners) {
+				run_start(&runners[k], it);
+				continue;
+			}
+		}
+		if (!it->busy && it->used && (soonest == 0 || it->next < soonest)) {
+			soonest = it->next;
+		}
+	}
+	if (soonest != 0) {
+		arm(soonest);
+	}
+}
+
+static void timer_fired(void *ctx, int revents)
+{
+	(void)ctx;
+	(void)revents;
+	schedule();
+}
+
+/* ---- bounces (RFC 3464) ---------------------------------------------------- */
+
+/* The enhanced status code in a reply text ("550 5.1.1 ..."), or def. */
+static void status_of(const char *why, const char *def, char *out, size_t len)
+{
+	const char *p;
+
+	for (p = why; *p != '\0'; p++) {
+		if ((p[0] == '2' || p[0] == '4' || p[0] == '5') && p[1] == '.' && p[2] >= '0' &&
+		    p[2] <= '9' && (p == why || p[-1] == ' ')) {
+			size_t n = strspn(p, "0123456789.");
+
+			if (n >= 5 && n < len) {
+				memcpy(out, p, n);
+				out[n] = '\0';
+				if (out[0] == '4') {
+					out[0] = '5';   /* failed for good now */
+				}
+				return;
+			}
+		}
+	}
+	snprintf(out, len, "%s", def);
+}
+
+static void put(struct maildir_msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(struct maildir_msg *m, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n > 0) {
+		maildir_write(m, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+	}
+}
+
+/* Copies the original's header block (to the first empty line). */
+static void copy_headers(struct runner *r, struct maildir_msg *m)
+{
+	char buf[4096];
+	ssize_t n, i;
+	size_t total = 0;
+	int nl = 1;
+
+	if (lseek(r->data_fd, 0, SEEK_SET) < 0) {
+		return;
+	}
+	while ((n = io_read(r->data_fd, buf, sizeof buf)) > 0 && total < 65536) {
+		for (i = 0; i < n; i++) {
+			if (buf[i] == '\n' && nl) {
+				maildir_write(m, buf, (size_t)i);
+				return;
+			}
+			nl = buf[i] == '\n';
+		}
+		maildir_write(m, buf, (size_t)n);
+		total += (size_t)n;
+	}
+}
+
+static void make_bounce(struct runner *r)
+{
+	static struct maildir_msg m;
+	static struct queue_env env;
+	const struct conf *c = cf();
+	char date[64], arrival[64], status[16];
+	time_t now = time(NULL), arr = (time_t)r->env.arrival;
+	struct tm tm;
+	unsigned i, n = 0;
+	int e;
+
+	for (i = 0; i < r->env.nrcpt; i++) {
+		n += r->failed_now[i];
+	}
+	if (n == 0) {
+		return;
+	}
+	if (r->env.sender[0] == '\0') {
+		/* Never a bounce for a bounce (RFC 5321 6.1). */
+		log_msg(LOG_NOTICE, "q=%s: %u recipient(s) failed; null sender, no bounce", r->env.id, n);
+		return;
+	}
+	if (queue_open(&m, c->spool) < 0) {
+		log_msg(LOG_ERR, "q=%s: cannot write a bounce: %m", r->env.id);
+		return;
+	}
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	localtime_r(&arr, &tm);
+	strftime(arrival, sizeof arrival, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	put(&m, "Received: by %s (picomail); %s\n", c->hostname, date);
+	put(&m, "From: Mail Delivery System <MAILER-DAEMON@%s>\n", c->hostname);
+	put(&m, "To: <%s>\n", r->env.sender);
+	put(&m, "Subject: Undelivered Mail Returned to Sender\n");
+	put(&m, "Date: %s\n", date);
+	put(&m, "Message-ID: <%s.bounce@%s>\n", m.name, c->hostname);
+	put(&m, "Auto-Submitted: auto-replied\n");
+	put(&m, "MIME-Version: 1.0\n");
+	put(&m, "Content-Type: multipart/report; report-type=delivery-status;\n"
+	        "\tboundary=\"%s/%s\"\n\n", m.name, c->hostname);
+	put(&m, "This is a MIME-encapsulated message.\n\n--%s/%s\n", m.name, c->hostname);
+	put(&m, "Content-Description: Notification\nContent-Type: text/plain; charset=us-ascii\n\n");
+	put(&m, "This is the mail system at host %s.\n\n"
+	        "Your message could not be delivered to one or more recipients.\n\n", c->hostname);
+	for (i = 0; i < r->env.nrcpt; i++) {
+		if (r->failed_now[i]) {
+			put(&m, "<%s>: %s\n", r->env.rcpt[i].addr, r->env.rcpt[i].why);
+		}
+	}
+	put(&m, "\n--%s/%s\nContent-Description: Delivery report\n"
+	        "Content-Type: message/delivery-status\n\n", m.name, c->hostname);
+	put(&m, "Reporting-MTA: dns; %s\nX-Picomail-Queue-ID: %s\nArrival-Date: %s\n",
+	    c->hostname, r->env.id, arrival);
+	for (i = 0; i < r->env.nrcpt; i++) {
+		if (!r->failed_now[i]) {
+			continue;
+		}
+		status_of(r->env.rcpt[i].why, "5.0.0", status, sizeof status);
+		put(&m, "\nFinal-Recipient: rfc822; %s\nAction: failed\nStatus: %s\n"
+		        "Diagnostic-Code: smtp; %s\n", r->env.rcpt[i].addr, status, r->env.rcpt[i].why);
+	}
+	put(&m, "\n--%s/%s\nContent-Description: Undelivered Message Headers\n"
+	        "Content-Type: text/rfc822-headers\n\n", m.name, c->hostname);
+	copy_headers(r, &m);
+	put(&m, "\n--%s/%s--\n", m.name, c->hostname);
+
+	memset(&env, 0, offsetof(struct queue_env, rcpt));
+	if (copy(env.id, sizeof env.id, m.name) < 0) {
+		maildir_abort(&m);
+		return;
+	}
+	env.arrival = now_s();
+	env.sender[0] = '\0';
+	env.nrcpt = 0;
+	env_add(&env, 'U', r->env.sender);
+	e = queue_commit(&m, c->spool, &env);
+	if (e != 0) {
+		log_msg(LOG_ERR, "q=%s: cannot queue the bounce: %s", r->env.id, strerror(e));
+		return;
+	}
+	log_msg(LOG_INFO, "q=%s: bounce %s to <%s> for %u recipient(s)", r->env.id, env.id,
+	        r->env.sender, n);
+	queue_added(env.id);
+}
+
+/* ---- start-up and listing ----------------------------------------------------- */
+
+struct dirent64_raw {
+	uint64_t ino;
+	int64_t off;
+	unsigned short reclen;
+	unsigned char type;
+	char name[];
+};
+
+/* Calls fn for each name in dir (start-up and mailq only). */
+static void each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx)
+{
+	static _Alignas(8) char buf[4096];
+	long n, off;
+	int fd = io_open(dir, O_RDONLY | O_DIRECTORY, 0);
+
+	if (fd < 0) {
+		return;
+	}
+	while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+		for (off = 0; off < n;) {
+			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
+
+			off += d->reclen;
+			if (d->name[0] != '.') {
+				fn(d->name, ctx);
+			}
+		}
+	}
+	io_close(fd);
+}
+
+static void index_one(const char *name, void *ctx)
+{
+	static struct queue_env e;
+
+	(void)ctx;
+	if (queue_env_read(cf()->spool, name, &e) < 0) {
+		log_msg(LOG_WARNING, "queue: %s has a bad envelope; left alone", name);
+		return;
+	}
+	if (item_add(name, e.next) == NULL) {
+		log_msg(LOG_WARNING, "queue: index full, %s waits", name);
+	}
+}
+
+static void clean_tmp_one(const char *name, void *ctx)
+{
+	char path[PATH_LEN];
+
+	(void)ctx;
+	if (snprintf(path, sizeof path, "%s/tmp/%s", cf()->spool, name) < (int)sizeof path) {
+		(void)io_unlink(path);
+	}
+}
+
+int queue_init(const struct conf *c)
+{
+	char dir[PATH_LEN];
+	unsigned i;
+
+	if (queue_make_dirs(c->spool) < 0) {
+		log_msg(LOG_ERR, "spool %s: %m", c->spool);
+		return -1;
+	}
+	nitems_max = c->queue_max_messages;
+	nrunners = c->queue_runners;
+	/* Start-up allocations: the index and the runners. */
+	items = calloc(nitems_max, sizeof *items);
+	runners = calloc(nrunners, sizeof *runners);
+	if (items == NULL || runners == NULL) {
+		return -1;
+	}
+	for (i = 0; i < nrunners; i++) {
+		runners[i].client = calloc(1, smtp_client_size());
+		runners[i].data_fd = -1;
+		if (runners[i].client == NULL) {
+			return -1;
+		}
+	}
+	snprintf(dir, sizeof dir, "%s/tmp", c->spool);
+	each_name(dir, clean_tmp_one, NULL);
+	snprintf(dir, sizeof dir, "%s/env", c->spool);
+	each_name(dir, index_one, NULL);
+	timer_slot = loop_add(-1, 0, timer_fired, NULL);
+	if (timer_slot < 0) {
+		return -1;
+	}
+	if (queue_length() > 0) {
+		log_msg(LOG_INFO, "queue: %u message(s) waiting", queue_length());
+	}
+	arm(now_s());
+	return 0;
+}
+
+void queue_shutdown(void)
+{
+	unsigned i;
+
+	shutting = 1;
+	for (i = 0; i < nrunners; i++) {
+		if (runners[i].busy) {
+			smtp_client_abort(runners[i].client);
+		}
+	}
+}
+
+size_t queue_list(char *buf, size_t len)
+{
+	static struct queue_env e;
+	char path[PATH_LEN];
+	struct stat st;
+	size_t o = 0;
+	unsigned i, k;
+	int n;
+
+	for (i = 0; i < nitems_max && o < len; i++) {
+		if (!items[i].used || queue_env_read(cf()->spool, items[i].id, &e) < 0) {
+			continue;
+		}
+		snprintf(path, sizeof path, "%s/msg/%s", cf()->spool, e.id);
+		n = snprintf(buf + o, len - o, "%s %lld %lld <%s>%s\n", e.id,
+		             stat(path, &st) == 0 ? (long long)st.st_size : -1LL,
+		             (long long)(now_s() - e.arrival), e.sender, items[i].busy ? " (active)" : "");
+		if (n < 0 || (size_t)n >= len - o) {
+			break;
+		}
+		o += (size_t)n;
+		for (k = 0; k < e.nrcpt; k++) {
+			if (e.rcpt[k].state != 'P') {
+				continue;
+			}
+			n = snprintf(buf + o, len - o, "    <%s>%s%s%s\n", e.rcpt[k].addr,
+			             e.rcpt[k].why[0] ? " (" : "", e.rcpt[k].why, e.rcpt[k].why[0] ? ")" : "");
+			if (n < 0 || (size_t)n >= len - o) {
+				return o;
+			}
+			o += (size_t)n;
+		}
+	}
+	return o;
+}
+
+int queue_delete(const char *id)
+{
+	unsigned i;
+
+	for (i = 0; i < nitems_max; i++) {
+		if (items[i].used && strcmp(items[i].id, id) == 0) {
+			if (items[i].busy) {
+				return -2;
+			}
+			queue_remove(cf()->spool, id);
+			items[i].used = 0;
+			return 0;
+		}
+	}
+	return -1;
+}

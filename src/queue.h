@@ -1,0 +1,102 @@
+/* queue.h - the durable spool: files, the index, the scheduler.
+ *
+ * Layout under the spool directory:
+ *   tmp/<id>   a message being written (removed at start-up)
+ *   msg/<id>   the message: LF line ends, trace headers first; written once
+ *   env/<id>   its envelope, the only file an attempt rewrites (flash)
+ *   control    the status socket; submit: SMTP for the sendmail command
+ *
+ * An envelope is text, one record a line, and must end with "end" (a
+ * truncated file is recognised and left alone, never half-read):
+ *   picomail-queue 1
+ *   arrival <epoch>          sender <address or empty for <>>
+ *   attempts <n>             next <epoch>
+ *   rcpt <state><kind> <address>
+ *   why <last error of the recipient above>
+ *   end
+ * state: P pending, S sent (delivered), F failed (bounced).  kind: L a
+ * local user (aliases done), R a remote address, U not yet resolved (the
+ * sendmail command, bounces: resolved by the daemon at delivery).
+ * The message is renamed into msg/ before its envelope into env/: an
+ * envelope always has its message.
+ */
+#ifndef PICOMAIL_QUEUE_H
+#define PICOMAIL_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "addr.h"
+#include "conf.h"
+#include "maildir.h"
+
+#define QUEUE_ID_MAX    40
+#define QUEUE_RCPT_MAX  100
+#define QUEUE_WHY_MAX   160
+
+struct queue_rcpt {
+	char state;                     /* 'P', 'S', 'F' */
+	char kind;                      /* 'L', 'R', 'U' */
+	char addr[ADDR_MAX + 1];
+	char why[QUEUE_WHY_MAX];
+};
+
+struct queue_env {
+	char id[QUEUE_ID_MAX];
+	int64_t arrival;
+	char sender[ADDR_MAX + 1];
+	unsigned attempts;
+	int64_t next;
+	unsigned nrcpt;
+	struct queue_rcpt rcpt[QUEUE_RCPT_MAX];
+};
+
+/* ---- writing a message into the spool (daemon and sendmail command) ---- */
+
+/* Creates the spool directories (start-up, sendmail).  0 or -1 errno. */
+int queue_make_dirs(const char *spool);
+
+/* Opens a new message file in <spool>/tmp for m (its name becomes the queue
+ * id).  0 or -1 with errno. */
+int queue_open(struct maildir_msg *m, const char *spool);
+
+/* Makes the message and its envelope durable: fsync, rename into msg/,
+ * envelope written, fsync'd and renamed into env/, both directories
+ * fsync'd.  m's file is closed.  0 or an errno (nothing is left in msg/ or
+ * env/ then). */
+int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env);
+
+/* Reads an envelope file; 0, or -1 if it is missing, truncated or bad. */
+int queue_env_read(const char *spool, const char *id, struct queue_env *env);
+
+/* Rewrites an envelope durably (tmp, fsync, rename, fsync env/).  0 or errno. */
+int queue_env_write(const char *spool, const struct queue_env *env);
+
+/* Removes a message and its envelope (envelope first). */
+void queue_remove(const char *spool, const char *id);
+
+/* ---- the daemon's queue ----------------------------------------------- */
+
+/* Start-up: scans env/, indexes every message, schedules the runs. */
+int queue_init(const struct conf *c);
+
+/* A message was just committed by this process: run it now. */
+void queue_added(const char *id);
+
+/* Retry everything now ("picomail queue flush", SIGUSR2-style). */
+void queue_flush(void);
+
+/* Number of messages in the queue, and runs in progress. */
+unsigned queue_length(void);
+unsigned queue_active(void);
+
+/* Writes one "id size age <sender>" line per message, then its pending
+ * recipients with their last error, for mailq; bytes written. */
+size_t queue_list(char *buf, size_t len);
+
+/* Removes a message that is not being delivered: 0, -1 unknown, -2 busy. */
+int queue_delete(const char *id);
+
+/* Shutdown: ends the deliveries in progress (4xx: retried later). */
+void queue_shutdown(void);
+
+#endif

@@ -1,0 +1,323 @@
+/* queue_file.c - the spool's files: creating a queued message, reading and
+ * rewriting its envelope, removing it.  Used by the daemon and by the
+ * sendmail command, so it keeps no state of its own. */
+#include "queue.h"
+#include "io.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define PATH_LEN   512
+#define ENV_BYTES  65536   /* QUEUE_RCPT_MAX lines of at most ~430 bytes, and more */
+
+static int spool_path(char *out, size_t len, const char *spool, const char *sub, const char *id,
+                      const char *suffix)
+{
+	int n = snprintf(out, len, "%s/%s%s%s%s", spool, sub, id ? "/" : "", id ? id : "",
+	                 suffix ? suffix : "");
+
+	if (n < 0 || (size_t)n >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+int queue_make_dirs(const char *spool)
+{
+	static const char *const subs[] = { "tmp", "msg", "env" };
+	char path[PATH_LEN];
+	unsigned i;
+
+	if (io_mkdirs(spool, 0700) < 0) {
+		return -1;
+	}
+	for (i = 0; i < 3; i++) {
+		if (spool_path(path, sizeof path, spool, subs[i], NULL, NULL) < 0 ||
+		    (io_mkdir(path, 0700) < 0 && errno != EEXIST)) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* An id that sorts by arrival: seconds, microseconds, pid, a counter. */
+static void new_id(char *out, size_t len)
+{
+	static unsigned counter;
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	snprintf(out, len, "%09llX%05lX%05X%03X", (unsigned long long)tv.tv_sec, (long)tv.tv_usec,
+	         (unsigned)getpid() & 0xfffff, ++counter & 0xfff);
+}
+
+int queue_open(struct maildir_msg *m, const char *spool)
+{
+	char dir[PATH_LEN], id[QUEUE_ID_MAX];
+	int tries;
+
+	if (spool_path(dir, sizeof dir, spool, "tmp", NULL, NULL) < 0) {
+		return -1;
+	}
+	for (tries = 0; tries < 3; tries++) {
+		new_id(id, sizeof id);
+		if (maildir_begin_named(m, dir, id) == 0) {
+			return 0;
+		}
+		if (errno == ENOENT && tries == 0) {
+			if (queue_make_dirs(spool) < 0) {
+				return -1;
+			}
+			continue;
+		}
+		if (errno != EEXIST) {
+			return -1;
+		}
+	}
+	return -1;
+}
+
+/* A text safe on one envelope line. */
+static void put_clean(char *out, size_t len, const char *in)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < len && in[i] != '\0'; i++) {
+		unsigned char ch = (unsigned char)in[i];
+
+		out[i] = ch < 0x20 || ch > 0x7e ? '?' : (char)ch;
+	}
+	out[i] = '\0';
+}
+
+static int env_format(const struct queue_env *e, char *buf, size_t len)
+{
+	char clean[QUEUE_WHY_MAX];
+	size_t o = 0;
+	unsigned i;
+	int n;
+
+	n = snprintf(buf, len, "picomail-queue 1\narrival %lld\nsender %s\nattempts %u\nnext %lld\n",
+	             (long long)e->arrival, e->sender, e->attempts, (long long)e->next);
+	if (n < 0 || (size_t)n >= len) {
+		return -1;
+	}
+	o = (size_t)n;
+	for (i = 0; i < e->nrcpt; i++) {
+		put_clean(clean, sizeof clean, e->rcpt[i].why);
+		n = snprintf(buf + o, len - o, "rcpt %c%c %s\n%s%s%s", e->rcpt[i].state, e->rcpt[i].kind,
+		             e->rcpt[i].addr, clean[0] ? "why " : "", clean, clean[0] ? "\n" : "");
+		if (n < 0 || (size_t)n >= len - o) {
+			return -1;
+		}
+		o += (size_t)n;
+	}
+	n = snprintf(buf + o, len - o, "end\n");
+	if (n < 0 || (size_t)n >= len - o) {
+		return -1;
+	}
+	return (int)(o + (size_t)n);
+}
+
+/* Writes the envelope as tmp/<id>.env, fsync'd, then renames it to
+ * env/<id> and fsyncs env/.  0 or errno. */
+int queue_env_write(const char *spool, const struct queue_env *env)
+{
+	static char buf[ENV_BYTES];
+	char tmp[PATH_LEN], dst[PATH_LEN], dir[PATH_LEN];
+	int n = env_format(env, buf, sizeof buf), fd, e = 0;
+
+	if (n < 0) {
+		return E2BIG;
+	}
+	if (spool_path(tmp, sizeof tmp, spool, "tmp", env->id, ".env") < 0 ||
+	    spool_path(dst, sizeof dst, spool, "env", env->id, NULL) < 0 ||
+	    spool_path(dir, sizeof dir, spool, "env", NULL, NULL) < 0) {
+		return ENAMETOOLONG;
+	}
+	fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0) {
+		return errno ? errno : EIO;
+	}
+	if (io_write_all(fd, buf, (size_t)n) < 0 || io_fsync(fd) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (io_close(fd) < 0 && e == 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e == 0 && io_rename(tmp, dst) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e != 0) {
+		(void)io_unlink(tmp);
+		return e;
+	}
+	if (io_fsync_dir(dir) < 0) {
+		return errno ? errno : EIO;
+	}
+	return 0;
+}
+
+int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env)
+{
+	char dst[PATH_LEN], dir[PATH_LEN], envpath[PATH_LEN];
+	int e = maildir_finish_file(m);
+
+	if (e == 0 && (spool_path(dst, sizeof dst, spool, "msg", m->name, NULL) < 0 ||
+	               spool_path(dir, sizeof dir, spool, "msg", NULL, NULL) < 0)) {
+		e = ENAMETOOLONG;
+	}
+	if (e == 0 && io_rename(m->tmp, dst) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e != 0) {
+		(void)io_unlink(m->tmp);
+		m->tmp[0] = '\0';
+		return e;
+	}
+	m->tmp[0] = '\0';
+	/* The message before its envelope: an envelope always has its
+	 * message, and msg/ must be durable first. */
+	if (io_fsync_dir(dir) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e == 0) {
+		e = queue_env_write(spool, env);
+	}
+	if (e != 0) {
+		(void)io_unlink(dst);
+		if (spool_path(envpath, sizeof envpath, spool, "env", m->name, NULL) == 0) {
+			(void)io_unlink(envpath);
+		}
+	}
+	return e;
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0') {
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* One line of an envelope into e; 1 at "end", 0 for more, -1 if bad. */
+static int env_line(struct queue_env *e, char *line)
+{
+	char *v = strchr(line, ' ');
+	int64_t n;
+	struct queue_rcpt *r;
+
+	if (strcmp(line, "end") == 0) {
+		return 1;
+	}
+	if (v == NULL) {
+		return -1;
+	}
+	*v++ = '\0';
+	if (strcmp(line, "picomail-queue") == 0) {
+		return strcmp(v, "1") == 0 ? 0 : -1;
+	}
+	if (strcmp(line, "arrival") == 0) {
+		return parse_i64(v, &e->arrival);
+	}
+	if (strcmp(line, "next") == 0) {
+		return parse_i64(v, &e->next);
+	}
+	if (strcmp(line, "attempts") == 0) {
+		if (parse_i64(v, &n) < 0 || n < 0 || n > 1000000) {
+			return -1;
+		}
+		e->attempts = (unsigned)n;
+		return 0;
+	}
+	if (strcmp(line, "sender") == 0) {
+		if (strlen(v) > ADDR_MAX) {
+			return -1;
+		}
+		strcpy(e->sender, v);
+		return 0;
+	}
+	if (strcmp(line, "rcpt") == 0) {
+		if (e->nrcpt == QUEUE_RCPT_MAX || strlen(v) < 4 || v[2] != ' ' ||
+		    strchr("PSF", v[0]) == NULL || strchr("LRU", v[1]) == NULL ||
+		    strlen(v + 3) > ADDR_MAX) {
+			return -1;
+		}
+		r = &e->rcpt[e->nrcpt++];
+		r->state = v[0];
+		r->kind = v[1];
+		strcpy(r->addr, v + 3);
+		r->why[0] = '\0';
+		return 0;
+	}
+	if (strcmp(line, "why") == 0) {
+		if (e->nrcpt == 0) {
+			return -1;
+		}
+		put_clean(e->rcpt[e->nrcpt - 1].why, QUEUE_WHY_MAX, v);
+		return 0;
+	}
+	return -1;
+}
+
+int queue_env_read(const char *spool, const char *id, struct queue_env *e)
+{
+	static char buf[ENV_BYTES + 1];
+	char path[PATH_LEN], *line, *nl;
+	ssize_t n, total = 0;
+	int fd, r = 0;
+
+	memset(e, 0, offsetof(struct queue_env, rcpt));
+	if (strlen(id) >= sizeof e->id || spool_path(path, sizeof path, spool, "env", id, NULL) < 0) {
+		return -1;
+	}
+	snprintf(e->id, sizeof e->id, "%s", id);
+	fd = io_open(path, O_RDONLY, 0);
+	if (fd < 0) {
+		return -1;
+	}
+	while ((n = io_read(fd, buf + total, ENV_BYTES - (size_t)total)) > 0) {
+		total += n;
+	}
+	io_close(fd);
+	if (n < 0 || total == ENV_BYTES) {
+		return -1;
+	}
+	buf[total] = '\0';
+	for (line = buf; r == 0 && (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+		*nl = '\0';
+		r = env_line(e, line);
+	}
+	/* Only a complete envelope counts: it must end with "end". */
+	return r == 1 ? 0 : -1;
+}
+
+void queue_remove(const char *spool, const char *id)
+{
+	char path[PATH_LEN];
+
+	/* The envelope first: a message without one is only garbage. */
+	if (spool_path(path, sizeof path, spool, "env", id, NULL) == 0 && io_unlink(path) < 0 &&
+	    errno != ENOENT) {
+		log_msg(LOG_WARNING, "cannot remove %s: %m", path);
+	}
+	if (spool_path(path, sizeof path, spool, "msg", id, NULL) == 0 && io_unlink(path) < 0 &&
+	    errno != ENOENT) {
+		log_msg(LOG_WARNING, "cannot remove %s: %m", path);
+	}
+}

@@ -1,0 +1,865 @@
+"""TLS (issue 4): STARTTLS, implicit TLS, STLS, SMTP AUTH, submission.
+
+Driven with Python's ssl (raw clients from tlstest.py), smtplib and poplib,
+every certificate verified against the test CA made at test time (tlstest.Pki).
+The clients built on other TLS stacks (openssl s_client, swaks, msmtp,
+fetchmail, mpop) are in test_tls_clients.py.
+"""
+
+import os
+import poplib
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import tempfile
+import threading
+import time
+
+import pytest
+
+from picotest import DaemonExited, assert_reply, free_port, message
+from pop3test import Pop, deliver, mailbox
+from tlstest import (HOSTNAME, PASSWORD, SUITE, Pki, PopTls, ServerClosed, Smtp, b64,
+                     client_hello, plain_ir, pool_tls, tls_daemon, wait_pool_used)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    d = tempfile.mkdtemp(prefix="pm-pki-", dir="/tmp")
+    try:
+        yield Pki(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def ctx(pki):
+    return pki.context()
+
+
+def only(d, user):
+    msgs = d.maildir(user).messages()
+    assert len(msgs) == 1, "%s has %d messages, want 1" % (user, len(msgs))
+    return msgs[0]
+
+
+def received_with(m):
+    """The protocol word of the Received: header (ESMTP, ESMTPS, ...)."""
+    r = re.search(rb"\bwith (\S+) id ", m.received)
+    assert r, "no 'with PROTO id' in %r" % m.received
+    return r.group(1).decode()
+
+
+def tls_line(kind):
+    return b"\t(using TLSv1.2 with cipher " + SUITE[kind].encode() + b")\n"
+
+
+def assert_tls12(c, kind):
+    name, proto, bits = c.cipher()
+    assert (proto, name) == ("TLSv1.2", SUITE[kind]), \
+        "negotiated %s %s, want TLSv1.2 %s (server preference)" % (proto, name, SUITE[kind])
+
+
+def closed_without_a_word(port, seconds=3.0, send=b""):
+    """Connects; True when the server closes without sending any byte."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as s:
+        if send:
+            s.sendall(send)
+        got = b""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                raise AssertionError("port %d neither spoke nor closed within %.0f s "
+                                     "(got %r)" % (port, seconds, got))
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+# --------------------------------------------------------------------------
+# Start-up: keys and certificates
+
+
+KEY_FILES = {
+    # id: (cert attribute, key attribute, suite kind)
+    "rsa-pkcs8": (lambda p: p.cert["rsa"], lambda p: p.key["rsa"], "rsa"),
+    "rsa-pkcs1": (lambda p: p.cert["rsa"], lambda p: p.rsa_pkcs1, "rsa"),
+    "ec-pkcs8": (lambda p: p.cert["ec"], lambda p: p.key["ec"], "ec"),
+    "ec-sec1": (lambda p: p.cert["ec"], lambda p: p.ec_sec1, "ec"),
+    "ec-chain-via-intermediate": (lambda p: p.chain, lambda p: p.key["ec"], "ec"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEY_FILES))
+def test_key_and_certificate_formats(make_daemon, pki, ctx, case):
+    cert, key, kind = KEY_FILES[case]
+    d = tls_daemon(make_daemon, pki, cert=cert(pki), key=key(pki))
+    # The client trusts the root only: the chain case needs the server to
+    # send the intermediate.
+    with Smtp.implicit(d.subs, ctx) as c:
+        assert_tls12(c, kind)
+        c.expect("EHLO client.lan", "250")
+        c.expect("QUIT", "221")
+
+
+def _bad(pki, workdir, case):
+    """(tls_cert, tls_key, the file the message must name)."""
+    garbage = os.path.join(workdir, "garbage.key")
+    with open(garbage, "w") as f:
+        f.write("this is not a key\n")
+    truncated = os.path.join(workdir, "truncated.key")
+    with open(pki.key["rsa"]) as f:
+        text = f.read()
+    with open(truncated, "w") as f:
+        f.write(text[:len(text) // 2])
+    return {
+        "expired-cert": (pki.expired, pki.key["rsa"], pki.expired),
+        "mismatched-rsa-key": (pki.cert["rsa"], pki.other_rsa, pki.other_rsa),
+        "mismatched-ec-key": (pki.cert["ec"], pki.other_ec, pki.other_ec),
+        "ec-key-for-rsa-cert": (pki.cert["rsa"], pki.key["ec"], pki.key["ec"]),
+        "key-not-pem": (pki.cert["rsa"], garbage, garbage),
+        "key-truncated": (pki.cert["rsa"], truncated, truncated),
+        "key-missing": (pki.cert["rsa"], os.path.join(workdir, "nonexistent.key"),
+                        os.path.join(workdir, "nonexistent.key")),
+        "cert-is-a-key": (pki.key["rsa"], pki.key["rsa"], pki.key["rsa"]),
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["expired-cert", "mismatched-rsa-key", "mismatched-ec-key",
+                                  "ec-key-for-rsa-cert", "key-not-pem", "key-truncated",
+                                  "key-missing", "cert-is-a-key"])
+def test_bad_key_or_certificate_is_a_startup_error(make_daemon, pki, workdir, case):
+    cert, key, named = _bad(pki, workdir, case)
+    d = tls_daemon(make_daemon, pki, cert=cert, key=key, start=False)
+    with pytest.raises(DaemonExited) as e:
+        d.start()
+    assert e.value.returncode == 1, "picomail serve exit %r, want 1\n%s" % (
+        e.value.returncode, e.value.log)
+    assert named in e.value.log, "the start-up error does not name %s:\n%s" % (named, e.value.log)
+    if case == "expired-cert":
+        assert "expired" in e.value.log, e.value.log
+
+
+def test_tls_listener_needs_cert_and_key(make_daemon, workdir, pki):
+    for extra, conf in ((["listen submission 127.0.0.1:%d tls"], {}),
+                        (["listen pop3 127.0.0.1:%d starttls"], {}),
+                        (["listen submission 127.0.0.1:%d starttls"], {"tls_cert": pki.cert["rsa"]})):
+        port = free_port()
+        d = make_daemon(start=False, extra=[extra[0] % port], **conf)
+        p = d.run("check", "-C", d.conf_path)
+        assert p.returncode == 1, "picomail check accepted %r without tls_cert/tls_key: %s" % (
+            extra, p.stdout + p.stderr)
+        assert b"tls_cert" in p.stdout + p.stderr, p.stdout + p.stderr
+        with pytest.raises(DaemonExited) as e:
+            d.start()
+        assert e.value.returncode == 1
+
+
+def test_sighup_reloads_keys_and_keeps_them_when_bad(make_daemon, pki, workdir, ctx):
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    shutil.copy(pki.cert["rsa"], cert)
+    shutil.copy(pki.key["rsa"], key)
+    d = tls_daemon(make_daemon, pki, cert=cert, key=key)
+    old = Smtp.implicit(d.subs, ctx)
+    assert_tls12(old, "rsa")
+    old.expect("EHLO client.lan", "250")
+
+    def replace(src, dst):
+        tmp = dst + ".new"
+        shutil.copy(src, tmp)
+        os.rename(tmp, dst)
+
+    replace(pki.cert["ec"], cert)
+    replace(pki.ec_sec1, key)
+    d.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while True:
+        with Smtp.implicit(d.subs, ctx) as c:
+            got = c.cipher()[0]
+        if got == SUITE["ec"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == SUITE["ec"], "after SIGHUP with an EC key, new sessions still get %s" % got
+    # the session started before the reload goes on with its keys
+    old.expect("NOOP", "250")
+    old.login()
+    old.expect("QUIT", "221")
+    old.close()
+
+    # A bad pair on the next SIGHUP: logged, naming the file; the EC keys stay.
+    replace(pki.other_rsa, key)
+    before = len(d.log(tail=1 << 20))
+    d.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while key not in d.log(tail=1 << 20)[before:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert key in d.log(tail=1 << 20)[before:], \
+        "SIGHUP with a mismatched key: nothing in the log names %s:\n%s" % (key, d.log())
+    assert d.alive(), "the daemon died on a SIGHUP with a bad key"
+    with Smtp.implicit(d.subs, ctx) as c:
+        assert_tls12(c, "ec")
+        c.expect("EHLO client.lan", "250")
+        c.login()
+
+
+# --------------------------------------------------------------------------
+# SMTP: STARTTLS and implicit TLS
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_starttls_raw_session(make_daemon, pki, ctx, kind):
+    d = tls_daemon(make_daemon, pki, kind=kind)
+    assert d.status()["pool.tls"] == "0/4", "default tls_sessions is 4"
+    with Smtp.greeted(d.port) as c:
+        assert "STARTTLS" in c.keywords, "EHLO before TLS on a starttls listener: %r" % c.keywords
+        assert "AUTH" not in c.keywords, "AUTH offered in clear with plaintext_auth no"
+        c.expect("MAIL FROM:<sender@example.org>", "250")
+        c.expect("STARTTLS", "503")          # not inside a transaction
+        c.expect("RSET", "250")
+        c.starttls(ctx)
+        assert_tls12(c, kind)
+        assert pool_tls(d) == (1, 4)
+        # RFC 3207 4.2: everything before TLS is forgotten, EHLO needed again
+        c.expect("MAIL FROM:<sender@example.org>", "503")
+        c.ehlo()
+        assert "STARTTLS" not in c.keywords, "STARTTLS offered again under TLS"
+        assert c.auth_line == ["AUTH PLAIN LOGIN"], "EHLO under TLS: %r" % c.auth_line
+        c.expect("STARTTLS", "554 5.5.1")
+        # the smtp listener takes local mail without AUTH
+        c.expect("MAIL FROM:<sender@example.org>", "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("over starttls") + b".\r\n")
+        assert_reply(c.reply(), "250", "end of data")
+        c.expect("QUIT", "221")
+    m = only(d, "alice")
+    assert received_with(m) == "ESMTPS"
+    assert tls_line(kind) in m.received, m.received
+    assert wait_pool_used(d, 0) == 0, "TLS slot not given back after QUIT"
+
+
+@pytest.mark.parametrize("kind,mech,initial", [
+    ("rsa", "PLAIN", True), ("rsa", "PLAIN", False), ("rsa", "LOGIN", True),
+    ("rsa", "LOGIN", False), ("ec", "PLAIN", True), ("ec", "LOGIN", False)])
+def test_smtplib_starttls_login_and_send(make_daemon, pki, ctx, kind, mech, initial):
+    d = tls_daemon(make_daemon, pki, kind=kind)
+    with smtplib.SMTP("127.0.0.1", d.sub, local_hostname="client.lan", timeout=10) as s:
+        s.ehlo()
+        assert s.has_extn("starttls") and not s.has_extn("auth")
+        code, _ = s.starttls(context=ctx)     # verified, hostname 127.0.0.1 (IP SAN)
+        assert code == 220
+        assert s.sock.version() == "TLSv1.2" and s.sock.cipher()[0] == SUITE[kind]
+        s.ehlo()
+        assert not s.has_extn("starttls")
+        assert s.esmtp_features.get("auth", "").split() == ["PLAIN", "LOGIN"]
+        s.user, s.password = "alice", PASSWORD
+        auth = s.auth_plain if mech == "PLAIN" else s.auth_login
+        code, text = s.auth(mech, auth, initial_response_ok=initial)
+        assert (code, text[:5]) == (235, b"2.7.0"), (code, text)
+        refused = s.sendmail("alice@lan", ["bob@lan"], message("submitted %s" % mech))
+        assert refused == {}
+    m = only(d, "bob")
+    assert m.return_path == b"<alice@lan>"
+    assert received_with(m) == "ESMTPSA", m.received
+    assert tls_line(kind) in m.received, m.received
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_smtp_ssl_implicit_tls(make_daemon, pki, ctx, kind):
+    d = tls_daemon(make_daemon, pki, kind=kind)
+    with smtplib.SMTP_SSL("127.0.0.1", d.subs, local_hostname="client.lan", timeout=10,
+                          context=ctx) as s:
+        assert s.sock.version() == "TLSv1.2" and s.sock.cipher()[0] == SUITE[kind]
+        s.ehlo()
+        assert not s.has_extn("starttls"), "STARTTLS offered on an implicit-TLS port"
+        assert s.esmtp_features.get("auth", "").split() == ["PLAIN", "LOGIN"]
+        s.login("alice", PASSWORD)
+        assert s.sendmail("", ["alice@lan"], message("via 465")) == {}
+    m = only(d, "alice")
+    assert m.return_path == b"<>"
+    assert received_with(m) == "ESMTPSA"
+    assert tls_line(kind) in m.received
+
+
+def test_implicit_tls_banner_comes_after_the_handshake(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    # Nothing in clear on a TLS port: the server waits for the ClientHello.
+    with socket.create_connection(("127.0.0.1", d.subs), timeout=5) as s:
+        s.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            data = s.recv(100)
+            raise AssertionError("the server spoke first on an implicit-TLS port: %r" % data)
+        t = ctx.wrap_socket(s, server_hostname=HOSTNAME)
+        t.settimeout(5)
+        assert t.recv(200).startswith(b"220 test.lan ")
+    with socket.create_connection(("127.0.0.1", d.pops), timeout=5) as s:
+        t = ctx.wrap_socket(s, server_hostname=HOSTNAME)
+        t.settimeout(5)
+        assert t.recv(200).startswith(b"+OK")
+
+
+def test_received_says_tls_and_auth(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki, plaintext=True)
+    # ESMTP: clear, no AUTH
+    with Smtp.greeted(d.plain) as c:
+        assert "AUTH" in c.keywords, "plaintext_auth yes: AUTH offered in clear"
+        assert "STARTTLS" not in c.keywords, "STARTTLS on a listener without the flag"
+        c.expect("MAIL FROM:<a@example.org>", "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("clear") + b".\r\n")
+        assert_reply(c.reply(), "250")
+        # ESMTPA: clear with AUTH (plaintext_auth yes)
+        c.login()
+        c.expect("MAIL FROM:<alice@lan>", "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("clear auth") + b".\r\n")
+        assert_reply(c.reply(), "250")
+    # ESMTPS: STARTTLS, no AUTH; ESMTPSA: STARTTLS and AUTH
+    with Smtp.greeted(d.port) as c:
+        c.starttls(ctx)
+        c.ehlo()
+        c.expect("MAIL FROM:<b@example.org>", "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("tls") + b".\r\n")
+        assert_reply(c.reply(), "250")
+        c.login()
+        c.expect("MAIL FROM:<alice@lan>", "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("tls auth") + b".\r\n")
+        assert_reply(c.reply(), "250")
+    got = {}
+    for m in d.maildir("alice").messages():
+        subj = re.search(rb"\nSubject: (.*)\n", m.data).group(1).decode()
+        got[subj] = (received_with(m), b"(using TLSv1.2" in m.received)
+    assert got == {"clear": ("ESMTP", False), "clear auth": ("ESMTPA", False),
+                   "tls": ("ESMTPS", True), "tls auth": ("ESMTPSA", True)}, got
+
+
+# --------------------------------------------------------------------------
+# SMTP AUTH
+
+
+def test_auth_refused_in_clear(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)      # plaintext_auth no (the default)
+    for port in (d.port, d.plain, d.sub):
+        with Smtp.greeted(port) as c:
+            assert "AUTH" not in c.keywords, "port %d offers AUTH in clear" % port
+            c.expect("AUTH PLAIN " + plain_ir(), "538 5.7.11")
+            c.expect("AUTH LOGIN", "538 5.7.11")
+            c.expect("NOOP", "250")
+    # submission: no mail without AUTH, in clear or under TLS
+    with Smtp.greeted(d.sub) as c:
+        c.expect("MAIL FROM:<alice@lan>", "530 5.7.0")
+        c.starttls(ctx)
+        c.ehlo()
+        c.expect("MAIL FROM:<alice@lan>", "530 5.7.0")
+        c.expect("MAIL FROM:<>", "530 5.7.0")
+        c.login()
+        c.expect("MAIL FROM:<alice@lan>", "250")
+
+
+AUTH_STEPS = [
+    # (line, expected reply, exact text of the reply if given); the server
+    # ends a session after 10 errors: a few steps per session.
+    [
+        ("AUTH PLAIN", "334", "334 "),
+        ("*", "501 5.0.0", None),
+        ("AUTH LOGIN", "334", "334 VXNlcm5hbWU6"),
+        ("*", "501 5.0.0", None),
+        ("AUTH LOGIN", "334", "334 VXNlcm5hbWU6"),
+        (b64("alice"), "334", "334 UGFzc3dvcmQ6"),
+        ("*", "501 5.0.0", None),
+        ("AUTH LOGIN " + b64("alice"), "334", "334 UGFzc3dvcmQ6"),
+        ("*", "501 5.0.0", None),
+        ("NOOP", "250", None),
+    ], [
+        ("AUTH PLAIN !!!!", "501 5.5.2", None),
+        ("AUTH PLAIN", "334", "334 "),
+        ("not base64 at all", "501 5.5.2", None),
+        ("AUTH LOGIN", "334", None),
+        ("@@@@", "501 5.5.2", None),
+        ("AUTH LOGIN " + b64("alice"), "334", None),
+        ("%%%%", "501 5.5.2", None),
+        ("AUTH PLAIN " + b64("alice\0" + PASSWORD), "501 5.5.2", None),   # one NUL
+        ("AUTH CRAM-MD5", "504 5.5.4", None),
+        ("NOOP", "250", None),
+        # still not authenticated
+        ("MAIL FROM:<alice@lan>", "530 5.7.0", None),
+    ],
+]
+
+
+@pytest.mark.parametrize("part", [0, 1])
+def test_auth_cancel_and_bad_base64(make_daemon, pki, ctx, part):
+    d = tls_daemon(make_daemon, pki)
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        for line, want, exact in AUTH_STEPS[part]:
+            r = c.expect(line, want)
+            if exact is not None:
+                assert r.lines[-1] == exact, "C: %s\nS: %r\nwant %r" % (line, r, exact)
+        c.login()
+        c.expect("QUIT", "221")
+    assert "AUTH failed" not in d.log(), "a cancelled or undecodable AUTH counted as a failure"
+
+
+def test_auth_continuations_and_twice(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        # "=" is an empty response: an empty user name, then a failure
+        c.expect("AUTH LOGIN", "334")
+        r = c.expect("=", "334")
+        assert r.lines[-1] == "334 UGFzc3dvcmQ6", r
+        t = time.monotonic()
+        c.expect(b64(PASSWORD), "535 5.7.8")
+        assert time.monotonic() - t >= 0.15, "a failed AUTH answered without the throttle delay"
+        # LOGIN without initial response, all the way
+        c.expect("AUTH LOGIN", "334")
+        c.expect(b64("alice"), "334")
+        c.expect(b64(PASSWORD), "235 2.7.0")
+        c.expect("AUTH PLAIN " + plain_ir(), "503 5.5.1")
+        c.expect("AUTH LOGIN", "503 5.5.1")
+        c.expect("MAIL FROM:<alice@lan>", "250")
+        c.expect("QUIT", "221")
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        # PLAIN with "334 " then the response, and an authzid equal to the user
+        c.expect("AUTH PLAIN", "334")
+        c.expect(plain_ir(authzid="alice"), "235 2.7.0")
+        c.expect("MAIL FROM:<alice@lan>", "250")
+        c.expect("AUTH PLAIN " + plain_ir(), "503 5.5.1")
+
+
+def test_auth_plain_empty_response_and_wrong_authzid(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        c.expect("AUTH PLAIN", "334")
+        # An empty PLAIN message is malformed (or bad credentials).
+        c.expect("=", "501 5.5.2|535 5.7.8")
+        # authzid bob, authcid alice: not allowed (RFC 4616: may act as bob?)
+        c.expect("AUTH PLAIN " + plain_ir(authzid="bob"), "535 5.7.8|501 5.5.2")
+        c.expect("AUTH PLAIN " + plain_ir(password="wrong"), "535 5.7.8")
+        c.login()
+
+
+def test_auth_failures_throttled_per_address_and_shared_with_pop3(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    bad = plain_ir(password="wrong")
+
+    def smtp_failure(c):
+        t = time.monotonic()
+        c.expect("AUTH PLAIN " + bad, "535 5.7.8")
+        return time.monotonic() - t
+
+    def pop_failure(p):
+        p.ok("USER alice")
+        t = time.monotonic()
+        r = p.cmd("PASS wrong", timeout=15)
+        assert r.startswith("-ERR [AUTH]"), r
+        return time.monotonic() - t
+
+    delays = []
+    c = Smtp.implicit(d.subs, ctx)
+    c.ehlo()
+    for _ in range(3):
+        delays.append(smtp_failure(c))                 # 0.2, 0.4, 0.8
+
+    # The 4th failure, by POP3 (the same address): 1.6 s.  Meanwhile the
+    # server serves everyone else at once, and another address starts at 0.2.
+    p = PopTls.implicit(d.pops, ctx)
+    result = {}
+    th = threading.Thread(target=lambda: result.update(pop=pop_failure(p)))
+    th.start()
+    time.sleep(0.2)
+    t = time.monotonic()
+    with Smtp.implicit(d.subs, ctx) as other:
+        other.ehlo()
+        other.expect("NOOP", "250")
+    busy = time.monotonic() - t
+    with Smtp.implicit(d.subs, ctx, source="127.0.0.2") as other:
+        other.ehlo()
+        elsewhere = smtp_failure(other)
+    th.join(10)
+    assert not th.is_alive(), "POP3 login failure not answered within 10 s"
+    delays.append(result["pop"])
+    delays.append(smtp_failure(c))                     # 3.2
+    want = [0.2, 0.4, 0.8, 1.6, 3.2]
+    for i, (got, w) in enumerate(zip(delays, want)):
+        assert w * 0.9 <= got <= w + 0.7, \
+            "failure %d answered after %.2f s, want %.1f s (all: %s)" % (
+                i + 1, got, w, ", ".join("%.2f" % x for x in delays))
+    assert busy < 1.0, "another client waited %.2f s during a throttle delay" % busy
+    assert 0.15 <= elsewhere <= 0.9, \
+        "first failure from 127.0.0.2 answered after %.2f s: the throttle is per address" % elsewhere
+
+    # A success is answered at once and forgets the failures.
+    t = time.monotonic()
+    c.login()
+    assert time.monotonic() - t < 0.5, "a good password waited %.2f s" % (time.monotonic() - t)
+    c.close()
+    p.close()
+    with Smtp.implicit(d.subs, ctx) as c2:
+        c2.ehlo()
+        again = smtp_failure(c2)
+    assert 0.15 <= again <= 0.9, "after a success the next failure waited %.2f s, want 0.2" % again
+
+
+# --------------------------------------------------------------------------
+# Submission: who may send as whom
+
+
+def test_submission_sender_must_be_the_user(make_daemon, pki, ctx):
+    # relay_from: not loopback, so only AUTH lets mail leave
+    d = tls_daemon(make_daemon, pki, relay_from="192.0.2.0/24")
+    with Smtp.greeted(d.port) as c:
+        c.starttls(ctx)
+        c.ehlo()
+        c.expect("MAIL FROM:<x@example.org>", "250")
+        c.expect("RCPT TO:<someone@example.org>", "554 5.7.1")     # TLS is not AUTH
+        c.expect("RCPT TO:<alice@lan>", "250")
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        c.expect("MAIL FROM:<alice@lan>", "530 5.7.0")
+        c.login("alice")
+        for sender, want in [("<bob@lan>", "553 5.7.1"), ("<bob@localhost>", "553 5.7.1"),
+                             ("<alice@example.org>", "553 5.7.1"), ("<nobody@lan>", "553 5.7.1"),
+                             ("<alice@lan>", "250"), ("<ALICE@localhost>", "250"),
+                             ("<al@lan>", "250"), ("<postmaster@lan>", "250"), ("<>", "250")]:
+            c.expect("MAIL FROM:%s" % sender, want)
+            if want == "250":
+                c.expect("RSET", "250")
+        # Remote recipients: refused until relaying exists, then accepted
+        # (queued) for an authenticated user.
+        c.expect("MAIL FROM:<al@lan>", "250")
+        c.expect("RCPT TO:<someone@example.org>", "554 5.7.1|250")
+        c.expect("RSET", "250")
+        c.expect("MAIL FROM:<al@lan>", "250")
+        c.expect("RCPT TO:<bob@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("from al") + b".\r\n")
+        assert_reply(c.reply(), "250")
+    m = only(d, "bob")
+    assert m.return_path == b"<al@lan>"
+    assert received_with(m) == "ESMTPSA"
+
+
+def test_sender_check_no(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki, sender_check="no")
+    with Smtp.greeted(d.sub) as c:
+        c.starttls(ctx)
+        c.ehlo()
+        c.login("bob")
+        c.expect("MAIL FROM:<alice@lan>", "250")
+        c.expect("RSET", "250")
+        c.expect("MAIL FROM:<anyone@example.org>", "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("sender_check no") + b".\r\n")
+        assert_reply(c.reply(), "250")
+    assert only(d, "alice").return_path == b"<anyone@example.org>"
+
+
+# --------------------------------------------------------------------------
+# STARTTLS / STLS abuse
+
+
+def test_starttls_not_offered_or_already_active(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    with Smtp.greeted(d.plain) as c:
+        assert "STARTTLS" not in c.keywords
+        c.expect("STARTTLS", "502 5.5.1")
+        c.expect("NOOP", "250")
+    with Smtp.greeted(d.port) as c:
+        c.expect("STARTTLS now", "501")
+        c.expect("NOOP", "250")
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        assert "STARTTLS" not in c.keywords
+        c.expect("STARTTLS", "554 5.5.1")
+        c.expect("NOOP", "250")
+
+
+@pytest.mark.parametrize("after", [b"HELP\r\n", b"RSET\r\nNOOP\r\n",
+                                   b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<alice@lan>\r\n"])
+def test_plaintext_pipelined_after_starttls_is_discarded(make_daemon, pki, ctx, after):
+    d = tls_daemon(make_daemon, pki)
+    with Smtp.greeted(d.port) as c:
+        c.send(b"STARTTLS\r\n" + after)
+        assert_reply(c.reply(), "220 2.0.0", "STARTTLS")
+        assert c.quiet(0.3), "a reply in clear after STARTTLS: %r" % bytes(c.buf)
+        c.sock = ctx.wrap_socket(c.sock, server_hostname=HOSTNAME)
+        assert c.quiet(0.3), "the commands sent in clear were answered under TLS: %r" % bytes(c.buf)
+        c.expect("RCPT TO:<alice@lan>", "503")     # no transaction was carried over
+        c.ehlo()
+        assert c.quiet(0.3), "more than one reply after EHLO: %r" % bytes(c.buf)
+        c.expect("NOOP", "250")
+        c.expect("QUIT", "221")
+    assert d.maildir("alice").messages() == []
+
+
+def test_plaintext_pipelined_after_stls_is_discarded(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    deliver(d, "alice", message("for pop"))
+    with PopTls(d.pop) as p:
+        p.send(b"STLS\r\nUSER alice\r\nCAPA\r\n")
+        assert p.status() == "+OK Begin TLS negotiation"
+        assert p.quiet(0.3), "a reply in clear after STLS: %r" % bytes(p.buf)
+        p.sock = ctx.wrap_socket(p.sock, server_hostname=HOSTNAME)
+        assert p.quiet(0.3), "the commands sent in clear were answered under TLS: %r" % bytes(p.buf)
+        p.err("PASS %s" % PASSWORD)                 # USER was not carried over
+        p.login()
+        assert p.stat()[0] == 1
+
+
+@pytest.mark.parametrize("port_attr", ["subs", "pops", "port", "pop"])
+def test_garbage_instead_of_client_hello(make_daemon, pki, ctx, port_attr):
+    d = tls_daemon(make_daemon, pki)
+    port = getattr(d, port_attr)
+    for junk in (b"EHLO client.lan\r\n", b"\x16\x03\x01\x00\x05hello", os.urandom(300),
+                 b"\x16\x03\x03\xff\xff" + os.urandom(64), b"\x80\x2e\x01\x03\x01" + b"\0" * 46):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            if port_attr in ("port", "pop"):
+                f = s.makefile("rb")
+                f.readline()                        # greeting
+                s.sendall(b"STARTTLS\r\n" if port_attr == "port" else b"STLS\r\n")
+                f.readline()
+            s.sendall(junk)
+            got = b""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                got += chunk
+            else:
+                raise AssertionError("no close after %r" % junk[:20])
+            # at most a TLS alert, never a protocol reply in clear
+            assert got == b"" or got[:1] == b"\x15", "answer to %r: %r" % (junk[:20], got[:100])
+    assert wait_pool_used(d, 0) == 0, "TLS slots not given back after failed handshakes"
+    assert d.alive()
+    # and the server goes on
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        c.login()
+    with PopTls.implicit(d.pops, ctx) as p:
+        p.login()
+
+
+def test_half_handshake_does_not_block_others(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki, sessions=8)
+    hello = client_hello()
+    half = socket.create_connection(("127.0.0.1", d.subs), timeout=5)
+    half.sendall(hello[:len(hello) // 2])
+    # a second one sends the whole ClientHello, reads the server's flight, and stops
+    stalled = socket.create_connection(("127.0.0.1", d.pops), timeout=5)
+    stalled.sendall(hello)
+    stalled.settimeout(5)
+    first = stalled.recv(1)
+    assert first == b"\x16", "no handshake record from the server: %r" % first
+    # a third one in the middle of STARTTLS
+    mid = Smtp.greeted(d.port)
+    mid.expect("STARTTLS", "220")
+    mid.send(hello[:100])
+    time.sleep(0.2)
+    assert pool_tls(d)[0] == 3
+    t = time.monotonic()
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        c.login()
+        c.expect("MAIL FROM:<alice@lan>", "250")
+        c.expect("RCPT TO:<bob@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("while others stall") + b".\r\n")
+        assert_reply(c.reply(), "250")
+    with PopTls.implicit(d.pops, ctx) as p:
+        p.login("bob")
+        assert p.stat()[0] == 1
+        p.quit()
+    took = time.monotonic() - t
+    assert took < 3, "sessions took %.1f s while three handshakes stalled" % took
+    assert d.alive()
+    assert wait_pool_used(d, 3) == 3
+    # the STARTTLS one gives its slot back when the client goes
+    mid.close()
+    assert wait_pool_used(d, 2) == 2, "the slot of an abandoned STARTTLS handshake stays taken"
+
+
+def cpu_seconds(d):
+    """User + system CPU time of the daemon so far."""
+    with open("/proc/%d/stat" % d.pid) as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_client_leaving_an_implicit_tls_handshake(make_daemon, pki, ctx):
+    """A client that closes its side (FIN) before the handshake is done: the
+    server ends the session, gives back the TLS slot and goes idle."""
+    hello = client_hello()
+    bad = []
+    for port_attr in ("subs", "pops"):
+        for how in ("connect-close", "half-hello-close", "hello-read-close"):
+            d = tls_daemon(make_daemon, pki)
+            s = socket.create_connection(("127.0.0.1", getattr(d, port_attr)), timeout=5)
+            if how == "half-hello-close":
+                s.sendall(hello[:len(hello) // 2])
+            elif how == "hello-read-close":
+                s.sendall(hello)
+                s.settimeout(0.3)
+                try:
+                    while s.recv(65536):      # the whole server flight: no RST on close
+                        pass
+                except socket.timeout:
+                    pass
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(0.1)
+            s.close()
+            used = wait_pool_used(d, 0, seconds=1)
+            c0 = cpu_seconds(d)
+            time.sleep(0.3)
+            spent = cpu_seconds(d) - c0
+            if used != 0 or spent > 0.1:
+                st = d.status()
+                bad.append("%s on the %s port: pool.tls %s, connections %s, %.2f s of CPU "
+                           "in 0.3 s" % (how, port_attr, st["pool.tls"], st.get("connections"),
+                                         spent))
+            d.kill()
+    assert not bad, "after a client closed during an implicit-TLS handshake, the session " \
+        "stays, holding its TLS slot, and the daemon spins:\n  " + "\n  ".join(bad)
+
+
+# --------------------------------------------------------------------------
+# The TLS pool
+
+
+def test_tls_pool_exhausted(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki, sessions=1)
+    a = Smtp.greeted(d.port)
+    a.starttls(ctx)
+    a.ehlo()
+    assert d.status()["pool.tls"] == "1/1"
+    # STARTTLS: 454, and the session goes on in clear
+    with Smtp.greeted(d.sub) as b:
+        b.expect("STARTTLS", "454 4.7.0")
+        b.ehlo()
+        b.expect("NOOP", "250")
+        b.expect("QUIT", "221")
+    # STLS: -ERR, and the session goes on
+    with Pop(d.pop) as p:
+        r = p.cmd("STLS")
+        assert r.startswith("-ERR"), "STLS with the TLS pool full: %r" % r
+        p.lines("CAPA")
+        p.ok("QUIT")
+    # implicit TLS: closed without a word (nothing in clear on a TLS port)
+    for port in (d.subs, d.pops):
+        got = closed_without_a_word(port)
+        assert got == b"", "implicit TLS with the pool full: got %r" % got[:100]
+        got = closed_without_a_word(port, send=client_hello())
+        assert got == b"" or got[:1] == b"\x15", "got %r" % got[:100]
+    assert "TLS pool full" in d.log()
+    a.expect("NOOP", "250")
+    a.expect("QUIT", "221")
+    a.close()
+    assert wait_pool_used(d, 0) == 0
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        assert d.status()["pool.tls"] == "1/1"
+        c.expect("QUIT", "221")
+    with Smtp.greeted(d.sub) as c:
+        assert wait_pool_used(d, 0) == 0
+        c.starttls(ctx)
+        c.ehlo()
+
+
+# --------------------------------------------------------------------------
+# POP3
+
+
+def test_pop3_capa_stls_and_plaintext_rules(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    deliver(d, "alice", message("pop"))
+    with PopTls(d.pop) as p:
+        capa = p.capa()
+        assert "STLS" in capa, capa
+        assert "USER" not in capa and not any(l.startswith("SASL") for l in capa), \
+            "USER/SASL offered in clear with plaintext_auth no: %r" % capa
+        for line in ("USER alice", "PASS %s" % PASSWORD, "AUTH PLAIN " + plain_ir(), "AUTH"):
+            r = p.cmd(line)
+            assert r.startswith("-ERR [AUTH]"), "C: %s\nS: %s" % (line, r)
+        p.stls(ctx)
+        assert p.cipher()[1] == "TLSv1.2"
+        capa = p.capa()
+        assert "STLS" not in capa, "STLS listed under TLS: %r" % capa
+        assert "USER" in capa and "SASL PLAIN" in capa, capa
+        p.err("STLS")
+        p.login()
+        assert p.stat()[0] == 1
+        p.quit()
+    with PopTls(d.pop_plain) as p:
+        capa = p.capa()
+        assert "STLS" not in capa, capa
+        p.err("STLS")
+        assert p.cmd("USER alice").startswith("-ERR [AUTH]")
+    with PopTls.implicit(d.pops, ctx) as p:
+        capa = p.capa()
+        assert "STLS" not in capa and "USER" in capa, capa
+        p.err("STLS")
+        p.ok("AUTH PLAIN " + plain_ir())
+        assert p.stat()[0] == 1
+
+
+def test_pop3_plaintext_auth_yes(make_daemon, pki):
+    d = tls_daemon(make_daemon, pki, plaintext=True)
+    deliver(d, "alice", message("pop"))
+    with PopTls(d.pop) as p:
+        capa = p.capa()
+        assert "STLS" in capa and "USER" in capa, capa
+        p.login()
+        p.err("STLS")            # not in the TRANSACTION state
+        assert p.stat()[0] == 1
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_poplib_stls_and_pop3_ssl(make_daemon, pki, ctx, kind):
+    d = tls_daemon(make_daemon, pki, kind=kind)
+    sent = message("poplib %s" % kind)
+    deliver(d, "alice", sent)
+    stored = mailbox(d, "alice")[0]
+    p = poplib.POP3("127.0.0.1", d.pop, timeout=10)
+    try:
+        assert "STLS" in p.capa()
+        p.stls(context=ctx)
+        assert p.sock.version() == "TLSv1.2" and p.sock.cipher()[0] == SUITE[kind]
+        assert "STLS" not in p.capa()
+        p.user("alice")
+        p.pass_(PASSWORD)
+        _, lines, _ = p.retr(1)
+        assert b"\r\n".join(lines) + b"\r\n" == stored.wire
+    finally:
+        p.quit()
+    p = poplib.POP3_SSL("127.0.0.1", d.pops, timeout=10, context=ctx)
+    try:
+        assert p.sock.version() == "TLSv1.2" and p.sock.cipher()[0] == SUITE[kind]
+        p.user("alice")
+        p.pass_(PASSWORD)
+        assert p.stat()[0] == 1
+        p.dele(1)
+    finally:
+        p.quit()
+    assert mailbox(d, "alice") == []
