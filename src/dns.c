@@ -579,11 +579,12 @@ struct dns_query {
 	int fd;                    /* -1: completes without the network */
 	int slot;
 	unsigned tries;
+	int64_t deadline;          /* of the current try */
+	enum dns_status status;    /* when completing without the network */
 	struct sockaddr_storage server;   /* for the log */
 	char name[DNS_NAME_MAX + 1];
 	unsigned nsub;
-	struct dns_sub sub[2];
-	struct dns_result result;
+	struct dns_sub sub[2];     /* the results are kept here, compact */
 };
 
 static struct pool qpool;
@@ -599,9 +600,12 @@ static int resolver_fixed;         /* `resolver` configured: never resolv.conf *
 static struct { int valid; dev_t dev; ino_t ino; off_t size; struct timespec mtime; } resolv_seen;
 static int urandom_fd = -1;
 
-/* Single-threaded: one receive buffer and one parse scratch for all. */
+/* Single-threaded: one receive buffer for all queries, and one result,
+ * which replies are parsed into and callbacks are given.  A query keeps
+ * only its compact addresses, so that the pool stays small; an MX reply
+ * completes its query at once, so needs no room of its own. */
 static unsigned char rxbuf[4096];
-static struct dns_result scratch;
+static struct dns_result answer;
 
 static const char *type_name(unsigned qtype)
 {
@@ -660,6 +664,8 @@ static void resolv_refresh(void)
 		if (resolv_seen.valid || resolver.ss_family == 0) {
 			resolv_seen.valid = 0;
 			resolver_default();
+			log_msg(LOG_INFO, "dns: resolver %s (no %s)", sa_text(&resolver, b, sizeof b),
+			        RESOLV_CONF);
 		}
 		return;
 	}
@@ -770,19 +776,26 @@ static void query_release(struct dns_query *q)
 	pool_give(&qpool, q);
 }
 
+/* The result into `answer`, the query released, then the callback. */
 static void query_finish(struct dns_query *q)
 {
-	struct dns_result *r = &q->result;
+	struct dns_result *r = &answer;
 	unsigned i, k, tempfail = 0, nxdomain = 0;
+	dns_done_fn fn = q->fn;
+	void *ctx = q->ctx;
 
-	if (q->kind == KIND_MX && q->fd >= 0) {
-		if (!q->sub[0].done) {
-			r->status = DNS_TEMPFAIL;
+	if (q->kind == KIND_MX) {
+		/* A done sub has its reply parsed into answer just now. */
+		if (q->nsub == 0 || !q->sub[0].done) {
+			r->status = q->nsub == 0 ? q->status : DNS_TEMPFAIL;
 			r->nmx = 0;
 			r->null_mx = 0;
 		}
-	} else if (q->kind == KIND_ADDR && q->fd >= 0) {
+		r->naddr = 0;
+	} else {
 		/* A first, then AAAA, whichever answered first. */
+		r->nmx = 0;
+		r->null_mx = 0;
 		r->naddr = 0;
 		for (i = 0; i < q->nsub; i++) {
 			for (k = 0; k < q->sub[i].naddr; k++) {
@@ -795,7 +808,9 @@ static void query_finish(struct dns_query *q)
 				nxdomain++;
 			}
 		}
-		if (r->naddr > 0) {
+		if (q->nsub == 0) {
+			r->status = q->status;
+		} else if (r->naddr > 0) {
 			r->status = DNS_OK;
 		} else if (tempfail > 0) {
 			r->status = DNS_TEMPFAIL;
@@ -805,17 +820,10 @@ static void query_finish(struct dns_query *q)
 			r->status = DNS_NODATA;
 		}
 	}
-	/* No longer cancellable, but still ours while the callback runs, so
-	 * that a query it starts cannot reuse (and overwrite) r. */
-	qbusy[q->idx] = 0;
-	if (q->fd >= 0) {
-		(void)io_close(q->fd);
-		q->fd = -1;
-	}
-	loop_del(q->slot);
-	q->slot = -1;
-	q->fn(q->ctx, r);
-	pool_give(&qpool, q);
+	/* Released first: the callback may start queries (none of which
+	 * touches `answer` before the loop runs again) or cancel others. */
+	query_release(q);
+	fn(ctx, r);
 }
 
 static void query_send(struct dns_query *q)
@@ -838,11 +846,15 @@ static void query_send(struct dns_query *q)
 			(void)io_send(q->fd, pkt, (size_t)n);
 		}
 	}
+	q->deadline = loop_now() + DNS_TRY_MS;
+	loop_deadline(q->slot, q->deadline);
 }
 
 /* One datagram: the answer to one of our questions, or ignored. */
 static void query_reply(struct dns_query *q, const unsigned char *pkt, size_t len)
 {
+	const struct sockaddr_in *sin;
+	const struct sockaddr_in6 *sin6;
 	struct dns_sub *s;
 	unsigned i, k;
 
@@ -851,30 +863,23 @@ static void query_reply(struct dns_query *q, const unsigned char *pkt, size_t le
 		if (s->done) {
 			continue;
 		}
-		if (q->kind == KIND_MX) {
-			if (dns_parse_reply(pkt, len, s->id, q->name, s->qtype, &q->result) == 0) {
-				s->done = 1;
-				s->status = q->result.status;
-				return;
-			}
+		answer.naddr = 0;
+		if (dns_parse_reply(pkt, len, s->id, q->name, s->qtype, &answer) < 0) {
 			continue;
 		}
-		scratch.naddr = 0;
-		if (dns_parse_reply(pkt, len, s->id, q->name, s->qtype, &scratch) == 0) {
-			s->done = 1;
-			s->status = scratch.status;
-			for (k = 0; k < scratch.naddr; k++) {
-				if (s->qtype == DNS_TYPE_A) {
-					memcpy(s->addr[k], &((struct sockaddr_in *)(void *)
-					                     &scratch.addr[k])->sin_addr, 4);
-				} else {
-					memcpy(s->addr[k], &((struct sockaddr_in6 *)(void *)
-					                     &scratch.addr[k])->sin6_addr, 16);
-				}
+		s->done = 1;
+		s->status = answer.status;
+		for (k = 0; k < answer.naddr; k++) {
+			if (s->qtype == DNS_TYPE_A) {
+				sin = (const struct sockaddr_in *)(const void *)&answer.addr[k];
+				memcpy(s->addr[k], &sin->sin_addr, 4);
+			} else {
+				sin6 = (const struct sockaddr_in6 *)(const void *)&answer.addr[k];
+				memcpy(s->addr[k], &sin6->sin6_addr, 16);
 			}
-			s->naddr = scratch.naddr;
-			return;
 		}
+		s->naddr = s->qtype == DNS_TYPE_MX ? 0 : answer.naddr;
+		return;
 	}
 }
 
@@ -900,10 +905,11 @@ static void query_timeout(struct dns_query *q)
 			answered = 1;
 		}
 	}
+	/* The same ids on every try, so that a late answer to an earlier
+	 * try still counts. */
 	if (q->tries < DNS_TRIES && !answered) {
 		q->tries++;
 		query_send(q);
-		loop_deadline(q->slot, loop_now() + DNS_TRY_MS);
 		return;
 	}
 	for (i = 0; i < q->nsub; i++) {
@@ -945,60 +951,63 @@ static void query_ready(void *ctx, int revents)
 		}
 		query_reply(q, rxbuf, (size_t)n);
 		if (query_all_done(q)) {
+			/* An MX reply is in `answer` now: finish before any
+			 * other reply is parsed. */
 			query_finish(q);
 			return;
 		}
 	}
+	/* The loop reports a deadline only to a slot without events: a stream
+	 * of junk datagrams must not keep a query alive past its tries. */
+	if (loop_now() >= q->deadline) {
+		query_timeout(q);
+	}
 }
 
-/* Fills r for an address literal; 1 if host is one, else 0. */
-static int addr_literal(const char *host, struct dns_result *r)
+/* The address literal host, if it is one, as the query's one answer. */
+static int addr_literal(const char *host, struct dns_sub *s)
 {
 	char buf[INET6_ADDRSTRLEN + 8];
-	unsigned char a[16];
 	size_t n = strnlen(host, sizeof buf);
+	const char *a = buf;
 
 	if (n >= sizeof buf) {
 		return 0;
 	}
 	if (host[0] == '[') {
-		/* RFC 5321 section 4.1.3 address literals. */
+		/* RFC 5321 section 4.1.3 address literals, and "[::1]", which
+		 * is not one but is what people write. */
 		if (n < 3 || host[n - 1] != ']') {
 			return 0;
 		}
 		memcpy(buf, host + 1, n - 2);
 		buf[n - 2] = '\0';
 		if (strncasecmp(buf, "IPv6:", 5) == 0) {
-			if (inet_pton(AF_INET6, buf + 5, a) != 1) {
+			a = buf + 5;
+			if (inet_pton(AF_INET6, a, s->addr[0]) != 1) {
 				return 0;
 			}
-			addr_append(r, AF_INET6, a);
+			s->qtype = DNS_TYPE_AAAA;
+			s->naddr = 1;
 			return 1;
 		}
-		if (inet_pton(AF_INET, buf, a) == 1) {
-			addr_append(r, AF_INET, a);
-			return 1;
-		}
-		/* "[::1]": not RFC 5321, but what people write. */
-		if (strchr(buf, ':') != NULL && inet_pton(AF_INET6, buf, a) == 1) {
-			addr_append(r, AF_INET6, a);
-			return 1;
-		}
+	} else {
+		memcpy(buf, host, n + 1);
+	}
+	if (inet_pton(AF_INET, a, s->addr[0]) == 1) {
+		s->qtype = DNS_TYPE_A;
+	} else if (strchr(a, ':') != NULL && inet_pton(AF_INET6, a, s->addr[0]) == 1) {
+		s->qtype = DNS_TYPE_AAAA;
+	} else {
 		return 0;
 	}
-	if (inet_pton(AF_INET, host, a) == 1) {
-		addr_append(r, AF_INET, a);
-		return 1;
-	}
-	if (strchr(host, ':') != NULL && inet_pton(AF_INET6, host, a) == 1) {
-		addr_append(r, AF_INET6, a);
-		return 1;
-	}
-	return 0;
+	s->naddr = 1;
+	return 1;
 }
 
 static int query_start(enum dns_kind kind, const char *name, dns_done_fn fn, void *ctx)
 {
+	char b[INET6_ADDRSTRLEN + 16];
 	unsigned char w[DNS_WIRE_MAX];
 	struct dns_query *q;
 	unsigned idx;
@@ -1021,12 +1030,10 @@ static int query_start(enum dns_kind kind, const char *name, dns_done_fn fn, voi
 	q->fd = -1;
 	q->slot = -1;
 	q->tries = 1;
+	q->deadline = 0;
+	q->status = DNS_TEMPFAIL;
 	q->nsub = 0;
 	memset(q->sub, 0, sizeof q->sub);
-	q->result.status = DNS_TEMPFAIL;
-	q->result.nmx = 0;
-	q->result.naddr = 0;
-	q->result.null_mx = 0;
 	/* For the log only when the name is bad: a good one is all host
 	 * characters and dots, so this copy changes nothing in it. */
 	n = strnlen(name, DNS_NAME_MAX);
@@ -1035,12 +1042,14 @@ static int query_start(enum dns_kind kind, const char *name, dns_done_fn fn, voi
 	}
 	q->name[n] = '\0';
 
-	if (kind == KIND_ADDR && addr_literal(name, &q->result)) {
-		q->result.status = DNS_OK;
+	if (kind == KIND_ADDR && addr_literal(name, &q->sub[0])) {
+		q->sub[0].done = 1;
+		q->sub[0].status = DNS_OK;
+		q->nsub = 1;
 		immediate = 1;
 	} else if (name_to_wire(name, w) < 0) {
 		log_msg(LOG_INFO, "dns: '%.64s' is not a domain name", q->name);
-		q->result.status = DNS_NXDOMAIN;
+		q->status = DNS_NXDOMAIN;
 		immediate = 1;
 	}
 	if (!immediate) {
@@ -1064,7 +1073,8 @@ static int query_start(enum dns_kind kind, const char *name, dns_done_fn fn, voi
 		}
 		/* One socket for the query's questions (A and AAAA share it,
 		 * told apart by id and type).  Connected, so that the kernel
-		 * drops datagrams from anyone but the resolver. */
+		 * drops datagrams from anyone but the resolver; its port is
+		 * the kernel's random pick. */
 		q->fd = socket(resolver.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (q->fd < 0) {
 			log_msg(LOG_WARNING, "dns: socket: %m");
@@ -1074,13 +1084,12 @@ static int query_start(enum dns_kind kind, const char *name, dns_done_fn fn, voi
 		if (connect(q->fd, (const struct sockaddr *)&resolver, resolver_len) < 0) {
 			/* No route yet (a router before its uplink): an answer
 			 * of "try later", through the loop. */
-			char b[INET6_ADDRSTRLEN + 16];
-
 			log_msg(LOG_WARNING, "dns: %s: cannot reach %s: %m", q->name,
 			        sa_text(&resolver, b, sizeof b));
 			(void)io_close(q->fd);
 			q->fd = -1;
-			q->result.status = DNS_TEMPFAIL;
+			q->nsub = 0;
+			q->status = DNS_TEMPFAIL;
 			immediate = 1;
 		}
 	}
@@ -1097,7 +1106,6 @@ static int query_start(enum dns_kind kind, const char *name, dns_done_fn fn, voi
 		loop_deadline(q->slot, loop_now() > 0 ? loop_now() : 1);
 	} else {
 		query_send(q);
-		loop_deadline(q->slot, loop_now() + DNS_TRY_MS);
 	}
 	/* Handles stay positive ints: gen * DNS_QUERIES + idx <= INT32_MAX. */
 	qgen[idx] = qgen[idx] + 1 < (unsigned)(INT32_MAX / DNS_QUERIES) ? qgen[idx] + 1 : 1;

@@ -7,6 +7,8 @@
  * resolver, random ids, 3 tries of 2 s.  A reply counts only when its id,
  * question name, type and class are those asked; anything else is ignored.
  * Only the answer section is read (never authority or additional records).
+ * Queries carry no EDNS0, so replies are at most 512 octets (RFC 1035
+ * section 4.2.1), which holds a dozen MX records or some thirty addresses.
  *
  * Memory: DNS_QUERIES queries from one pool taken at dns_init; each query in
  * flight holds one loop slot and one descriptor, so the caller's loop_init
@@ -28,7 +30,6 @@
 #define DNS_TRY_MS   2000      /* per try */
 #define DNS_TRIES    3
 #define DNS_CNAME_MAX 8        /* CNAME hops followed inside one answer */
-#define DNS_UDP_MAX  512       /* no EDNS0: RFC 1035 section 4.2.1 */
 
 #define DNS_TYPE_A     1
 #define DNS_TYPE_CNAME 5

@@ -979,6 +979,15 @@ static void on_done_count(void *ctx, const struct dns_result *r)
 	(*n)++;
 }
 
+/* The relay's pattern: from the MX answer, ask for the first host's
+ * addresses, inside the callback. */
+static void on_mx_then_addr(void *ctx, const struct dns_result *r)
+{
+	int *h = ctx;
+
+	*h = r->nmx > 0 ? dns_query_addr(r->mx[0].host, on_done, NULL) : -2;
+}
+
 static void guard(void *ctx, int revents)
 {
 	(void)ctx;
@@ -1037,6 +1046,18 @@ static void test_loop(void)
 	CHECK_INT(got.naddr, 0);
 	CHECK_INT(dns_used(), 0);
 	dns_cancel(h);          /* stale: ignored */
+
+	check_row = "loop: a query started from a callback";
+	ncalls = 0;
+	h2 = -3;
+	CHECK(dns_query_mx("example.test", on_mx_then_addr, &h2) >= 0);
+	run_for(3000);
+	CHECK(h2 >= 0);
+	CHECK_INT(ncalls, 1);
+	CHECK_INT(got.status, DNS_OK);
+	addr_text(&got, text, sizeof text);
+	CHECK_STR(text, "192.0.2.7,2001:db8::7");
+	CHECK_INT(dns_used(), 0);
 
 	check_row = "loop: spoofed replies first";
 	fake_mode = FAKE_SPOOF_FIRST;
