@@ -596,7 +596,10 @@ int alias_load(struct alias_table *t, const char *path, char *err, size_t errlen
 	ssize_t got, i;
 	int fd, rc = 0, saved;
 
-	memset(t, 0, sizeof *t);
+	/* Only the counts: entries past them are never read, and a table
+	 * nobody fills stays out of the RSS. */
+	t->n = 0;
+	t->used = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT) {
 		return 0;
@@ -634,7 +637,8 @@ int alias_load(struct alias_table *t, const char *path, char *err, size_t errlen
 		rc = alias_fail(err, errlen, "%s: %s", path, strerror(errno));
 	}
 	if (rc < 0) {
-		memset(t, 0, sizeof *t);   /* no half table */
+		t->n = 0;   /* no half table */
+		t->used = 0;
 		return -1;
 	}
 	return 0;

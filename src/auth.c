@@ -207,7 +207,9 @@ int users_load(struct users_table *t, const char *path, char *err, size_t errlen
 	ssize_t got, i;
 	int fd, rc = 0, saved;
 
-	memset(t, 0, sizeof *t);
+	/* Only the count: entries past it are never read, and a table
+	 * nobody fills stays out of the RSS. */
+	t->n = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT) {
 		return 0;
@@ -242,7 +244,7 @@ int users_load(struct users_table *t, const char *path, char *err, size_t errlen
 		rc = users_fail(err, errlen, "%s: %s", path, strerror(errno));
 	}
 	if (rc < 0) {
-		memset(t, 0, sizeof *t);   /* no half table */
+		t->n = 0;   /* no half table */
 		return -1;
 	}
 	return 0;

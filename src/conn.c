@@ -357,9 +357,16 @@ void conn_tls_now(struct conn *c, struct tls *t)
 	c->tls = t;
 }
 
+int conn_tls_ready(const struct conn *c)
+{
+	return c->tls != NULL && (br_ssl_engine_current_state(tls_engine(c->tls)) &
+	                          (BR_SSL_SENDAPP | BR_SSL_RECVAPP)) != 0;
+}
+
 int conn_more(const struct conn *c)
 {
-	if (c->tls == NULL || c->in_len == sizeof c->in) {
+	/* conn_fill compacts: room is whatever is not unread. */
+	if (c->tls == NULL || c->in_len - c->in_off == sizeof c->in) {
 		return 0;
 	}
 	return (br_ssl_engine_current_state(tls_engine(c->tls)) & BR_SSL_RECVAPP) != 0;

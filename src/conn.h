@@ -84,6 +84,9 @@ void conn_starttls(struct conn *c, struct tls *t);
 /* Implicit TLS (ports 465, 995): TLS from the first byte. */
 void conn_tls_now(struct conn *c, struct tls *t);
 
+/* 1 once the TLS handshake is over (application data can flow). */
+int conn_tls_ready(const struct conn *c);
+
 /* 1 when decrypted bytes wait in the TLS engine for room in c->in. */
 int conn_more(const struct conn *c);
 

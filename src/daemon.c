@@ -20,6 +20,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -224,6 +225,13 @@ static void accept_one(const struct conf_listen *l, int lfd)
 		return;
 	}
 	daemon_stats.connections++;
+	if (peer.ss_family != AF_UNIX) {
+		int one = 1;
+
+		/* Replies and TLS records go out whole: no Nagle delay on top
+		 * of the client's delayed ACK. */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	}
 	if (!conf_net_match(c->relay_from, c->nrelay_from, (struct sockaddr *)&peer) &&
 	    sessions_from(&peer) >= c->max_per_address) {
 		daemon_stats.refused_per_address++;
@@ -370,6 +378,12 @@ static void control_ready(void *ctx, int revents)
 	} else if (strcmp(cmd, "flush") == 0) {
 		queue_flush();
 		len = (size_t)snprintf(buf, sizeof buf, "queue flushed\n");
+	} else if (strncmp(cmd, "queued ", 7) == 0) {
+		/* The sendmail command queued a message itself (the daemon
+		 * answered 4xx): run it now rather than at the next start. */
+		r = queue_adopt(cmd + 7);
+		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n", r == 0 ? "queued" : "no such message",
+		                       cmd + 7);
 	} else if (strncmp(cmd, "delete ", 7) == 0) {
 		r = queue_delete(cmd + 7);
 		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n",

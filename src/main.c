@@ -4,6 +4,7 @@
 #include "crypt_sha.h"
 #include "daemon.h"
 #include "log.h"
+#include "sendmail.h"
 #include "version.h"
 
 #include <errno.h>
@@ -24,6 +25,9 @@ static void usage(void)
 	        "       picomail check [-C FILE]        validate the configuration\n"
 	        "       picomail status [-C FILE]       show the running daemon's counters\n"
 	        "       picomail passwd                 read a password, print a crypt(3) hash\n"
+	        "       picomail sendmail [flags] [rcpt...]  submit a message (also as sendmail)\n"
+	        "       picomail mailq [-C FILE]        list the queue (also as mailq)\n"
+	        "       picomail queue flush|delete ID  act on the queue\n"
 	        "       picomail version\n");
 }
 
@@ -138,9 +142,11 @@ int main(int argc, char **argv)
 	int foreground = 0;
 
 	name = name ? name + 1 : argv[0];
-	if (strcmp(name, "sendmail") == 0 || strcmp(name, "mailq") == 0) {
-		fprintf(stderr, "%s: not available in this build yet\n", name);
-		return EX_UNAVAILABLE;
+	if (strcmp(name, "sendmail") == 0) {
+		return sendmail_main(argc, argv);
+	}
+	if (strcmp(name, "mailq") == 0) {
+		return mailq_main(argc, argv);
 	}
 	if (argc < 2) {
 		usage();
@@ -166,10 +172,14 @@ int main(int argc, char **argv)
 		}
 		return strcmp(cmd, "check") == 0 ? cmd_check(conf) : daemon_status(conf);
 	}
-	if (strcmp(cmd, "sendmail") == 0 || strcmp(cmd, "mailq") == 0 ||
-	    strcmp(cmd, "queue") == 0) {
-		fprintf(stderr, "picomail %s: not available in this build yet\n", cmd);
-		return EX_UNAVAILABLE;
+	if (strcmp(cmd, "sendmail") == 0) {
+		return sendmail_main(argc - 1, argv + 1);
+	}
+	if (strcmp(cmd, "mailq") == 0) {
+		return mailq_main(argc - 1, argv + 1);
+	}
+	if (strcmp(cmd, "queue") == 0) {
+		return queue_main(argc - 1, argv + 1);
 	}
 	usage();
 	return EX_USAGE;

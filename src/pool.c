@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* A programming error, not a run-time condition: carrying on with a
  * corrupt free list would hand one object to two connections. */
@@ -109,6 +110,13 @@ void pool_give(struct pool *p, void *obj)
 	}
 	p->freelist[p->nfree++] = idx;
 	p->used--;
+}
+
+void *pool_zalloc(size_t n)
+{
+	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
 }
 
 void pool_free(struct pool *p)

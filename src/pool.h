@@ -29,6 +29,10 @@ void *pool_take(struct pool *p);
 /* Returns obj (taken from p) to the pool. */
 void pool_give(struct pool *p, void *obj);
 
+/* Start-up only: n zeroed bytes from anonymous pages, which cost no RSS
+ * until written.  NULL on failure.  Never freed. */
+void *pool_zalloc(size_t n);
+
 /* Releases the pool's memory (tests and exit only). */
 void pool_free(struct pool *p);
 

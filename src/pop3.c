@@ -55,6 +55,7 @@ struct pop3_session {
 	enum pump_kind kind;
 	unsigned cursor;        /* PUMP_LIST / PUMP_UIDL: next message */
 	int fd;                 /* PUMP_MSG: the file */
+	int tls_seen;           /* the handshake's end was noticed */
 	int bol;                /* at the start of a line */
 	int in_headers;
 	long lines_left;        /* TOP: body lines still to send; -1 for RETR */
@@ -857,6 +858,13 @@ static void session_io(void *ctx, int revents)
 		n = conn_fill(&s->conn);
 		if (n > 0 && s->state != ST_DELAY) {
 			idle_deadline(s);
+		}
+		if (!s->tls_seen && conn_tls_ready(&s->conn)) {
+			/* Handshake over: from now on the idle timeout counts. */
+			s->tls_seen = 1;
+			if (s->state != ST_DELAY) {
+				idle_deadline(s);
+			}
 		}
 		if (n < 0 && s->conn.err) {
 			session_end(s);

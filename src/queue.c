@@ -6,6 +6,7 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
+#include "pool.h"
 #include "smtp_client.h"
 
 #include <errno.h>
@@ -715,14 +716,15 @@ int queue_init(const struct conf *c)
 	}
 	nitems_max = c->queue_max_messages;
 	nrunners = c->queue_runners;
-	/* Start-up allocations: the index and the runners. */
-	items = calloc(nitems_max, sizeof *items);
-	runners = calloc(nrunners, sizeof *runners);
+	/* Start-up allocations: the index and the runners, as zero pages that
+	 * stay out of the RSS until a message needs them. */
+	items = pool_zalloc((size_t)nitems_max * sizeof *items);
+	runners = pool_zalloc((size_t)nrunners * sizeof *runners);
 	if (items == NULL || runners == NULL) {
 		return -1;
 	}
 	for (i = 0; i < nrunners; i++) {
-		runners[i].client = calloc(1, smtp_client_size());
+		runners[i].client = pool_zalloc(smtp_client_size());
 		runners[i].data_fd = -1;
 		if (runners[i].client == NULL) {
 			return -1;
@@ -789,6 +791,34 @@ size_t queue_list(char *buf, size_t len)
 		}
 	}
 	return o;
+}
+
+/* 1 if id is a plain queue id: letters, digits, '.', '_', '-'. */
+static int id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	return n > 0 && n < QUEUE_ID_MAX && id[0] != '.' && strstr(id, "..") == NULL &&
+	       strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+int queue_adopt(const char *id)
+{
+	static struct queue_env e;
+	unsigned i;
+
+	if (!id_ok(id) || queue_env_read(cf()->spool, id, &e) < 0) {
+		return -1;
+	}
+	for (i = 0; i < nitems_max; i++) {
+		if (items[i].used && strcmp(items[i].id, id) == 0) {
+			items[i].next = 0;
+			arm(now_s());
+			return 0;
+		}
+	}
+	queue_added(id);
+	return 0;
 }
 
 int queue_delete(const char *id)

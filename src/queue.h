@@ -93,6 +93,10 @@ unsigned queue_active(void);
  * recipients with their last error, for mailq; bytes written. */
 size_t queue_list(char *buf, size_t len);
 
+/* Takes in a message another process (sendmail) committed: 0, or -1 if
+ * there is no such envelope. */
+int queue_adopt(const char *id);
+
 /* Removes a message that is not being delivered: 0, -1 unknown, -2 busy. */
 int queue_delete(const char *id);
 

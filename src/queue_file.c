@@ -127,6 +127,20 @@ static int env_format(const struct queue_env *e, char *buf, size_t len)
 	return (int)(o + (size_t)n);
 }
 
+/* Root (the sendmail command run by cron) writes for a daemon that runs
+ * as run_as: files take the owner of the spool directory. */
+static void give_to_spool_owner(const char *spool, const char *path)
+{
+	struct stat st;
+
+	if (geteuid() != 0 || stat(spool, &st) < 0 || st.st_uid == 0) {
+		return;
+	}
+	if (chown(path, st.st_uid, st.st_gid) < 0) {
+		log_msg(LOG_WARNING, "cannot chown %s: %m", path);
+	}
+}
+
 /* Writes the envelope as tmp/<id>.env, fsync'd, then renames it to
  * env/<id> and fsyncs env/.  0 or errno. */
 int queue_env_write(const char *spool, const struct queue_env *env)
@@ -150,6 +164,7 @@ int queue_env_write(const char *spool, const struct queue_env *env)
 	if (io_write_all(fd, buf, (size_t)n) < 0 || io_fsync(fd) < 0) {
 		e = errno ? errno : EIO;
 	}
+	give_to_spool_owner(spool, tmp);
 	if (io_close(fd) < 0 && e == 0) {
 		e = errno ? errno : EIO;
 	}
@@ -174,6 +189,9 @@ int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_en
 	if (e == 0 && (spool_path(dst, sizeof dst, spool, "msg", m->name, NULL) < 0 ||
 	               spool_path(dir, sizeof dir, spool, "msg", NULL, NULL) < 0)) {
 		e = ENAMETOOLONG;
+	}
+	if (e == 0) {
+		give_to_spool_owner(spool, m->tmp);
 	}
 	if (e == 0 && io_rename(m->tmp, dst) < 0) {
 		e = errno ? errno : EIO;

@@ -59,8 +59,7 @@ struct smtp_tx {
 	int write_err;                 /* errno of the first file error */
 	int too_big;
 	int queued;                    /* the message goes to the queue */
-	unsigned nremote;
-	char remote[MAILDIR_RCPT_MAX][ADDR_MAX + 1];   /* relayed recipients */
+	unsigned nremote;              /* entries of remote[] in use */
 	struct smtp_data data;
 };
 
@@ -82,6 +81,9 @@ struct smtp_session {
 	struct smtp_tx tx;
 	struct conn conn;
 	struct maildir_msg msg;
+	/* Last, and never cleared: only nremote entries count, and pages an
+	 * idle session never writes stay out of its RSS. */
+	char remote[MAILDIR_RCPT_MAX][ADDR_MAX + 1];   /* relayed recipients */
 };
 
 struct smtp_command {
@@ -144,10 +146,7 @@ static void tx_reset(struct smtp_session *s)
 	if (s->tx.file_open) {
 		maildir_abort(&s->msg);
 	}
-	/* Not the recipient table: nremote says how much of it counts, and
-	 * leaving it untouched keeps idle sessions small. */
-	memset(&s->tx, 0, offsetof(struct smtp_tx, remote));
-	memset(&s->tx.data, 0, sizeof s->tx.data);
+	memset(&s->tx, 0, sizeof s->tx);
 	s->msg.nusers = 0;
 	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA)) {
 		s->state = ST_READY;
@@ -396,14 +395,14 @@ static int add_remote(struct smtp_session *s, const char *addr)
 	unsigned i;
 
 	for (i = 0; i < s->tx.nremote; i++) {
-		if (strcmp(s->tx.remote[i], addr) == 0) {
+		if (strcmp(s->remote[i], addr) == 0) {
 			return 0;
 		}
 	}
 	if (s->tx.nremote == MAILDIR_RCPT_MAX) {
 		return -1;
 	}
-	snprintf(s->tx.remote[s->tx.nremote++], sizeof s->tx.remote[0], "%s", addr);
+	snprintf(s->remote[s->tx.nremote++], sizeof s->remote[0], "%s", addr);
 	return 0;
 }
 
@@ -674,6 +673,7 @@ static void cmd_starttls(struct smtp_session *s, char *arg)
 	}
 	reply(s, "220 2.0.0 Ready to start TLS");
 	session_reset(s);
+	s->tls_logged = 0;
 	conn_starttls(&s->conn, t);
 	loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
 }
@@ -941,7 +941,7 @@ static void queue_tx(struct smtp_session *s)
 
 		q->state = 'P';
 		q->kind = 'R';
-		snprintf(q->addr, sizeof q->addr, "%s", s->tx.remote[i]);
+		snprintf(q->addr, sizeof q->addr, "%s", s->remote[i]);
 		q->why[0] = '\0';
 	}
 	e = queue_commit(&s->msg, daemon_conf()->spool, &env);
@@ -1148,17 +1148,23 @@ static void session_io(void *ctx, int revents)
 		if (n > 0 && s->state != ST_DELAY) {
 			loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
 		}
-		if (n > 0 && s->conn.tls != NULL && !s->tls_logged) {
+		if (!s->tls_logged && conn_tls_ready(&s->conn)) {
 			char desc[96];
 
+			/* Handshake over: from now on the idle timeout counts. */
 			tls_describe(s->conn.tls, desc, sizeof desc);
 			log_msg(LOG_INFO, "s=%08" PRIx32 " TLS from %s: %s", s->id, s->conn.peer_ip, desc);
 			s->tls_logged = 1;
+			if (s->state != ST_DELAY) {
+				loop_deadline(s->slot,
+				              loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+			}
 		}
 		session_process(s);
 		if (n < 0 && s->conn.err && s->state != ST_COMMIT) {
 			log_msg(LOG_INFO, "s=%08" PRIx32 " lost %s: %s", s->id, s->conn.peer_ip,
-			        strerror(s->conn.err));
+			        s->conn.tls_error ? tls_error_text(s->conn.tls_error) :
+			                            strerror(s->conn.err));
 			session_end(s);
 			return;
 		}

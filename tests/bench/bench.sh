@@ -18,6 +18,10 @@
 #   - bytes written per delivered message (/proc/PID/io, informational)
 #   - context: the daemon's CPU time per load, and the load generator's own
 #     ceiling (smtp-source -s 20 against Postfix's smtp-sink, no disk)
+#   - TLS (issue 4, tests/bench/tls_bench.py, its own daemons): full
+#     handshakes per second with RSA-2048 and ECDSA P-256 certificates for
+#     SMTP STARTTLS and POP3S, 4 concurrent clients, and the RSS per open TLS
+#     session (10 open; target <= 40 KiB each)
 # Targets (issue 2): 20 sessions >= 1.5x the durable-write limit, idle RSS
 # < 300 KiB, 50 idle connections < 1 MiB, binary < 300 KiB.
 #
@@ -501,6 +505,19 @@ if [ -n "$DEV_STAT" ]; then
 fi
 if [ "$tmp_left" -ne 0 ]; then
     row "files left in tmp/ after the loads" "$tmp_left" "0" "FAIL"
+    failed=1
+fi
+
+# ---------------------------------------------------------------- 5. TLS (issue 4)
+# Handshakes per second (RSA-2048, ECDSA P-256; SMTP STARTTLS, POP3S) and the
+# RSS per open TLS session: its own daemons, rows appended to the table.
+say "TLS: tests/bench/tls_bench.py"
+if tls_rows=$(timeout 300 "$PY" "$HERE/tls_bench.py" "$BIN" "$W/tls" </dev/null); then
+    ROWS="$ROWS$tls_rows
+"
+else
+    row "TLS handshakes and RSS per session (tests/bench/tls_bench.py)" \
+        "FAIL: the TLS bench could not run (see stderr)" "-" "FAIL"
     failed=1
 fi
 

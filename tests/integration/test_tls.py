@@ -13,17 +13,17 @@ import shutil
 import signal
 import smtplib
 import socket
-import ssl
 import tempfile
 import threading
 import time
 
 import pytest
 
-from picotest import DaemonExited, assert_reply, free_port, message
+from picotest import (DaemonExited, assert_reply, expect_replies, free_port, message,
+                      smtp_send)
 from pop3test import Pop, deliver, mailbox
-from tlstest import (HOSTNAME, PASSWORD, SUITE, Pki, PopTls, ServerClosed, Smtp, b64,
-                     client_hello, plain_ir, pool_tls, tls_daemon, wait_pool_used)
+from tlstest import (HOSTNAME, PASSWORD, SUITE, Pki, PopTls, ReplyTimeout, ServerClosed, Smtp,
+                     b64, client_hello, plain_ir, pool_tls, tls_daemon, wait_pool_used)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +287,110 @@ def test_smtp_ssl_implicit_tls(make_daemon, pki, ctx, kind):
     assert m.return_path == b"<>"
     assert received_with(m) == "ESMTPSA"
     assert tls_line(kind) in m.received
+
+
+def big_body(lines=9000):
+    """About 70 bytes a line: 9000 lines are 600 KB."""
+    return b"".join(b"%06d the quick brown fox jumps over the lazy dog ..........\r\n" % i
+                    for i in range(lines))
+
+
+@pytest.mark.parametrize("how", ["smtps", "starttls"])
+def test_large_message_submitted_over_tls(make_daemon, pki, ctx, how):
+    """600 KB of DATA: many TLS records, each bigger than the 4 KB input
+    buffer.  (Any message over about 4 KB exercises this.)"""
+    d = tls_daemon(make_daemon, pki)
+    body = big_body()
+    if how == "smtps":
+        s = smtplib.SMTP_SSL("127.0.0.1", d.subs, local_hostname="client.lan", timeout=3,
+                             context=ctx)
+    else:
+        s = smtplib.SMTP("127.0.0.1", d.sub, local_hostname="client.lan", timeout=3)
+        s.starttls(context=ctx)
+    try:
+        s.login("alice", PASSWORD)
+        try:
+            s.sendmail("alice@lan", ["bob@lan"], message("large", body=body))
+        except (socket.timeout, smtplib.SMTPServerDisconnected) as e:
+            raise AssertionError("600 KB over %s: no reply to the end of data within 3 s "
+                                 "(%s: %s)" % (how, type(e).__name__, e)) from None
+    finally:
+        s.close()
+    m = only(d, "bob")
+    assert m.body.endswith(body.replace(b"\r\n", b"\n"))
+
+
+def test_pipelined_transactions_over_tls(make_daemon, pki, ctx):
+    d = tls_daemon(make_daemon, pki)
+    small = message("small")
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.ehlo()
+        assert "PIPELINING" in c.keywords
+        c.login()
+        # two transactions and QUIT in one write (one TLS record)
+        c.send(b"MAIL FROM:<alice@lan>\r\nRCPT TO:<bob@lan>\r\nDATA\r\n" + small +
+               b".\r\nMAIL FROM:<alice@lan>\r\nRCPT TO:<alice@lan>\r\nDATA\r\n" + small +
+               b".\r\nQUIT\r\n")
+        expect_replies(c, ["250", "250", "354", "250", "250", "250", "354", "250", "221"])
+    assert len(d.maildir("bob").messages()) == 1 and len(d.maildir("alice").messages()) == 1
+
+
+def test_pipelined_commands_beyond_the_input_buffer_over_tls(make_daemon, pki, ctx):
+    """800 commands (4.8 KB) in one write: more than the 4 KB input buffer
+    holds, decrypted from one TLS record.  SMTP and POP3."""
+    d = tls_daemon(make_daemon, pki)
+    deliver(d, "alice", message("one"))
+    stalled = []
+    with Smtp.implicit(d.subs, ctx, timeout=2) as c:
+        c.ehlo()
+        c.send(b"NOOP\r\n" * 800 + b"QUIT\r\n")
+        got = []
+        try:
+            while len(got) < 801:
+                got.append(c.reply().code)
+        except (ReplyTimeout, ServerClosed) as e:
+            stalled.append("SMTP: %d of 801 replies, then %s" % (len(got), e))
+        else:
+            assert got == [250] * 800 + [221]
+    with PopTls.implicit(d.pops, ctx, timeout=2) as p:
+        p.login()
+        p.send(b"NOOP\r\n" * 800 + b"QUIT\r\n")
+        got = []
+        try:
+            while len(got) < 801:
+                got.append(p.status())
+        except (ReplyTimeout, ServerClosed) as e:
+            stalled.append("POP3: %d of 801 replies, then %s" % (len(got), e))
+        else:
+            assert all(r.startswith("+OK") for r in got), got[:5]
+    assert not stalled, "800 NOOPs and QUIT in one write under TLS:\n" + "\n".join(stalled)
+
+
+def test_large_messages_retrieved_over_tls(make_daemon, pki, ctx):
+    """RETR of 600 KB through TLS (POP3S and STLS); delivered in clear."""
+    d = tls_daemon(make_daemon, pki)
+    for data in (message("large", body=big_body()), message("small"),
+                 message("dots", body=b".\r\n..\r\n.x\r\n" * 2000)):
+        code, text = smtp_send(d.plain, ["bob@lan"], data)
+        assert code == 250, (code, text)
+    stored = mailbox(d, "bob")
+    assert len(stored) == 3
+    for how in ("pop3s", "stls"):
+        if how == "pop3s":
+            p = poplib.POP3_SSL("127.0.0.1", d.pops, timeout=5, context=ctx)
+        else:
+            p = poplib.POP3("127.0.0.1", d.pop, timeout=5)
+            p.stls(context=ctx)
+        try:
+            p.user("bob")
+            p.pass_(PASSWORD)
+            for i, m in enumerate(stored, 1):
+                _, lines, _ = p.retr(i)
+                got = b"\r\n".join(lines) + b"\r\n"
+                assert got == m.wire, "RETR %d over %s differs (%d octets, want %d)" % (
+                    i, how, len(got), len(m.wire))
+        finally:
+            p.quit()
 
 
 def test_implicit_tls_banner_comes_after_the_handshake(make_daemon, pki, ctx):
@@ -742,6 +846,49 @@ def test_client_leaving_an_implicit_tls_handshake(make_daemon, pki, ctx):
             d.kill()
     assert not bad, "after a client closed during an implicit-TLS handshake, the session " \
         "stays, holding its TLS slot, and the daemon spins:\n  " + "\n  ".join(bad)
+
+
+def test_idle_timeout_applies_once_the_handshake_is_done(make_daemon, pki, ctx):
+    """The handshake has its own deadline (30 s); once TLS is up, an idle
+    session times out after smtp_timeout / pop3_timeout like any other."""
+    d = tls_daemon(make_daemon, pki, smtp_timeout="2s", extra=["pop3_timeout 2s"])
+    c1 = Smtp.implicit(d.subs, ctx)
+    c2 = Smtp.greeted(d.port, ehlo=None)
+    c2.starttls(ctx)
+    p1 = PopTls.implicit(d.pops, ctx)
+    p2 = PopTls(d.pop)
+    p2.stls(ctx)
+    plain = Smtp.greeted(d.plain, ehlo=None)
+    start = time.monotonic()
+    late = []
+    for name, conn in (("plain SMTP", plain), ("SMTP implicit TLS", c1),
+                       ("SMTP after STARTTLS", c2), ("POP3 implicit TLS", p1),
+                       ("POP3 after STLS", p2)):
+        left = max(0.1, start + 5.0 - time.monotonic())
+        if not conn.closed(left):
+            late.append(name)
+        conn.close()
+    assert not late, "with smtp_timeout/pop3_timeout 2s, still open after 5 s: %s " \
+        "(the TLS handshake deadline is kept after the handshake)" % ", ".join(late)
+
+
+def test_handshake_not_held_back_by_nagle(make_daemon, pki, ctx):
+    """A full handshake and the greeting on loopback take a few ms of CPU;
+    the server's last handshake records and the greeting must not wait for
+    the client's delayed ACK (about 40 ms on Linux): TCP_NODELAY, or one write."""
+    d = tls_daemon(make_daemon, pki, kind="ec")
+    times = {}
+    for name, fn in (("POP3S", lambda: PopTls.implicit(d.pops, ctx)),
+                     ("SMTPS", lambda: Smtp.implicit(d.subs, ctx))):
+        t = []
+        for _ in range(7):
+            t0 = time.monotonic()
+            c = fn()                        # connect, handshake, greeting
+            t.append(time.monotonic() - t0)
+            c.close()
+        times[name] = sorted(t)[len(t) // 2]
+    assert max(times.values()) < 0.030, "median connect + handshake + greeting: %s" % ", ".join(
+        "%s %.1f ms" % (k, 1000 * v) for k, v in times.items())
 
 
 # --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from picotest import Stored, message
 from pop3test import PASSWORD, deliver, mailbox
-from tlstest import SUITE, SUITES, Pki, Smtp, pool_tls, tls_daemon, wait_pool_used
+from tlstest import SUITE, SUITES, Pki, tls_daemon, wait_pool_used
 
 CLIENT_TIMEOUT = 20
 
