@@ -647,6 +647,7 @@ static int join_loop(void)
 		return -1;
 	}
 	loop_after_round(after_round);
+	loop_gather(maildir_commit_pending);
 	return 0;
 }
 

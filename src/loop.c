@@ -24,6 +24,9 @@ static unsigned nslots, nused;
 static int64_t now_ms;
 static int running;
 static void (*after_round)(void);
+static int (*gather_pending)(void);
+
+#define GATHER_ROUNDS 4
 static void (*signal_fn)(int);
 static int sigpipe[2] = { -1, -1 };
 
@@ -113,6 +116,28 @@ unsigned loop_size(void)
 void loop_after_round(void (*fn)(void))
 {
 	after_round = fn;
+}
+
+void loop_gather(int (*pending)(void))
+{
+	gather_pending = pending;
+}
+
+static void dispatch(void);
+
+/* Extra rounds that do not wait, while something pends and events keep
+ * coming. */
+static void gather(void)
+{
+	unsigned k;
+
+	for (k = 0; k < GATHER_ROUNDS && gather_pending != NULL && gather_pending(); k++) {
+		if (poll(pfds, nslots, 0) <= 0) {
+			return;
+		}
+		now_ms = clock_ms();
+		dispatch();
+	}
 }
 
 static void signal_handler(int sig)
@@ -221,6 +246,7 @@ int loop_run(void)
 			return -1;
 		}
 		dispatch();
+		gather();
 		if (after_round != NULL) {
 			after_round();
 		}

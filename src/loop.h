@@ -39,6 +39,11 @@ unsigned loop_size(void);
 /* Called after each round's events, before sleeping again (group commit). */
 void loop_after_round(void (*fn)(void));
 
+/* While pending() says work waits for the end of the round, the loop first
+ * takes whatever else is ready at once (poll without waiting, a few times),
+ * so that one group commit serves more sessions. */
+void loop_gather(int (*pending)(void));
+
 /* Delivers these signals to fn from inside the loop. 0 or -1. */
 int loop_signals(const int *sigs, unsigned n, void (*fn)(int sig));
 

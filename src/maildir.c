@@ -429,6 +429,11 @@ static void commit_batch(void)
 	}
 }
 
+int maildir_commit_pending(void)
+{
+	return pending_head != NULL;
+}
+
 void maildir_commit_run(void)
 {
 	/* A session told of its commit may go straight on to the next

@@ -65,6 +65,9 @@ void maildir_abort(struct maildir_msg *m);
  * maildir_commit_run, after which m is finished (file closed). */
 void maildir_commit(struct maildir_msg *m, maildir_done_fn done, void *ctx);
 
+/* 1 when messages wait for the next commit. */
+int maildir_commit_pending(void);
+
 /* Runs the pending commits as one batch (called after each loop round). */
 void maildir_commit_run(void);
 
