@@ -5,7 +5,9 @@
 #          (use: -I OUTDIR/inc  OUTDIR/lib/libbearssl.a  or  -L OUTDIR/lib -lbearssl)
 # Where the library comes from, first match wins:
 #   BEARSSL_DIR   a ready BearSSL: inc/bearssl.h + build/libbearssl.a (or
-#                 lib/libbearssl.a); OUTDIR just gets symlinks to it.
+#                 lib/libbearssl.a), as BearSSL's own tree has them; or an
+#                 installed prefix, include/bearssl.h + lib/libbearssl.a
+#                 (Buildroot's $(STAGING_DIR)/usr); OUTDIR just gets symlinks.
 #   BEARSSL_SRC   an unpacked BearSSL source tree, compiled here with CC.
 #   otherwise     Debian's source package (apt-get source bearssl), cached
 #                 unpacked in SRC_CACHE (default <repo>/build/src), compiled here.
@@ -88,17 +90,29 @@ EOF
 # ---------------------------------------------------------------- BEARSSL_DIR
 if [ -n "${BEARSSL_DIR-}" ]; then
     d=$(cd "$BEARSSL_DIR" 2>/dev/null && pwd) || die "BEARSSL_DIR=$BEARSSL_DIR is not a directory"
-    [ -f "$d/inc/bearssl.h" ] || die "BEARSSL_DIR: no $d/inc/bearssl.h"
+    if [ -f "$d/inc/bearssl.h" ]; then inc=$d/inc
+    elif [ -f "$d/include/bearssl.h" ]; then inc=$d/include
+    else die "BEARSSL_DIR: no $d/inc/bearssl.h or $d/include/bearssl.h"; fi
     if [ -f "$d/build/libbearssl.a" ]; then lib=$d/build/libbearssl.a
     elif [ -f "$d/lib/libbearssl.a" ]; then lib=$d/lib/libbearssl.a
     else die "BEARSSL_DIR: no build/libbearssl.a or lib/libbearssl.a in $d"; fi
-    if [ "$(readlink "$OUT/inc" 2>/dev/null)" = "$d/inc" ] &&
+    # An installed prefix's include/ holds the whole sysroot's headers: only
+    # BearSSL's are linked, so that -I OUTDIR/inc does not demote libc's
+    # system headers to ordinary ones (-Werror would then see their warnings).
+    if [ "$inc" = "$d/inc" ]; then have=$(readlink "$OUT/inc" 2>/dev/null) || true
+    else have=$(readlink "$OUT/inc/bearssl.h" 2>/dev/null) && have=${have%/bearssl.h}; fi
+    if [ "$have" = "$inc" ] &&
        [ "$(readlink "$OUT/lib/libbearssl.a" 2>/dev/null)" = "$lib" ]; then
         exit 0
     fi
     mkdir -p "$OUT/lib"
     rm -rf "$OUT/inc"
-    ln -sfn "$d/inc" "$OUT/inc"
+    if [ "$inc" = "$d/inc" ]; then
+        ln -sfn "$inc" "$OUT/inc"
+    else
+        mkdir "$OUT/inc"
+        for h in "$inc"/bearssl*.h; do ln -sfn "$h" "$OUT/inc/${h##*/}"; done
+    fi
     ln -sfn "$lib" "$OUT/lib/libbearssl.a"
     rm -f "$OUT/.stamp"
     check_lib "$OUT/inc" "$OUT/lib/libbearssl.a"
@@ -132,7 +146,12 @@ fetch_debian_source() {
             fi
             mv "$f.tmp" "$f"
         fi
-        apt-get -o DPkg::Lock::Timeout=600 update -q >"$log" 2>&1 || { cat "$log" >&2; die "apt-get update failed"; }
+        # A failing index elsewhere (a foreign architecture's Packages during a
+        # mirror sync) makes apt-get update fail; what matters is the source index.
+        if ! apt-get -o DPkg::Lock::Timeout=600 update -q >"$log" 2>&1 &&
+           ! apt-cache showsrc bearssl 2>/dev/null | grep -q '^Package: bearssl'; then
+            cat "$log" >&2; die "apt-get update failed"
+        fi
     fi
     # Unpack in a temporary directory next to the cache, then move into place.
     local tmp

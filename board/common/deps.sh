@@ -25,6 +25,19 @@ test   python3-pytest    py:pytest
 test   swaks             swaks
 test   openssl           openssl
 test   procps            pkill
+test   groff-base        groff
+test   man-db            man
+test   mandoc            mandoc
+test   rsync             rsync
+test   iproute2          ip
+test   fetchmail         fetchmail
+test   mpop              mpop
+test   msmtp             msmtp
+test   libio-socket-ssl-perl /usr/share/perl5/IO/Socket/SSL.pm
+test   dnsmasq           dnsmasq
+test   python3-aiosmtpd  py:aiosmtpd
+test   bzip2             bzip2
+test   xz-utils          xz
 bench  procps            pkill
 tls    openssl           openssl
 '
@@ -111,8 +124,14 @@ fi
 log=$(mktemp "${TMPDIR:-/tmp}/picomail-deps.XXXXXX")
 trap 'rm -f "$log"' EXIT
 export DEBIAN_FRONTEND=noninteractive
+# An index that fails to download (a mirror mid-sync, typically one foreign
+# architecture's) is not fatal: apt keeps the old list or none, and the
+# install below decides; the warning names what failed.
 apt_update() {
-    apt-get -o DPkg::Lock::Timeout=600 update -q >>"$log" 2>&1 || { cat "$log" >&2; die "apt-get update failed"; }
+    if ! apt-get -o DPkg::Lock::Timeout=600 update -q >>"$log" 2>&1; then
+        echo "$me: warning: apt-get update reported errors, going on with the lists it has:" >&2
+        grep '^E: ' "$log" | sed 's/^/    /' >&2 || true
+    fi
 }
 apt_install() {
     apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >>"$log" 2>&1

@@ -102,8 +102,15 @@ def mailbox(d, user, sub=("new", "cur")):
     if out and None not in seqs:
         out.sort(key=lambda m: seq_of(m.data))
     else:
-        out.sort(key=lambda m: m.name)
+        out.sort(key=lambda m: delivery_order(m.name))
     return out
+
+
+def delivery_order(name):
+    """The server's order (src/mailbox.c by_time): seconds, then the
+    microseconds after ".M" as numbers (not zero-padded), then the name."""
+    m = re.match(r"(\d+)\.M(\d+)", name)
+    return (int(m.group(1)), int(m.group(2)), name) if m else (0, 0, name)
 
 
 def names(d, user, sub):

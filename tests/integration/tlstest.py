@@ -210,7 +210,11 @@ def tls_daemon(make_daemon, pki, kind="rsa", sessions=None, plaintext=None, extr
     lines = []
     ports = {}
     for attr, proto, flag in LISTENERS:
-        ports[attr] = free_port()
+        # free_port() may hand out a port twice in a row: keep them distinct.
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[attr] = port
         lines.append(("listen %s 127.0.0.1:%d %s" % (proto, ports[attr], flag)).rstrip())
     if plaintext is not None:
         lines.append("plaintext_auth %s" % ("yes" if plaintext else "no"))
