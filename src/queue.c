@@ -239,6 +239,31 @@ static int data_path(char *out, size_t len, const char *id)
 	return snprintf(out, len, "%s/msg/%s", cf()->spool, id) >= (int)len ? -1 : 0;
 }
 
+/* Records what this run has delivered so far, so that a crash before its
+ * end does not deliver it again (the envelope is small: flash can take
+ * it). */
+static void save_progress(struct runner *r)
+{
+	int e = queue_env_write(cf()->spool, &r->env);
+
+	if (e != 0) {
+		log_msg(LOG_ERR, "q=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
+	}
+}
+
+/* 1 if a remote recipient still waits for an attempt in this run. */
+static int remote_left(const struct runner *r)
+{
+	unsigned i;
+
+	for (i = 0; i < r->env.nrcpt; i++) {
+		if (r->env.rcpt[i].kind == 'R' && r->env.rcpt[i].state == 'P' && !r->tried[i]) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static void local_done(void *ctx, int err)
 {
 	struct runner *r = ctx;
@@ -260,6 +285,7 @@ static void local_done(void *ctx, int err)
 	}
 	if (err == 0) {
 		log_msg(LOG_INFO, "q=%s delivered to %u local user(s)", r->env.id, r->msg.nusers);
+		save_progress(r);
 	}
 	remote_next(r);
 }
@@ -336,6 +362,9 @@ static void remote_done(void *ctx)
 			snprintf(q->why, sizeof q->why, "%d %s", code ? code : 451, r->results[k].text);
 			log_msg(LOG_NOTICE, "q=%s to=<%s> deferred: %s", r->env.id, q->addr, q->why);
 		}
+	}
+	if (remote_left(r)) {
+		save_progress(r);   /* other domains follow: keep this one's outcome */
 	}
 	remote_next(r);
 }
@@ -482,7 +511,10 @@ static void schedule(void)
 				continue;
 			}
 		}
-		if (!it->busy && it->used && (soonest == 0 || it->next < soonest)) {
+		/* Due but no runner free: run_finish re-arms when one frees, so
+		 * only future times count here (else the timer fires at once,
+		 * over and over). */
+		if (it->used && !it->busy && it->next > now && (soonest == 0 || it->next < soonest)) {
 			soonest = it->next;
 		}
 	}

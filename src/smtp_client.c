@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,8 +45,9 @@ enum client_state {
 	C_EHLO,
 	C_STARTTLS,
 	C_AUTH_PLAIN,
-	C_AUTH_USER,
-	C_AUTH_PASS,
+	C_AUTH_USER,      /* AUTH LOGIN: the first challenge (the name) */
+	C_AUTH_WORD,      /* AUTH LOGIN: the second challenge (the password) */
+	C_AUTH_PASS,      /* AUTH LOGIN: the verdict */
 	C_ENVELOPE,       /* replies to MAIL, RCPT..., DATA */
 	C_BODY,           /* sending the message */
 	C_DOT,            /* waiting for the reply to the final dot */
@@ -354,6 +356,13 @@ static void try_address(struct smtp_client *cl)
 		finish(cl);
 		return;
 	}
+	{
+		int one = 1;
+
+		/* Our lines go out whole: no Nagle wait on the peer's delayed
+		 * ACK before every reply. */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	}
 	conn_init(&cl->conn, fd, (struct sockaddr *)&ss, addr_len(&ss));
 	if (connect(fd, (struct sockaddr *)&ss, addr_len(&ss)) < 0 && errno != EINPROGRESS) {
 		error_text(cl, "4.4.1 connect: %s", strerror(errno));
@@ -547,7 +556,13 @@ static int begin_tls(struct smtp_client *cl, int after_starttls)
 		return -1;
 	}
 	if (after_starttls) {
+		/* Nothing is waiting to go out (the STARTTLS line was sent before
+		 * its reply came): switch now, so that the next line is already
+		 * inside TLS. */
 		conn_starttls(&cl->conn, t);
+		if (conn_flush(&cl->conn) < 0) {
+			return -1;
+		}
 	} else {
 		conn_tls_now(&cl->conn, t);
 	}
@@ -702,13 +717,20 @@ static void on_reply(struct smtp_client *cl)
 		send_envelope(cl);
 		break;
 	case C_AUTH_USER:
-		if (cl->code == 334 && strcasecmp(cl->text, "VXNlcm5hbWU6") == 0) {
+		/* The challenges' wording varies ("Username:", "User Name"):
+		 * their order is what counts (the name, then the password). */
+		if (cl->code == 334) {
 			char b64[SECRET_MAX * 4 / 3 + 8];
 
 			base64_encode((const unsigned char *)auth_user, strlen(auth_user), b64, sizeof b64);
 			send_line(cl, "%s", b64);
+			cl->state = C_AUTH_WORD;
 			return;
 		}
+		error_text(cl, "AUTH LOGIN refused: %d %s", cl->code, cl->text);
+		next_address(cl);
+		break;
+	case C_AUTH_WORD:
 		if (cl->code == 334) {
 			char b64[SECRET_MAX * 4 / 3 + 8];
 

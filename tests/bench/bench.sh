@@ -22,6 +22,11 @@
 #     handshakes per second with RSA-2048 and ECDSA P-256 certificates for
 #     SMTP STARTTLS and POP3S, 4 concurrent clients, and the RSS per open TLS
 #     session (10 open; target <= 40 KiB each)
+#   - relaying (issue 5, tests/bench/relay_bench.py, its own daemon; the
+#     last row): the same N x 5 KB from smtp-source -s 20 through picomail's
+#     queue to smtp-sink as the smarthost, first accept to last delivered
+#     (queue_length 0), msg/s and the daemon's peak RSS; FAIL unless
+#     smtp-sink counted exactly N
 # Targets (issue 2): 20 sessions >= 1.5x the durable-write limit, idle RSS
 # < 300 KiB, 50 idle connections < 1 MiB, binary < 300 KiB.
 #
@@ -537,6 +542,22 @@ else
     row "POP3 session (tests/bench/pop3_bench.py)" "FAIL: ${pop3_rows:-the POP3 bench could not run}" "-" "FAIL"
     failed=1
 fi
+
+# ---------------------------------------------------------------- 7. relay (issue 5)
+# The same N x 5 KB from smtp-source -s 20, relayed through picomail's queue
+# to smtp-sink as the smarthost: first accept to last delivered, msg/s and
+# the daemon's peak RSS.  Its own daemon; one row appended to the table.
+say "relay: tests/bench/relay_bench.py ($N x 5 KB to smtp-sink as the smarthost)"
+relay_rc=0
+relay_row=$(timeout 900 "$PY" "$HERE/relay_bench.py" --messages "$N" "$BIN" "$W/relay" \
+    </dev/null) || relay_rc=$?
+case $relay_row in
+'| '*) ROWS="$ROWS$relay_row
+" ;;
+*) row "picomail relaying $N x 5 KB through a smarthost (tests/bench/relay_bench.py)" \
+       "FAIL: the relay bench could not run (exit $relay_rc, see stderr)" "-" "FAIL" ;;
+esac
+[ "$relay_rc" -eq 0 ] || failed=1
 
 fstype=$(stat -f -c %T "$OUT")
 journal=''

@@ -16,13 +16,12 @@ PID) with Debian's /usr/bin/python3 and python3-aiosmtpd:
                  [--reject-data]          554 5.6.0 to every DATA
                  [--sleep-data S]         sleep S seconds before answering DATA ...
                  [--sleep-count K]        ... for the first K messages (default all)
-                 [--no-pipelining]        (aiosmtpd never offers PIPELINING: accepted, no-op)
 
 Writes DIR/ready once it listens.  Every message it accepts (the 250 is
 about to go out on a live connection) becomes DIR/msg-<pid>-<n>.json:
 {"mail_from", "rcpt_tos", "data" (latin-1), "cipher", "auth", "peer"}.
 DIR/events.log gets one line per event ("connect", "ehlo", "starttls",
-"auth", "mail", "rcpt", "data-start", "data-end", "aborted", "accepted",
+"auth", "mail", "rcpt", "data-end", "aborted", "accepted",
 "deferred", "rejected"), so a test can see what happened and when.
 A connection that goes away while the handler sleeps is "aborted": the
 message is not recorded (a real MTA discards it as well).
@@ -88,7 +87,7 @@ class Handler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.rec.event("mail", "<%s> tls=%s auth=%s" % (address, cipher_of(server),
                                                         session.authenticated))
-        envelope.mail_from = address
+        envelope.mail_from = address     # "<>" for the null reverse-path
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
@@ -126,7 +125,8 @@ class Handler:
             return "554 5.6.0 content rejected"
         data = envelope.original_content or b""
         name = self.rec.save({
-            "mail_from": envelope.mail_from,
+            # aiosmtpd keeps the null reverse-path as "<>": recorded as "".
+            "mail_from": "" if envelope.mail_from == "<>" else envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
             "data": data.decode("latin-1"),
             "cipher": cipher_of(server),
@@ -156,7 +156,6 @@ def main():
     p.add_argument("--reject-data", action="store_true")
     p.add_argument("--sleep-data", type=float, default=0)
     p.add_argument("--sleep-count", type=int)
-    p.add_argument("--no-pipelining", action="store_true")
     args = p.parse_args()
 
     os.makedirs(args.out, exist_ok=True)
@@ -178,7 +177,8 @@ def main():
             rec.event("auth", "%s %s %s" % (mechanism, auth_data.login.decode("latin-1")
                                             if isinstance(auth_data, LoginPassword) else "?",
                                             "ok" if ok else "bad"))
-            return AuthResult(success=ok, auth_data=auth_data if ok else None)
+            # handled=False: aiosmtpd itself answers 535 to a failure.
+            return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
         # With implicit TLS aiosmtpd does not know the session is encrypted
         # (it only counts STARTTLS): there, AUTH needs no further TLS.

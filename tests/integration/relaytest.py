@@ -18,12 +18,12 @@ Every wait is bounded; every process is stopped by its PID.
 
 import email
 import email.policy
+import email.utils
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 from picotest import ROOT, free_port
