@@ -268,6 +268,25 @@ void conn_put(struct conn *c, const void *buf, size_t n)
 	c->out_len += n;
 }
 
+int conn_vline(struct conn *c, const char *fmt, va_list ap)
+{
+	char buf[512];
+	int n = vsnprintf(buf, sizeof buf - 2, fmt, ap), cut = 0;
+
+	if (n < 0) {
+		return -1;
+	}
+	/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. */
+	if ((size_t)n > sizeof buf - 3) {
+		n = (int)(sizeof buf - 3);
+		cut = 1;
+	}
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	conn_put(c, buf, (size_t)n);
+	return cut ? -1 : 0;
+}
+
 void conn_printf(struct conn *c, const char *fmt, ...)
 {
 	char buf[1024];

@@ -8,6 +8,7 @@
 #ifndef PICOMAIL_CONN_H
 #define PICOMAIL_CONN_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -62,6 +63,10 @@ void conn_drop_input(struct conn *c);
 
 /* Appends a formatted reply; sets the sticky error if it does not fit. */
 void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends one protocol line (at most 510 octets, then CR LF) made from
+ * fmt; a longer one is cut.  Returns 0, or -1 when it was cut. */
+int conn_vline(struct conn *c, const char *fmt, va_list ap);
 
 /* Appends raw bytes; sets the sticky error if they do not fit. */
 void conn_put(struct conn *c, const void *buf, size_t n);

@@ -103,22 +103,11 @@ static void reply(struct pop3_session *s, const char *fmt, ...) __attribute__((f
 
 static void reply(struct pop3_session *s, const char *fmt, ...)
 {
-	char buf[512];
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof buf - 2, fmt, ap);
+	(void)conn_vline(&s->conn, fmt, ap);
 	va_end(ap);
-	if (n < 0) {
-		return;
-	}
-	if ((size_t)n > sizeof buf - 3) {
-		n = (int)(sizeof buf - 3);
-	}
-	buf[n++] = '\r';
-	buf[n++] = '\n';
-	conn_put(&s->conn, buf, (size_t)n);
 }
 
 static void reply_error(struct pop3_session *s, const char *text)

@@ -441,9 +441,12 @@ void smtp_client_abort(struct smtp_client *cl)
 
 static void send_line(struct smtp_client *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A command line: never cut (a cut command would say something else), and
+ * long enough for AUTH PLAIN with the longest secret (RFC 4954 4 allows
+ * 12288 octets). */
 static void send_line(struct smtp_client *cl, const char *fmt, ...)
 {
-	char buf[600];
+	char buf[1024];
 	va_list ap;
 	int n;
 
