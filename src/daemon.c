@@ -597,6 +597,11 @@ static int drop_privileges(const struct passwd *pw)
 		log_msg(LOG_ERR, "cannot chown the control and submit sockets: %m");
 		return -1;
 	}
+	if (pw->pw_uid == 0) {
+		/* Dropping "to root" would keep every privilege. */
+		log_msg(LOG_ERR, "run_as %s is root: name an unprivileged user", pw->pw_name);
+		return -1;
+	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
 		log_msg(LOG_ERR, "cannot become %s: %m", pw->pw_name);
 		return -1;

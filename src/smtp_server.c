@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #define SMTP_LINE_MAX   1000  /* RFC 5321 4.5.3.1.4 says 512; extensions need more */
@@ -395,10 +396,25 @@ static int add_remote(struct smtp_session *s, const char *addr)
 	return 0;
 }
 
-/* The queue refuses more when it is full or its disk nearly is. */
+/* The queue refuses more when it is full, or when the spool's free space
+ * would not hold one more message of the largest size and 1 MiB besides:
+ * what is queued already must still be able to have its envelope
+ * rewritten. */
 static int queue_has_room(void)
 {
-	return queue_length() < daemon_conf()->queue_max_messages;
+	const struct conf *c = daemon_conf();
+	struct statvfs sv;
+
+	if (queue_length() >= c->queue_max_messages) {
+		return 0;
+	}
+	if (statvfs(c->spool, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < c->max_message_size + (1u << 20)) {
+		log_msg(LOG_WARNING, "spool %s: free space below the floor, refusing relayed mail",
+		        c->spool);
+		return 0;
+	}
+	return 1;
 }
 
 static int is_user(const char *name)
