@@ -9,16 +9,16 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
+
+#include "textfile.h"
 
 #define ALIAS_PHYS_MAX 1024   /* one line of the aliases file */
 #define ALIAS_LINE_MAX 4096   /* one alias with its continuation lines */
+#define ALIAS_MSG_MAX  256    /* a line's message, before "path:line: " */
 #define ADDR_DOMAIN_MAX 255   /* RFC 5321 4.5.3.1.2 */
 #define ADDR_LABEL_MAX 63     /* RFC 1035 2.3.4 */
 
@@ -508,135 +508,85 @@ int alias_line(struct alias_table *t, const char *line, char *err, size_t errlen
 }
 
 /* Logical lines: a line that starts with a space or tab continues the one
- * before it (aliases(5)); blank and comment lines are skipped. */
+ * before it (aliases(5)); blank and comment lines are skipped.  textfile
+ * reads the physical lines; the joining is the aliases' own. */
 struct alias_reader {
-	const char *path;
-	char phys[ALIAS_PHYS_MAX + 1];
-	size_t plen;
-	unsigned lineno;     /* of the last complete line */
+	struct alias_table *t;
 	char logical[ALIAS_LINE_MAX + 1];
 	size_t llen;
 	unsigned start;      /* line number of the pending logical line, 0: none */
 };
 
-static int alias_flush(struct alias_table *t, struct alias_reader *r, char *err, size_t errlen)
+/* Parses the pending logical line; an error is reported at its first line. */
+static int alias_flush(struct alias_reader *r, unsigned *lineno, char *msg, size_t msglen)
 {
-	char msg[256];
-
 	if (r->start == 0) {
 		return 0;
 	}
 	r->logical[r->llen] = '\0';
-	if (alias_line(t, r->logical, msg, sizeof msg) < 0) {
-		return alias_fail(err, errlen, "%s:%u: %s", r->path, r->start, msg);
+	if (alias_line(r->t, r->logical, msg, msglen) < 0) {
+		*lineno = r->start;
+		return -1;
 	}
 	r->start = 0;
 	r->llen = 0;
 	return 0;
 }
 
-static int alias_phys(struct alias_table *t, struct alias_reader *r, char *err, size_t errlen)
+/* One physical line for textfile_read; NULL at the end of the file, where
+ * the last logical line is still pending. */
+static int alias_phys(void *ctx, char *line, unsigned *lineno, char *msg, size_t msglen)
 {
-	const char *s = r->phys;
+	struct alias_reader *r = ctx;
+	const char *s = line;
 	size_t n;
 
-	r->lineno++;
-	r->phys[r->plen] = '\0';
-	r->plen = 0;
+	if (line == NULL) {
+		return alias_flush(r, lineno, msg, msglen);
+	}
 	while (alias_space(*s)) {
 		s++;
 	}
 	if (*s == '\0' || *s == '#') {
 		return 0;
 	}
-	if (!alias_space(r->phys[0])) {
-		if (alias_flush(t, r, err, errlen) < 0) {
+	if (!alias_space(line[0])) {
+		if (alias_flush(r, lineno, msg, msglen) < 0) {
 			return -1;
 		}
-		r->start = r->lineno;
+		r->start = *lineno;
 	} else if (r->start == 0) {
-		return alias_fail(err, errlen, "%s:%u: continuation line without an alias",
-		                  r->path, r->lineno);
+		return alias_fail(msg, msglen, "continuation line without an alias");
 	} else {
 		s--;   /* keep one space between the joined lines */
 	}
 	n = strlen(s);
 	if (n > ALIAS_LINE_MAX - r->llen) {
-		return alias_fail(err, errlen, "%s:%u: alias too long (max %d bytes)", r->path,
-		                  r->start, ALIAS_LINE_MAX);
+		*lineno = r->start;
+		return alias_fail(msg, msglen, "alias too long (max %d bytes)", ALIAS_LINE_MAX);
 	}
 	memcpy(r->logical + r->llen, s, n);
 	r->llen += n;
 	return 0;
 }
 
-/* One byte of the file.  A NUL or an over-long line is reported at once,
- * so that even a file like /dev/zero ends. */
-static int alias_byte(struct alias_table *t, struct alias_reader *r, char ch, char *err,
-                      size_t errlen)
-{
-	if (ch == '\n') {
-		return alias_phys(t, r, err, errlen);
-	}
-	if (ch == '\0') {
-		return alias_fail(err, errlen, "%s:%u: NUL byte in line", r->path, r->lineno + 1);
-	}
-	if (r->plen == ALIAS_PHYS_MAX) {
-		return alias_fail(err, errlen, "%s:%u: line too long (max %d)", r->path,
-		                  r->lineno + 1, ALIAS_PHYS_MAX);
-	}
-	r->phys[r->plen++] = ch;
-	return 0;
-}
+/* A missing aliases file is an empty table. */
+static const struct textfile_opts alias_file = { ALIAS_PHYS_MAX, ALIAS_MSG_MAX, 1 };
+_Static_assert(ALIAS_PHYS_MAX <= TEXTFILE_LINE_MAX && ALIAS_MSG_MAX <= TEXTFILE_MSG_MAX,
+               "alias_file fits textfile's buffers");
 
 int alias_load(struct alias_table *t, const char *path, char *err, size_t errlen)
 {
 	struct alias_reader r;
-	char buf[2048];
-	ssize_t got, i;
-	int fd, rc = 0, saved;
 
 	/* Only the counts: entries past them are never read, and a table
 	 * nobody fills stays out of the RSS. */
 	t->n = 0;
 	t->used = 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		return 0;
-	}
-	if (fd < 0) {
-		return alias_fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	memset(&r, 0, sizeof r);
-	r.path = path;
-	while (rc == 0) {
-		got = read(fd, buf, sizeof buf);
-		if (got < 0 && errno == EINTR) {
-			continue;
-		}
-		if (got < 0) {
-			saved = errno;
-			rc = alias_fail(err, errlen, "%s: %s", path, strerror(saved));
-			break;
-		}
-		if (got == 0) {
-			/* A file need not end in LF. */
-			if (r.plen > 0) {
-				rc = alias_phys(t, &r, err, errlen);
-			}
-			if (rc == 0) {
-				rc = alias_flush(t, &r, err, errlen);
-			}
-			break;
-		}
-		for (i = 0; i < got && rc == 0; i++) {
-			rc = alias_byte(t, &r, buf[i], err, errlen);
-		}
-	}
-	if (close(fd) < 0 && rc == 0) {
-		rc = alias_fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	if (rc < 0) {
+	r.t = t;
+	r.llen = 0;
+	r.start = 0;
+	if (textfile_read(path, &alias_file, alias_phys, &r, err, errlen) < 0) {
 		t->n = 0;   /* no half table */
 		t->used = 0;
 		return -1;

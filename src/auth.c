@@ -1,8 +1,8 @@
 /* auth.c - the users file and password checks.
  *
- * The file is read through a fixed buffer into a fixed table; a bad line
- * refuses the whole file (with "path:line: message"), so a typo can never
- * leave a half-loaded table that lets the wrong person in.
+ * The file is read through textfile's fixed buffers into a fixed table;
+ * a bad line refuses the whole file (with "path:line: message"), so a typo
+ * can never leave a half-loaded table that lets the wrong person in.
  *
  * Passwords are checked with crypt_sha (SHA-crypt, $5$ and $6$, on
  * BearSSL's hashes) rather than libc's crypt(3): Debian's musl has no
@@ -12,20 +12,19 @@
  */
 #include "auth.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "base64.h"
 #include "conf.h"
 #include "crypt_sha.h"
+#include "textfile.h"
 
 #define USERS_LINE_MAX   512
+#define USERS_MSG_MAX    256   /* a line's message, before "path:line: " */
 /* Longer passwords are refused before hashing, as crypt_sha and musl's
  * SHA-crypt do: the cost grows with the length. */
 #define AUTH_PASSWORD_MAX 256
@@ -160,90 +159,28 @@ static int users_line(struct users_table *t, char *line, char *err, size_t errle
 	return 0;
 }
 
-struct users_reader {
-	const char *path;
-	char line[USERS_LINE_MAX + 1];
-	size_t len;
-	unsigned lineno;   /* of the last complete line */
-};
-
-static int users_reader_line(struct users_table *t, struct users_reader *r, char *err,
-                             size_t errlen)
+/* One line of the file for textfile_read; the file's end needs nothing
+ * more. */
+static int users_file_line(void *ctx, char *line, unsigned *lineno, char *msg, size_t msglen)
 {
-	char msg[256];
-
-	r->lineno++;
-	r->line[r->len] = '\0';
-	r->len = 0;
-	if (users_line(t, r->line, msg, sizeof msg) < 0) {
-		return users_fail(err, errlen, "%s:%u: %s", r->path, r->lineno, msg);
+	(void)lineno;
+	if (line == NULL) {
+		return 0;
 	}
-	return 0;
+	return users_line(ctx, line, msg, msglen);
 }
 
-/* One byte of the file.  A NUL or an over-long line is reported at once,
- * so that even a file like /dev/zero ends. */
-static int users_reader_byte(struct users_table *t, struct users_reader *r, char ch,
-                             char *err, size_t errlen)
-{
-	if (ch == '\n') {
-		return users_reader_line(t, r, err, errlen);
-	}
-	if (ch == '\0') {
-		return users_fail(err, errlen, "%s:%u: NUL byte in line", r->path, r->lineno + 1);
-	}
-	if (r->len == USERS_LINE_MAX) {
-		return users_fail(err, errlen, "%s:%u: line too long (max %d)", r->path,
-		                  r->lineno + 1, USERS_LINE_MAX);
-	}
-	r->line[r->len++] = ch;
-	return 0;
-}
+/* A missing users file is an empty table. */
+static const struct textfile_opts users_file = { USERS_LINE_MAX, USERS_MSG_MAX, 1 };
+_Static_assert(USERS_LINE_MAX <= TEXTFILE_LINE_MAX && USERS_MSG_MAX <= TEXTFILE_MSG_MAX,
+               "users_file fits textfile's buffers");
 
 int users_load(struct users_table *t, const char *path, char *err, size_t errlen)
 {
-	struct users_reader r;
-	char buf[2048];
-	ssize_t got, i;
-	int fd, rc = 0, saved;
-
 	/* Only the count: entries past it are never read, and a table
 	 * nobody fills stays out of the RSS. */
 	t->n = 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		return 0;
-	}
-	if (fd < 0) {
-		return users_fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	memset(&r, 0, sizeof r);
-	r.path = path;
-	while (rc == 0) {
-		got = read(fd, buf, sizeof buf);
-		if (got < 0 && errno == EINTR) {
-			continue;
-		}
-		if (got < 0) {
-			saved = errno;
-			rc = users_fail(err, errlen, "%s: %s", path, strerror(saved));
-			break;
-		}
-		if (got == 0) {
-			/* A file need not end in LF. */
-			if (r.len > 0) {
-				rc = users_reader_line(t, &r, err, errlen);
-			}
-			break;
-		}
-		for (i = 0; i < got && rc == 0; i++) {
-			rc = users_reader_byte(t, &r, buf[i], err, errlen);
-		}
-	}
-	if (close(fd) < 0 && rc == 0) {
-		rc = users_fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	if (rc < 0) {
+	if (textfile_read(path, &users_file, users_file_line, t, err, errlen) < 0) {
 		t->n = 0;   /* no half table */
 		return -1;
 	}

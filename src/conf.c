@@ -6,15 +6,14 @@
  * line adds one listener.  Lists (domains, relay_from) are checked whole
  * before they replace the old value, so a bad line leaves *c as it was.
  *
- * No malloc: the file is read through a fixed buffer, values are bounded
- * copies into the struct, and anything that does not fit is an error.
+ * No malloc: the file is read through textfile's fixed buffers, values
+ * are bounded copies into the struct, and anything that does not fit is an
+ * error.
  */
 #include "conf.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,9 +22,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "textfile.h"
+
 #define CONF_LINE_MAX  1024   /* longest line of the file, without its LF */
 #define CONF_WORDS_MAX 32     /* words on one line, the key included */
-#define CONF_READ_BUF  4096
 
 /* ---------------------------------------------------------------- errors */
 
@@ -862,86 +862,26 @@ static int conf_finish(struct conf *c, const char *path, char *err, size_t errle
 	return 0;
 }
 
-/* Reads the file line by line through a fixed buffer: a line past
- * CONF_LINE_MAX is an error, never a silent split. */
-struct conf_reader {
-	const char *path;
-	char line[CONF_LINE_MAX + 1];
-	size_t len;
-	unsigned lineno;   /* of the last complete line */
-};
-
-static int conf_reader_line(struct conf *c, struct conf_reader *r, char *err, size_t errlen)
+/* One line of the file for textfile_read, which reports its message as
+ * "path:line: message"; the file's end needs nothing more. */
+static int conf_file_line(void *ctx, char *line, unsigned *lineno, char *msg, size_t msglen)
 {
-	char msg[CONF_ERR_MAX];
-
-	r->lineno++;
-	r->line[r->len] = '\0';
-	r->len = 0;
-	if (conf_line(c, r->line, msg, sizeof msg) < 0) {
-		return conf_fail(err, errlen, "%s:%u: %s", r->path, r->lineno, msg);
+	(void)lineno;
+	if (line == NULL) {
+		return 0;
 	}
-	return 0;
+	return conf_line(ctx, line, msg, msglen);
 }
 
-/* One byte of the file.  A NUL or an over-long line is reported at once,
- * so that even a file like /dev/zero ends. */
-static int conf_reader_byte(struct conf *c, struct conf_reader *r, char ch, char *err,
-                            size_t errlen)
-{
-	if (ch == '\n') {
-		return conf_reader_line(c, r, err, errlen);
-	}
-	if (ch == '\0') {
-		return conf_fail(err, errlen, "%s:%u: NUL byte in line", r->path, r->lineno + 1);
-	}
-	if (r->len == CONF_LINE_MAX) {
-		return conf_fail(err, errlen, "%s:%u: line too long (max %d)", r->path,
-		                 r->lineno + 1, CONF_LINE_MAX);
-	}
-	r->line[r->len++] = ch;
-	return 0;
-}
+/* A missing configuration file is an error, unlike the users and aliases. */
+static const struct textfile_opts conf_file = { CONF_LINE_MAX, CONF_ERR_MAX, 0 };
+_Static_assert(CONF_LINE_MAX <= TEXTFILE_LINE_MAX && CONF_ERR_MAX <= TEXTFILE_MSG_MAX,
+               "conf_file fits textfile's buffers");
 
 int conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 {
-	struct conf_reader r;
-	char buf[CONF_READ_BUF];
-	ssize_t got, i;
-	int fd, rc = 0, saved;
-
 	conf_defaults(c);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		return conf_fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	memset(&r, 0, sizeof r);
-	r.path = path;
-	while (rc == 0) {
-		got = read(fd, buf, sizeof buf);
-		if (got < 0 && errno == EINTR) {
-			continue;
-		}
-		if (got < 0) {
-			saved = errno;
-			rc = conf_fail(err, errlen, "%s: %s", path, strerror(saved));
-			break;
-		}
-		if (got == 0) {
-			/* A file need not end in LF. */
-			if (r.len > 0) {
-				rc = conf_reader_line(c, &r, err, errlen);
-			}
-			break;
-		}
-		for (i = 0; i < got && rc == 0; i++) {
-			rc = conf_reader_byte(c, &r, buf[i], err, errlen);
-		}
-	}
-	if (close(fd) < 0 && rc == 0) {
-		rc = conf_fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	if (rc < 0) {
+	if (textfile_read(path, &conf_file, conf_file_line, c, err, errlen) < 0) {
 		return -1;
 	}
 	return conf_finish(c, path, err, errlen);

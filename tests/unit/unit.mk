@@ -22,7 +22,8 @@ UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main
 UNIT_OUT     = build/unit
 UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_dns
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
-UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h
+UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
+               src/textfile.h
 # crypt_sha.c hashes with BearSSL: a copy built with the host compiler, so
 # that it links with the sanitizers (the daemon's is built with musl-gcc).
 UNIT_BEARSSL = $(UNIT_OUT)/bearssl
@@ -48,19 +49,20 @@ unit: $(UNIT_BINS)
 		/^test_[a-z0-9_]+: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } \
 		END { f += crashed; printf "unit: %d passed, %d failed\n", p, f; exit (f > 0) }'
 
-$(UNIT_OUT)/test_conf: tests/unit/test_conf.c src/conf.c $(UNIT_HDRS)
+$(UNIT_OUT)/test_conf: tests/unit/test_conf.c src/conf.c src/textfile.c $(UNIT_HDRS)
 	@mkdir -p $(UNIT_OUT)
-	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_conf.c src/conf.c $(UNIT_LDLIBS)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_conf.c src/conf.c src/textfile.c $(UNIT_LDLIBS)
 
-$(UNIT_OUT)/test_addr: tests/unit/test_addr.c src/addr.c src/conf.c $(UNIT_HDRS)
+$(UNIT_OUT)/test_addr: tests/unit/test_addr.c src/addr.c src/conf.c src/textfile.c $(UNIT_HDRS)
 	@mkdir -p $(UNIT_OUT)
-	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_addr.c src/addr.c src/conf.c $(UNIT_LDLIBS)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_addr.c src/addr.c src/conf.c src/textfile.c \
+		$(UNIT_LDLIBS)
 
-$(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/crypt_sha.c src/base64.c $(UNIT_HDRS) \
-                      $(UNIT_BEARSSL_LIB)
+$(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/textfile.c src/crypt_sha.c \
+                      src/base64.c $(UNIT_HDRS) $(UNIT_BEARSSL_LIB)
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -I$(UNIT_BEARSSL)/inc -o $@ tests/unit/test_auth.c src/auth.c \
-		src/conf.c src/crypt_sha.c src/base64.c $(UNIT_BEARSSL_LIB) $(UNIT_LDLIBS)
+		src/conf.c src/textfile.c src/crypt_sha.c src/base64.c $(UNIT_BEARSSL_LIB) $(UNIT_LDLIBS)
 
 $(UNIT_BEARSSL_LIB):
 	@bash board/common/bearssl.sh $(UNIT_CC) $(UNIT_BEARSSL)
