@@ -715,6 +715,7 @@ static const struct conf_key conf_keys[] = {
 	{ "smarthost_verify", conf_set_yesno, offsetof(struct conf, smarthost_verify), 0, 0, 0 },
 	CONF_UINT(queue_runners, 1, 64),
 	CONF_UINT(queue_max_messages, 16, 1000000),
+	{ "queue_max_size", conf_set_size, offsetof(struct conf, queue_max_size), 0, 0, UINT64_MAX },
 	CONF_PATH(control),
 };
 

@@ -81,6 +81,7 @@ struct conf {
 	int smarthost_verify;           /* 1: the smarthost's certificate is checked */
 	unsigned queue_runners;         /* deliveries from the queue at once */
 	unsigned queue_max_messages;    /* messages the queue holds; then 452 4.3.1 */
+	uint64_t queue_max_size;        /* octets the queue holds (0: no quota); then 452 4.3.1 */
 	char control[CONF_PATH_MAX];    /* control socket; default <spool>/control */
 };
 

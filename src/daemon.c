@@ -299,6 +299,7 @@ static int status_text(char *buf, size_t len)
 	                 "bytes_written: %" PRIu64 "\n"
 	                 "write_errors: %" PRIu64 "\n"
 	                 "queue_length: %u\n"
+	                 "queue_bytes: %" PRIu64 "\n"
 	                 "queue_active: %u\n",
 	                 PICOMAIL_VERSION, (int)getpid(),
 	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
@@ -307,7 +308,7 @@ static int status_text(char *buf, size_t len)
 	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
 	                 daemon_stats.messages_in, daemon_stats.messages_refused,
 	                 daemon_stats.bytes_written, daemon_stats.write_errors, queue_length(),
-	                 queue_active());
+	                 queue_bytes(), queue_active());
 #ifdef PICOMAIL_TEST
 	if (n > 0 && (size_t)n < len) {
 		n += snprintf(buf + n, len - (size_t)n, "mallocs: %" PRIu64 "\n", testalloc_count);

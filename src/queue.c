@@ -27,6 +27,7 @@
 struct qitem {
 	char id[QUEUE_ID_MAX];
 	int64_t next;          /* epoch seconds of the next try; 0: now */
+	uint64_t size;         /* of msg/<id>, for the queue quota */
 	int used;
 	int busy;
 };
@@ -79,6 +80,18 @@ static int64_t now_s(void)
 
 /* ---- the index ------------------------------------------------------------- */
 
+static uint64_t msg_size(const char *id)
+{
+	char path[PATH_LEN];
+	struct stat st;
+
+	if (snprintf(path, sizeof path, "%s/msg/%s", cf()->spool, id) >= (int)sizeof path ||
+	    stat(path, &st) < 0) {
+		return 0;
+	}
+	return (uint64_t)st.st_size;
+}
+
 static struct qitem *item_add(const char *id, int64_t next)
 {
 	unsigned i;
@@ -87,12 +100,26 @@ static struct qitem *item_add(const char *id, int64_t next)
 		if (!items[i].used) {
 			snprintf(items[i].id, sizeof items[i].id, "%s", id);
 			items[i].next = next;
+			items[i].size = msg_size(id);
 			items[i].used = 1;
 			items[i].busy = 0;
 			return &items[i];
 		}
 	}
 	return NULL;
+}
+
+uint64_t queue_bytes(void)
+{
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; i < nitems_max; i++) {
+		if (items[i].used) {
+			n += items[i].size;
+		}
+	}
+	return n;
 }
 
 unsigned queue_length(void)

@@ -87,6 +87,7 @@ void queue_flush(void);
 
 /* Number of messages in the queue, and runs in progress. */
 unsigned queue_length(void);
+uint64_t queue_bytes(void);
 unsigned queue_active(void);
 
 /* Writes one "id size age <sender>" line per message, then its pending

@@ -405,7 +405,8 @@ static int queue_has_room(void)
 	const struct conf *c = daemon_conf();
 	struct statvfs sv;
 
-	if (queue_length() >= c->queue_max_messages) {
+	if (queue_length() >= c->queue_max_messages ||
+	    (c->queue_max_size != 0 && queue_bytes() >= c->queue_max_size)) {
 		return 0;
 	}
 	if (statvfs(c->spool, &sv) == 0 &&

@@ -29,3 +29,24 @@ def test_run_as_root_is_refused(make_daemon):
                        timeout=10)
     assert r.returncode == 1
     assert b"run_as root is root" in r.stderr
+
+
+def test_queue_quota_refuses_relayed_mail_once_full(make_daemon):
+    # The smarthost is a closed port: the first message stays queued, and
+    # its 6 KB fill the 4 KB quota, so the next relayed recipient waits.
+    from picotest import free_port
+    d = make_daemon(smarthost="127.0.0.1:%d" % free_port(), queue_max_size="4K",
+                    retry_min="1h", retry_max="1h")
+    body = b"Subject: big\r\n\r\n" + b"x" * 6000 + b"\r\n"
+    with d.session() as c:
+        c.expect("MAIL FROM:<sender@example.org>", "250")
+        c.expect("RCPT TO:<someone@example.com>", "250")
+        c.expect("DATA", "354")
+        c.send(body + b".\r\n")
+        assert c.reply().matches("250 2.0.0")
+        c.expect("MAIL FROM:<sender@example.org>", "250")
+        c.expect("RCPT TO:<other@example.com>", "452 4.3.1")
+        c.expect("RCPT TO:<alice@lan>", "250")
+    status = d.status()
+    assert int(status["queue_length"]) == 1
+    assert int(status["queue_bytes"]) > 4096
