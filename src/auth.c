@@ -60,6 +60,14 @@ int users_name_ok(const char *name)
 	return 1;
 }
 
+uint64_t users_quota(const struct users_table *t, int i, uint64_t global)
+{
+	if (t == NULL || i < 0 || (unsigned)i >= t->n) {
+		return global;
+	}
+	return t->u[i].has_quota ? t->u[i].quota : global;
+}
+
 int users_find(const struct users_table *t, const char *name)
 {
 	unsigned i;
@@ -97,7 +105,7 @@ static int users_space(char ch)
 static int users_line(struct users_table *t, char *line, char *err, size_t errlen)
 {
 	char *p, *name, *hash, *quota = NULL, *end;
-	uint64_t q;
+	uint64_t q = 0;
 
 	/* '#' never occurs in a crypt hash, so it can start a comment anywhere. */
 	p = strchr(line, '#');
@@ -143,7 +151,6 @@ static int users_line(struct users_table *t, char *line, char *err, size_t errle
 	if (!users_hash_ok(hash)) {
 		return users_fail(err, errlen, "user '%s': bad hash", name);
 	}
-	/* The quota is not enforced yet, but a bad one is a mistake now. */
 	if (quota != NULL && quota[0] != '\0' && conf_parse_size(quota, &q) < 0) {
 		return users_fail(err, errlen, "user '%s': bad quota '%s'", name, quota);
 	}
@@ -155,6 +162,8 @@ static int users_line(struct users_table *t, char *line, char *err, size_t errle
 	}
 	memcpy(t->u[t->n].name, name, strlen(name) + 1);
 	memcpy(t->u[t->n].hash, hash, strlen(hash) + 1);
+	t->u[t->n].has_quota = quota != NULL && quota[0] != '\0';
+	t->u[t->n].quota = q;
 	t->n++;
 	return 0;
 }

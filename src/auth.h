@@ -1,8 +1,10 @@
 /* auth.h - the users file and password checks.
  *
- * The users file has "user:crypt-hash" a line (a third field, the quota,
- * is accepted and ignored for now); '#' starts a comment.  It is loaded at
- * start-up and on SIGHUP into a fixed table.
+ * The users file has "user:crypt-hash[:quota]" a line (the quota, a size
+ * like "50M", overrides the configuration's; "0" is none; empty or absent
+ * means the configuration's); '#' starts a comment.  It is loaded at
+ * start-up, on SIGHUP and when the daemon sees the file change, into a
+ * fixed table.
  */
 #ifndef PICOMAIL_AUTH_H
 #define PICOMAIL_AUTH_H
@@ -20,6 +22,8 @@ struct users_table {
 	struct {
 		char name[ADDR_USER_MAX + 1];
 		char hash[HASH_MAX + 1];
+		int has_quota;       /* 1: quota below overrides the configuration's */
+		uint64_t quota;      /* octets, 0: none */
 	} u[USERS_MAX];
 };
 
@@ -31,6 +35,9 @@ int users_load(struct users_table *t, const char *path, char *err, size_t errlen
 /* Index of the user, or -1.  Case-insensitive, as local parts usually are
  * on a small box. */
 int users_find(const struct users_table *t, const char *name);
+
+/* The quota of user i in octets (0: none): its own, else global. */
+uint64_t users_quota(const struct users_table *t, int i, uint64_t global);
 
 /* 1 if name is a safe user name (see users_load). */
 int users_name_ok(const char *name);

@@ -716,6 +716,7 @@ static const struct conf_key conf_keys[] = {
 	CONF_UINT(queue_runners, 1, 64),
 	CONF_UINT(queue_max_messages, 16, 1000000),
 	{ "queue_max_size", conf_set_size, offsetof(struct conf, queue_max_size), 0, 0, UINT64_MAX },
+	{ "quota", conf_set_size, offsetof(struct conf, quota), 0, 0, UINT64_MAX },
 	CONF_PATH(control),
 };
 

@@ -83,6 +83,7 @@ struct conf {
 	unsigned queue_max_messages;    /* messages the queue holds; then 452 4.3.1 */
 	uint64_t queue_max_size;        /* octets the queue holds (0: no quota); then 452 4.3.1 */
 	char control[CONF_PATH_MAX];    /* control socket; default <spool>/control */
+	uint64_t quota;                 /* octets per Maildir (0: none); the users file overrides */
 };
 
 /* Fills *c with the defaults of DESIGN.md. */

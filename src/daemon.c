@@ -9,6 +9,7 @@
 #include "pop3.h"
 #include "dns.h"
 #include "queue.h"
+#include "quota.h"
 #include "smtp_client.h"
 #include "smtp_server.h"
 #include "tls.h"
@@ -35,8 +36,9 @@
 
 #define LISTEN_BACKLOG 128   /* a burst is answered 421, not left in the kernel */
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
-#define EXTRA_SLOTS    8     /* signal pipe, control and submit sockets, queue timer, spare */
+#define EXTRA_SLOTS    8     /* signal pipe, control and submit sockets, queue and users timers, spare */
 #define CONTROL_WAIT_MS 200  /* a control client sends its command at once */
+#define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
 
 struct daemon_stats daemon_stats;
 
@@ -46,6 +48,18 @@ static struct conf confs[2];
 static struct users_table users[2];
 static struct alias_table aliases[2];
 static int cur;
+/* The users table has its own index: the file is also reloaded alone when
+ * it changes (picomail passwd, useradd, userdel), without a SIGHUP. */
+static int ucur;
+static int users_slot = -1;
+/* The users file as last loaded, to notice a change. */
+static struct users_stamp {
+	int exists;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+} users_seen;
 
 static const char *conf_path;
 static struct pool sessions;
@@ -68,7 +82,7 @@ const struct conf *daemon_conf(void)
 
 const struct users_table *daemon_users(void)
 {
-	return &users[cur];
+	return &users[ucur];
 }
 
 const struct alias_table *daemon_aliases(void)
@@ -87,17 +101,79 @@ void daemon_release(void *session)
 	pool_give(&sessions, session);
 }
 
-/* Loads the configuration, users and aliases into slot i.  0 or -1 with
- * the message in err. */
-static int load_all(int i, char *err, size_t errlen)
+/* What stat says of the users file now (exists 0 if it does not). */
+static void users_stamp_of(const char *path, struct users_stamp *st)
 {
+	struct stat sb;
+
+	memset(st, 0, sizeof *st);
+	if (stat(path, &sb) == 0) {
+		st->exists = 1;
+		st->dev = sb.st_dev;
+		st->ino = sb.st_ino;
+		st->size = sb.st_size;
+		st->mtime = sb.st_mtim;
+	}
+}
+
+static int users_stamp_same(const struct users_stamp *a, const struct users_stamp *b)
+{
+	return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino &&
+	       a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+	       a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* Loads the configuration and aliases into slot i and the users into
+ * users slot ui.  0 or -1 with the message in err. */
+static int load_all(int i, int ui, char *err, size_t errlen)
+{
+	struct users_stamp st;
+
 	if (conf_load(&confs[i], conf_path, err, errlen) < 0) {
 		return -1;
 	}
-	if (users_load(&users[i], confs[i].users, err, errlen) < 0) {
+	/* Stamped before reading: a change made while we read is seen at the
+	 * next check rather than missed. */
+	users_stamp_of(confs[i].users, &st);
+	if (users_load(&users[ui], confs[i].users, err, errlen) < 0) {
 		return -1;
 	}
-	return alias_load(&aliases[i], confs[i].aliases, err, errlen);
+	if (alias_load(&aliases[i], confs[i].aliases, err, errlen) < 0) {
+		return -1;
+	}
+	users_seen = st;
+	return 0;
+}
+
+/* Every USERS_CHECK_MS: reloads the users file if it changed, into the
+ * spare table (sessions may still hold the running one this round). */
+static void users_watch(void *ctx, int revents)
+{
+	static struct users_stamp failed;   /* a bad file is reported once */
+	char err[CONF_ERR_MAX];
+	const char *path = confs[cur].users;
+	struct users_stamp st;
+	int spare = !ucur;
+
+	(void)ctx;
+	(void)revents;
+	loop_deadline(users_slot, loop_now() + USERS_CHECK_MS);
+	users_stamp_of(path, &st);
+	if (users_stamp_same(&st, &users_seen)) {
+		return;
+	}
+	if (users_load(&users[spare], path, err, sizeof err) < 0) {
+		if (!users_stamp_same(&st, &failed)) {
+			log_msg(LOG_ERR, "users file changed but not reloaded, keeping the running "
+			        "table: %s", err);
+			failed = st;
+		}
+		return;
+	}
+	ucur = spare;
+	users_seen = st;
+	memset(&failed, 0, sizeof failed);
+	log_msg(LOG_INFO, "users reloaded from %s (%u users)", path, users[ucur].n);
 }
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -476,12 +552,15 @@ static void reload(void)
 {
 	char err[CONF_ERR_MAX];
 	int spare = !cur;
+	struct users_stamp seen = users_seen;
 
-	if (load_all(spare, err, sizeof err) < 0) {
+	if (load_all(spare, !ucur, err, sizeof err) < 0) {
+		users_seen = seen;
 		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
 		return;
 	}
 	if (tls_reload(&confs[spare], err, sizeof err) < 0) {
+		users_seen = seen;
 		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
 		return;
 	}
@@ -490,6 +569,8 @@ static void reload(void)
 		log_msg(LOG_WARNING, "reload: listen lines changed; they take effect on restart");
 	}
 	cur = spare;
+	ucur = !ucur;
+	quota_forget();   /* maildir_root may have changed */
 	maildir_setup(confs[cur].maildir_root, confs[cur].hostname);
 	dns_reconfigure(&confs[cur]);
 	log_msg(LOG_INFO, "configuration reloaded from %s", conf_path);
@@ -652,6 +733,11 @@ static int join_loop(void)
 	    loop_add(submit_fd, POLLIN, listener_ready, (void *)(uintptr_t)CONF_LISTEN_MAX) < 0) {
 		return -1;
 	}
+	users_slot = loop_add(-1, 0, users_watch, NULL);
+	if (users_slot < 0) {
+		return -1;
+	}
+	loop_deadline(users_slot, loop_now() + USERS_CHECK_MS);
 	loop_after_round(after_round);
 	loop_gather(maildir_commit_pending);
 	return 0;
@@ -692,7 +778,7 @@ int daemon_serve(const char *path, int foreground)
 
 	conf_path = path;
 	log_open("picomail", 1);
-	if (load_all(0, err, sizeof err) < 0) {
+	if (load_all(0, 0, err, sizeof err) < 0) {
 		log_msg(LOG_ERR, "%s", err);
 		return 1;
 	}

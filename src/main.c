@@ -5,14 +5,13 @@
 #include "daemon.h"
 #include "log.h"
 #include "sendmail.h"
+#include "users_admin.h"
 #include "version.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
 #include <unistd.h>
 
 #define EX_USAGE       64
@@ -25,6 +24,10 @@ static void usage(void)
 	        "       picomail check [-C FILE]        validate the configuration\n"
 	        "       picomail status [-C FILE]       show the running daemon's counters\n"
 	        "       picomail passwd                 read a password, print a crypt(3) hash\n"
+	        "       picomail passwd USER [-C FILE]  change a user's password in the users file\n"
+	        "       picomail useradd USER [-C FILE] add a user (password on stdin or asked)\n"
+	        "       picomail userdel USER [-C FILE] remove a user (the Maildir stays)\n"
+	        "       picomail users [-C FILE]        list users: messages, bytes, quota\n"
 	        "       picomail sendmail [flags] [rcpt...]  submit a message (also as sendmail)\n"
 	        "       picomail mailq [-C FILE]        list the queue (also as mailq)\n"
 	        "       picomail queue flush|delete ID  act on the queue\n"
@@ -72,65 +75,20 @@ static int cmd_check(const char *path)
 	return 0;
 }
 
-/* Reads one line from stdin without echo when it is a terminal. */
-static int read_password(char *buf, size_t len)
-{
-	struct termios old, noecho;
-	int tty = isatty(STDIN_FILENO), ok;
-	size_t n;
-
-	if (tty) {
-		fprintf(stderr, "Password: ");
-		if (tcgetattr(STDIN_FILENO, &old) < 0) {
-			return -1;
-		}
-		noecho = old;
-		noecho.c_lflag &= ~(tcflag_t)ECHO;
-		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
-	}
-	ok = fgets(buf, (int)len, stdin) != NULL;
-	if (tty) {
-		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
-		fputc('\n', stderr);
-	}
-	if (!ok) {
-		return -1;
-	}
-	n = strcspn(buf, "\r\n");
-	buf[n] = '\0';
-	return n > 0 ? 0 : -1;
-}
-
+/* "picomail passwd" alone: prints a hash for the users file. */
 static int cmd_passwd(void)
 {
-	static const char b64[] =
-	    "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-	unsigned char rnd[16];
-	char salt[3 + 16 + 2], pw[256], hash[CRYPT_SHA_MAX];
-	int fd, i;
+	char pw[256], hash[CRYPT_SHA_MAX];
+	int r;
 
-	fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
-		fprintf(stderr, "picomail: cannot read /dev/urandom\n");
+	if (users_admin_read_password(pw, sizeof pw, 0) < 0) {
 		return 1;
 	}
-	close(fd);
-	memcpy(salt, "$6$", 3);
-	for (i = 0; i < 16; i++) {
-		salt[3 + i] = b64[rnd[i] % 64];
-	}
-	salt[19] = '$';
-	salt[20] = '\0';
-	if (read_password(pw, sizeof pw) < 0) {
-		fprintf(stderr, "picomail: no password given\n");
-		return 1;
-	}
-	if (crypt_sha(pw, salt, hash, sizeof hash) < 0) {
-		memset(pw, 0, sizeof pw);
-		fprintf(stderr, "picomail: crypt failed\n");
-		return 1;
-	}
+	r = users_admin_hash(pw, hash, sizeof hash);
 	memset(pw, 0, sizeof pw);
+	if (r < 0) {
+		return 1;
+	}
 	printf("%s\n", hash);
 	return 0;
 }
@@ -157,8 +115,12 @@ int main(int argc, char **argv)
 		printf("picomail %s\n", PICOMAIL_VERSION);
 		return 0;
 	}
-	if (strcmp(cmd, "passwd") == 0) {
+	if (strcmp(cmd, "passwd") == 0 && argc == 2) {
 		return cmd_passwd();
+	}
+	if (strcmp(cmd, "passwd") == 0 || strcmp(cmd, "useradd") == 0 ||
+	    strcmp(cmd, "userdel") == 0 || strcmp(cmd, "users") == 0) {
+		return users_admin_main(cmd, argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "serve") == 0) {
 		if (options(argc - 2, argv + 2, &conf, &foreground) < 0) {

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "quota.h"
 #include "smtp_client.h"
 
 #include <errno.h>
@@ -39,7 +40,8 @@ struct runner {
 	int data_fd;
 	struct queue_env env;
 	unsigned char failed_now[QUEUE_RCPT_MAX];   /* to report in this run's bounce */
-	unsigned char tried[QUEUE_RCPT_MAX];        /* remote, attempted in this run */
+	unsigned char tried[QUEUE_RCPT_MAX];        /* remote: attempted in this run;
+	                                               local: deferred (over quota) */
 	unsigned group[QUEUE_RCPT_MAX];             /* env indices of the attempt */
 	const char *group_addr[QUEUE_RCPT_MAX];
 	unsigned ngroup;
@@ -299,7 +301,7 @@ static void local_done(void *ctx, int err)
 	for (i = 0; i < r->env.nrcpt; i++) {
 		struct queue_rcpt *q = &r->env.rcpt[i];
 
-		if (q->kind != 'L' || q->state != 'P') {
+		if (q->kind != 'L' || q->state != 'P' || r->tried[i]) {
 			continue;
 		}
 		if (err == 0) {
@@ -311,6 +313,9 @@ static void local_done(void *ctx, int err)
 		}
 	}
 	if (err == 0) {
+		for (i = 0; i < r->msg.nusers; i++) {
+			quota_delivered(cf()->maildir_root, r->msg.users[i], r->msg.size);
+		}
 		log_msg(LOG_INFO, "q=%s delivered to %u local user(s)", r->env.id, r->msg.nusers);
 		save_progress(r);
 	}
@@ -325,13 +330,29 @@ static void local_phase(struct runner *r)
 	unsigned i;
 	ssize_t n;
 	int len;
+	struct stat st;
+	uint64_t octets;
+	const struct users_table *u = daemon_users();
 
+	/* The Maildir copy: the spooled data and a Return-Path line. */
+	octets = (fstat(r->data_fd, &st) == 0 ? (uint64_t)st.st_size : 0) + 16 +
+	         strlen(r->env.sender);
 	r->msg.nusers = 0;
 	for (i = 0; i < r->env.nrcpt && r->msg.nusers < MAILDIR_RCPT_MAX; i++) {
-		if (r->env.rcpt[i].kind == 'L' && r->env.rcpt[i].state == 'P') {
-			snprintf(r->msg.users[r->msg.nusers++], sizeof r->msg.users[0], "%s",
-			         r->env.rcpt[i].addr);
+		struct queue_rcpt *q = &r->env.rcpt[i];
+
+		if (q->kind != 'L' || q->state != 'P') {
+			continue;
 		}
+		if (quota_exceeded(cf()->maildir_root, q->addr,
+		                   users_quota(u, users_find(u, q->addr), cf()->quota), octets)) {
+			/* Left pending: retried later, bounced at queue_lifetime. */
+			r->tried[i] = 1;
+			snprintf(q->why, sizeof q->why, "452 4.2.2 mailbox full");
+			log_msg(LOG_NOTICE, "q=%s to=<%s> deferred: mailbox full", r->env.id, q->addr);
+			continue;
+		}
+		snprintf(r->msg.users[r->msg.nusers++], sizeof r->msg.users[0], "%s", q->addr);
 	}
 	if (r->msg.nusers == 0) {
 		remote_next(r);

@@ -16,6 +16,7 @@
 #include "loop.h"
 #include "maildir.h"
 #include "queue.h"
+#include "quota.h"
 #include "smtp_data.h"
 #include "tls.h"
 
@@ -56,6 +57,7 @@ struct smtp_tx {
 	char first_rcpt[ADDR_MAX + 1];
 	unsigned nrcpt;                /* RCPT commands accepted */
 	unsigned msgno;
+	uint64_t size_hint;            /* MAIL SIZE=, 0 if none (RFC 1870) */
 	int file_open;                 /* msg has a file in tmp/ */
 	int write_err;                 /* errno of the first file error */
 	int too_big;
@@ -282,6 +284,7 @@ static int mail_params(struct smtp_session *s, const char *p)
 				reply(s, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
+			s->tx.size_hint = size;
 		} else if (strcasecmp(kw, "BODY") == 0 &&
 		           (strcasecmp(val, "7BIT") == 0 || strcasecmp(val, "8BITMIME") == 0)) {
 			/* Stored as received: nothing to convert. */
@@ -424,6 +427,17 @@ static int is_user(const char *name)
 	return users_find(daemon_users(), name) >= 0;
 }
 
+/* 1 if the user's Maildir cannot take octets more; with 0, if it is
+ * already at or over its quota. */
+static int over_quota(const char *user, uint64_t octets)
+{
+	const struct conf *c = daemon_conf();
+	const struct users_table *u = daemon_users();
+
+	return quota_exceeded(c->maildir_root, user, users_quota(u, users_find(u, user), c->quota),
+	                      octets);
+}
+
 static void rcpt_local(struct smtp_session *s, const char *addr, const char *local)
 {
 	const struct users_table *u = daemon_users();
@@ -446,6 +460,16 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		return;
 	}
 	for (i = 0; i < x.n; i++) {
+		/* Temporary (RFC 3463 4.2.2), so the sender retries once the
+		 * owner has made room. */
+		if (!x.remote[i] && over_quota(x.target[i], s->tx.size_hint)) {
+			s->msg.nusers = before;
+			s->tx.nremote = before_remote;
+			log_msg(LOG_NOTICE, "s=%08" PRIx32 " to=<%s> refused: mailbox of %s full", s->id,
+			        addr, x.target[i]);
+			reply(s, "452 4.2.2 <%s>: Mailbox full", addr);
+			return;
+		}
 		/* An alias may send mail on: that is the box's own doing, not
 		 * relaying for the client, so it needs no permission. */
 		if (x.remote[i] && !queue_has_room()) {
@@ -906,6 +930,11 @@ static void committed(void *ctx, int err)
 	if (err != 0) {
 		reply_write_error(s, err);
 	} else {
+		unsigned i;
+
+		for (i = 0; i < s->msg.nusers; i++) {
+			quota_delivered(daemon_conf()->maildir_root, s->msg.users[i], s->msg.size);
+		}
 		daemon_stats.messages_in++;
 		daemon_stats.bytes_written += s->msg.size;
 		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> users=%u size=%" PRIu64
@@ -967,6 +996,24 @@ static void queue_tx(struct smtp_session *s)
 	tx_reset(s);
 }
 
+/* 1 if the message would take a local recipient over quota (also for a
+ * queued message: refusing now tells the sender at once, rather than
+ * bouncing days later). */
+static int over_quota_any(struct smtp_session *s)
+{
+	unsigned i;
+
+	for (i = 0; i < s->msg.nusers; i++) {
+		if (over_quota(s->msg.users[i], s->msg.size == 0 ? 1 : s->msg.size)) {
+			log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u refused: mailbox of %s "
+			        "full (%" PRIu64 " octets more)", s->id, s->id, s->tx.msgno,
+			        s->msg.users[i], s->msg.size);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 /* The final dot arrived: refuse a bad message, or hand it to the commit. */
 static void data_end(struct smtp_session *s)
 {
@@ -988,6 +1035,14 @@ static void data_end(struct smtp_session *s)
 		} else {
 			reply_write_error(s, s->tx.write_err);
 		}
+		s->state = ST_READY;
+		tx_reset(s);
+		return;
+	}
+	if (over_quota_any(s)) {
+		/* One reply for the whole message: keep none of it. */
+		daemon_stats.messages_refused++;
+		reply(s, "452 4.2.2 Mailbox full");
 		s->state = ST_READY;
 		tx_reset(s);
 		return;

@@ -222,6 +222,9 @@ def tls_daemon(make_daemon, pki, kind="rsa", sessions=None, plaintext=None, extr
         lines.append("tls_sessions %d" % sessions)
     d = make_daemon(start=False, extra=lines + list(extra),
                     tls_cert=cert or pki.cert[kind], tls_key=key or pki.key[kind], **conf)
+    # The daemon's own port was picked apart from these: keep it distinct too.
+    while d.port in ports.values():
+        d.port = free_port()
     d.settings["listen"] = "smtp %s:%d starttls" % (d.host, d.port)
     for attr, port in ports.items():
         setattr(d, attr, port)

@@ -302,6 +302,25 @@ static void test_bad_files(void)
 	CHECK_STR(err, "/dev/zero:1: NUL byte in line");
 }
 
+/* The third field: a user's own quota, "0" for none, empty or absent for
+ * the configuration's. */
+static void test_quota_field(void)
+{
+	static struct users_table t;
+	char err[256];
+
+	write_str("u", "a:h\nb:h:50M\nc:h:0\nd:h:\ne:h:8K # comment\n");
+	if (!CHECK_INT(users_load(&t, "u", err, sizeof err), 0)) {
+		return;
+	}
+	CHECK_INT((int)(users_quota(&t, users_find(&t, "a"), 1000) == 1000), 1);
+	CHECK_INT((int)(users_quota(&t, users_find(&t, "b"), 1000) == 50ull * 1024 * 1024), 1);
+	CHECK_INT((int)(users_quota(&t, users_find(&t, "c"), 1000) == 0), 1);
+	CHECK_INT((int)(users_quota(&t, users_find(&t, "d"), 1000) == 1000), 1);
+	CHECK_INT((int)(users_quota(&t, users_find(&t, "e"), 0) == 8192), 1);
+	CHECK_INT((int)(users_quota(&t, users_find(&t, "nobody"), 7) == 7), 1);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/picomail-test-auth-XXXXXX";
@@ -315,6 +334,7 @@ int main(void)
 	test_agree();
 	test_bad_hash();
 	test_bad_files();
+	test_quota_field();
 	(void)unlink("u");
 	if (chdir("/") < 0 || rmdir(dir) < 0) {
 		perror("test_auth: cleanup");
