@@ -799,6 +799,8 @@ int daemon_serve(const char *path, int foreground)
 	if (make_dirs(c, pw) < 0 || open_listeners(c) < 0) {
 		return 1;
 	}
+	/* Start-up: every pool and table the daemon will ever use, sized
+	 * from the configuration; nothing is allocated after this. */
 	if (pool_init(&sessions, "sessions", session_objsize(), c->max_connections) < 0 ||
 	    (live = calloc(c->max_connections, 1)) == NULL ||
 	    (proto_of = calloc(c->max_connections, 1)) == NULL || pop3_init(c) < 0 ||

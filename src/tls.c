@@ -18,6 +18,7 @@
 #define KEY_BUF       4096    /* private key components */
 #define PEM_FILE_MAX  65536
 #define CACHE_BYTES   16384   /* session cache: about 160 sessions */
+#define CA_FILE_MAX   (16 << 20)   /* Debian's whole bundle is about 200 KB */
 #define UNIX_EPOCH_DAYS 719528u   /* days from 0 AD to 1970 (X.509 dates) */
 
 /* An X.509 "validator" that takes the server's key without checking
@@ -637,7 +638,11 @@ int tls_load_anchors(const char *path, char *err, size_t errlen)
 	if (stat(path, &st) < 0) {
 		return fail(err, errlen, "ca_file %s: %s", path, strerror(errno));
 	}
-	/* Start-up only: the anchors take less room than the file. */
+	/* Start-up only: the anchors take less room than the file, which is
+	 * bounded so that its size fits a 32-bit size_t with room to spare. */
+	if (st.st_size <= 0 || st.st_size > CA_FILE_MAX) {
+		return fail(err, errlen, "ca_file %s: empty, or larger than %d bytes", path, CA_FILE_MAX);
+	}
 	a.cap = (size_t)st.st_size;
 	a.max = a.cap / 256 + 1;
 	a.arena = malloc(a.cap + 1);
