@@ -16,7 +16,7 @@
 #define CHAIN_MAX     8
 #define CERT_BUF      16384   /* DER of the whole chain */
 #define KEY_BUF       4096    /* private key components */
-#define PEM_FILE_MAX  65536
+#define PEM_CHUNK     4096
 #define CACHE_BYTES   16384   /* session cache: about 160 sessions */
 #define CA_FILE_MAX   (16 << 20)   /* Debian's whole bundle is about 200 KB */
 #define UNIX_EPOCH_DAYS 719528u   /* days from 0 AD to 1970 (X.509 dates) */
@@ -64,7 +64,7 @@ static int current;
 static struct pool slots;
 static br_ssl_session_cache_lru cache;
 static unsigned char cache_store[CACHE_BYTES];
-static unsigned char file_buf[PEM_FILE_MAX];
+static unsigned char file_buf[PEM_CHUNK];
 
 static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -98,84 +98,81 @@ static void pem_append(void *ctx, const void *data, size_t n)
 	s->len += n;
 }
 
-static long read_file(const char *path, char *err, size_t errlen)
-{
-	long total = 0;
-	ssize_t n;
-	int fd = io_open(path, O_RDONLY, 0);
-
-	if (fd < 0) {
-		return fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	while ((n = io_read(fd, file_buf + total, sizeof file_buf - (size_t)total)) > 0) {
-		total += n;
-		if ((size_t)total == sizeof file_buf) {
-			io_close(fd);
-			return fail(err, errlen, "%s: larger than %zu bytes", path, sizeof file_buf);
-		}
-	}
-	io_close(fd);
-	if (n < 0) {
-		return fail(err, errlen, "%s: %s", path, strerror(errno));
-	}
-	return total;
-}
-
-/* Calls fn for each PEM object of the file (name, DER).  Objects are
- * decoded into scratch; 0 or -1 with err. */
+/* Called for each PEM object (name, DER); 0 or -1 with err. */
 typedef int (*pem_fn)(void *ctx, const char *name, const unsigned char *der, size_t len,
                       char *err, size_t errlen);
 
-static int pem_each(const char *path, pem_fn fn, void *ctx, char *err, size_t errlen)
+/* Feeds len bytes to the decoder, handling its events.  -1 with err. */
+static int pem_feed(br_pem_decoder_context *pc, struct pem_sink *sink, const unsigned char *buf,
+                    size_t len, const char *path, pem_fn fn, void *ctx, int *inside,
+                    int *objects, char *err, size_t errlen)
 {
-	static br_pem_decoder_context pc;
-	static unsigned char der[CERT_BUF];
 	static char name[128];
-	struct pem_sink sink = { der, sizeof der, 0, 0 };
-	long total = read_file(path, err, errlen);
-	size_t off = 0, n;
-	int inside = 0, objects = 0;
+	size_t off = 0;
 
-	if (total < 0) {
-		return -1;
-	}
-	/* The decoder sees an END line at its newline: supply one. */
-	file_buf[total++] = '\n';
-	br_pem_decoder_init(&pc);
-	while (off < (size_t)total || inside) {
-		n = br_pem_decoder_push(&pc, file_buf + off, (size_t)total - off);
-		off += n;
-		switch (br_pem_decoder_event(&pc)) {
+	while (off < len) {
+		off += br_pem_decoder_push(pc, buf + off, len - off);
+		switch (br_pem_decoder_event(pc)) {
 		case BR_PEM_BEGIN_OBJ:
-			snprintf(name, sizeof name, "%s", br_pem_decoder_name(&pc));
-			sink.len = 0;
-			sink.overflow = 0;
-			br_pem_decoder_setdest(&pc, pem_append, &sink);
-			inside = 1;
+			snprintf(name, sizeof name, "%s", br_pem_decoder_name(pc));
+			sink->len = 0;
+			sink->overflow = 0;
+			br_pem_decoder_setdest(pc, pem_append, sink);
+			*inside = 1;
 			break;
 		case BR_PEM_END_OBJ:
-			inside = 0;
-			if (sink.overflow) {
+			*inside = 0;
+			if (sink->overflow) {
 				return fail(err, errlen, "%s: a PEM object is too large", path);
 			}
-			objects++;
-			if (fn(ctx, name, der, sink.len, err, errlen) < 0) {
+			(*objects)++;
+			if (fn(ctx, name, sink->buf, sink->len, err, errlen) < 0) {
 				return -1;
 			}
 			break;
 		case BR_PEM_ERROR:
 			return fail(err, errlen, "%s: malformed PEM", path);
 		default:
-			if (off == (size_t)total) {
-				if (inside) {
-					return fail(err, errlen, "%s: unterminated PEM object", path);
-				}
-				goto done;
-			}
 			break;
 		}
 	}
-done:
+	return 0;
+}
+
+/* Calls fn for each PEM object of the file, read in chunks: a CA bundle of
+ * any size goes through fixed buffers. */
+static int pem_each(const char *path, pem_fn fn, void *ctx, char *err, size_t errlen)
+{
+	static br_pem_decoder_context pc;
+	static unsigned char der[CERT_BUF];
+	struct pem_sink sink = { der, sizeof der, 0, 0 };
+	int inside = 0, objects = 0, fd;
+	ssize_t n;
+
+	fd = io_open(path, O_RDONLY, 0);
+	if (fd < 0) {
+		return fail(err, errlen, "%s: %s", path, strerror(errno));
+	}
+	br_pem_decoder_init(&pc);
+	while ((n = io_read(fd, file_buf, sizeof file_buf)) > 0) {
+		if (pem_feed(&pc, &sink, file_buf, (size_t)n, path, fn, ctx, &inside, &objects, err,
+		             errlen) < 0) {
+			io_close(fd);
+			return -1;
+		}
+	}
+	io_close(fd);
+	if (n < 0) {
+		return fail(err, errlen, "%s: %s", path, strerror(errno));
+	}
+	/* The decoder sees an END line at its newline: supply one. */
+	if (pem_feed(&pc, &sink, (const unsigned char *)"\n", 1, path, fn, ctx, &inside, &objects,
+	             err, errlen) < 0) {
+		return -1;
+	}
+	if (inside) {
+		return fail(err, errlen, "%s: unterminated PEM object", path);
+	}
 	if (objects == 0) {
 		return fail(err, errlen, "%s: no PEM object found", path);
 	}

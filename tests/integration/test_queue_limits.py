@@ -50,3 +50,17 @@ def test_queue_quota_refuses_relayed_mail_once_full(make_daemon):
     status = d.status()
     assert int(status["queue_length"]) == 1
     assert int(status["queue_bytes"]) > 4096
+
+
+def test_system_ca_bundle_loads(make_daemon):
+    """A device points ca_file at the whole system bundle (~200 KB, ~140
+    certificates): the daemon must start with it, reading it in chunks."""
+    import os
+    import pytest
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    if not os.path.exists(bundle):
+        pytest.skip("no %s (Debian package ca-certificates)" % bundle)
+    from picotest import free_port
+    d = make_daemon(smarthost="127.0.0.1:%d starttls" % free_port(), ca_file=bundle)
+    assert d.alive()
+    assert "ready" in d.log()
