@@ -27,6 +27,8 @@ OUT=$1
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=board/common/debsrc.sh
+. "$ROOT/board/common/debsrc.sh"
 SRC_CACHE=${SRC_CACHE:-$ROOT/build/src}
 BB=$OUT/busybox
 
@@ -143,28 +145,8 @@ fetch_debian_source() {
     command -v apt-get >/dev/null 2>&1 || die "no apt-get: unpack a BusyBox source tree as $SRC_CACHE/busybox-<version>"
     local log
     log=$(mktemp "${TMPDIR:-/tmp}/busybox-src.XXXXXX")
-    # deb-src entries: Debian's own sources, mirrored with Types: deb-src
-    # (the same file board/common/bearssl.sh writes).
-    if ! apt-cache showsrc busybox 2>/dev/null | grep -q '^Package: busybox'; then
-        local f=/etc/apt/sources.list.d/picomail-src.sources
-        if [ ! -f "$f" ]; then
-            if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-                sed 's/^Types:.*/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$f.tmp"
-            else
-                # shellcheck disable=SC1091
-                . /etc/os-release
-                printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-                    "${VERSION_CODENAME:-bookworm}" >"$f.tmp"
-            fi
-            mv "$f.tmp" "$f"
-        fi
-        # A failing index elsewhere (a foreign architecture's Packages during a
-        # mirror sync) makes apt-get update fail; what matters is the source index.
-        if ! apt-get -o DPkg::Lock::Timeout=600 update -q >"$log" 2>&1 &&
-           ! apt-cache showsrc busybox 2>/dev/null | grep -q '^Package: busybox'; then
-            cat "$log" >&2; die "apt-get update failed"
-        fi
-    fi
+    # deb-src entries: Debian's own sources (board/common/debsrc.sh).
+    debsrc_enable busybox "$log" || { cat "$log" >&2; die "apt-get update failed"; }
     # Unpack in a temporary directory next to the cache, then move into place.
     local tmp
     tmp=$(mktemp -d "$SRC_CACHE/.get.XXXXXX")
