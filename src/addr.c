@@ -765,3 +765,47 @@ int addr_expand(const struct alias_table *t, const char *local, addr_user_fn is_
 	}
 	return (int)x->n;
 }
+
+/* An address literal: "[a.b.c.d]" or "[IPv6:...]", checked by inet_pton. */
+static int helo_literal_ok(const char *name)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	unsigned char a[16];
+	size_t n = strlen(name);
+
+	if (n < 3 || name[n - 1] != ']' || n - 2 >= sizeof buf) {
+		return 0;
+	}
+	memcpy(buf, name + 1, n - 2);
+	buf[n - 2] = '\0';
+	if (strncasecmp(buf, "IPv6:", 5) == 0) {
+		return inet_pton(AF_INET6, buf + 5, a) == 1;
+	}
+	return inet_pton(AF_INET, buf, a) == 1;
+}
+
+int addr_helo_ok(const char *name)
+{
+	size_t label = 0, total = 0;
+	const char *p;
+
+	if (name[0] == '[') {
+		return helo_literal_ok(name);
+	}
+	for (p = name; *p != '\0'; p++, total++) {
+		if (*p == '.') {
+			if (label == 0 || p[-1] == '-') {
+				return 0;
+			}
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
+			return 0;
+		}
+		if ((*p == '-' && label == 0) || ++label > 63) {
+			return 0;
+		}
+	}
+	return label > 0 && p[-1] != '-' && total <= 253;
+}

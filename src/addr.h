@@ -72,4 +72,10 @@ typedef int (*addr_user_fn)(const char *name);
 int addr_expand(const struct alias_table *t, const char *local, addr_user_fn is_user,
                 const char *first_user, const struct conf *c, struct addr_expansion *x);
 
+/* 1 if name is what HELO/EHLO may give (RFC 5321 4.1.1.1): a domain
+ * (letters, digits, '-' and, as hosts send them, '_'; labels of 1 to 63
+ * octets, 253 at most in all) or an address literal ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]"). */
+int addr_helo_ok(const char *name);
+
 #endif

@@ -676,6 +676,74 @@ static int conf_set_run_as(struct conf *c, const struct conf_key *k, char **v,
 	return 0;
 }
 
+/* "dnsbl zone..." (the lists asked, in order) or "dnsbl none". */
+static int conf_set_dnsbl(struct conf *c, const struct conf_key *k, char **v,
+                          unsigned n, char *err, size_t errlen)
+{
+	unsigned i;
+
+	if (n == 0) {
+		return conf_fail(err, errlen, "%s: missing value", k->name);
+	}
+	if (n == 1 && strcmp(v[0], "none") == 0) {
+		c->ndnsbl = 0;
+		return 0;
+	}
+	if (n > CONF_DNSBL_MAX) {
+		return conf_fail(err, errlen, "%s: too many zones (max %d)", k->name, CONF_DNSBL_MAX);
+	}
+	for (i = 0; i < n; i++) {
+		/* The zone follows 32 nibbles of an IPv6 address in a name. */
+		if (strlen(v[i]) > 253 - 64 || strlen(v[i]) >= CONF_NAME_MAX || !conf_name_ok(v[i])) {
+			return conf_fail(err, errlen, "%s: bad zone '%s'", k->name, v[i]);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		conf_lower_copy(c->dnsbl[i], v[i]);
+	}
+	c->ndnsbl = n;
+	return 0;
+}
+
+/* "scanner /abs/program arg..." or "scanner none".  Never a shell: the
+ * words are the program's argv as they stand, so the program must be an
+ * absolute path. */
+static int conf_set_scanner(struct conf *c, const struct conf_key *k, char **v,
+                            unsigned n, char *err, size_t errlen)
+{
+	size_t len = 0, w;
+	unsigned i;
+
+	if (n == 0) {
+		return conf_fail(err, errlen, "%s: missing value", k->name);
+	}
+	if (n == 1 && strcmp(v[0], "none") == 0) {
+		c->scanner[0] = '\0';
+		return 0;
+	}
+	if (v[0][0] != '/') {
+		return conf_fail(err, errlen, "%s: '%s' is not an absolute path", k->name, v[0]);
+	}
+	if (n >= CONF_SCANNER_ARGS) {
+		return conf_fail(err, errlen, "%s: too many arguments (max %d)", k->name,
+		                 CONF_SCANNER_ARGS - 1);
+	}
+	for (i = 0; i < n; i++) {
+		len += strlen(v[i]) + 1;
+	}
+	if (len > sizeof c->scanner) {
+		return conf_fail(err, errlen, "%s: value too long (max %zu)", k->name,
+		                 sizeof c->scanner - 1);
+	}
+	for (i = 0, len = 0; i < n; i++) {
+		w = strlen(v[i]);
+		memcpy(c->scanner + len, v[i], w);
+		len += w;
+		c->scanner[len++] = i + 1 < n ? ' ' : '\0';
+	}
+	return 0;
+}
+
 #define CONF_PATH(name)  { #name, conf_set_path, offsetof(struct conf, name), \
                            sizeof(((struct conf *)0)->name), 0, 0 }
 #define CONF_UINT(name, lo, hi) { #name, conf_set_uint, offsetof(struct conf, name), 0, lo, hi }
@@ -718,6 +786,14 @@ static const struct conf_key conf_keys[] = {
 	{ "queue_max_size", conf_set_size, offsetof(struct conf, queue_max_size), 0, 0, UINT64_MAX },
 	{ "quota", conf_set_size, offsetof(struct conf, quota), 0, 0, UINT64_MAX },
 	CONF_PATH(control),
+	{ "greet_pause", conf_set_time, offsetof(struct conf, greet_pause), 0, 0, 60 },
+	{ "helo_check", conf_set_yesno, offsetof(struct conf, helo_check), 0, 0, 0 },
+	{ "greylist", conf_set_yesno, offsetof(struct conf, greylist), 0, 0, 0 },
+	{ "greylist_delay", conf_set_time, offsetof(struct conf, greylist_delay), 0, 1, 86400 },
+	{ "dnsbl", conf_set_dnsbl, 0, 0, 0, 0 },
+	{ "dnsbl_timeout", conf_set_time, offsetof(struct conf, dnsbl_timeout), 0, 1, 60 },
+	{ "scanner", conf_set_scanner, 0, 0, 0, 0 },
+	{ "scanner_timeout", conf_set_time, offsetof(struct conf, scanner_timeout), 0, 1, 3600 },
 };
 
 /* ------------------------------------------------------------ public API */
@@ -772,6 +848,11 @@ void conf_defaults(struct conf *c)
 	c->queue_max_messages = 1000;
 	c->pop3_max_messages = 2000;
 	c->plaintext_auth = 0;
+	c->greet_pause = 1;
+	c->helo_check = 1;
+	c->greylist_delay = 5 * 60;
+	c->dnsbl_timeout = 4;
+	c->scanner_timeout = 60;
 }
 
 /* Tab, CR and LF separate words like spaces; any other control byte is a

@@ -19,6 +19,8 @@
 #define CONF_LISTEN_MAX   8
 #define CONF_NETS_MAX     16
 #define CONF_ERR_MAX      320
+#define CONF_DNSBL_MAX    4     /* blocklist zones */
+#define CONF_SCANNER_ARGS 16    /* the scanner program and its arguments */
 #define CONF_DEFAULT_PATH "/etc/picomail.conf"
 
 enum listen_proto { PROTO_SMTP, PROTO_SUBMISSION, PROTO_POP3 };
@@ -84,6 +86,16 @@ struct conf {
 	uint64_t queue_max_size;        /* octets the queue holds (0: no quota); then 452 4.3.1 */
 	char control[CONF_PATH_MAX];    /* control socket; default <spool>/control */
 	uint64_t quota;                 /* octets per Maildir (0: none); the users file overrides */
+	/* Spam defence (smtp_server.c, greylist.c, dnsbl.c, scanner.c). */
+	unsigned greet_pause;           /* seconds the banner waits on smtp listeners; 0: none */
+	int helo_check;                 /* 1: HELO/EHLO must be a domain or an address literal */
+	int greylist;                   /* 1: greylisting of unknown triplets at RCPT */
+	unsigned greylist_delay;        /* seconds before a retry passes */
+	char dnsbl[CONF_DNSBL_MAX][CONF_NAME_MAX];   /* DNS blocklist zones */
+	unsigned ndnsbl;
+	unsigned dnsbl_timeout;         /* seconds the banner waits for the lists */
+	char scanner[CONF_PATH_MAX];    /* program and arguments, one space apart; empty: none */
+	unsigned scanner_timeout;       /* seconds; then the scanner is killed, the mail 451 */
 };
 
 /* Fills *c with the defaults of DESIGN.md. */

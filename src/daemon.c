@@ -8,8 +8,10 @@
 #include "pool.h"
 #include "pop3.h"
 #include "dns.h"
+#include "greylist.h"
 #include "queue.h"
 #include "quota.h"
+#include "scanner.h"
 #include "smtp_client.h"
 #include "smtp_server.h"
 #include "tls.h"
@@ -34,7 +36,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LISTEN_BACKLOG 128   /* a burst is answered 421, not left in the kernel */
+/* Deep enough for a burst of a thousand connections to be accepted and
+ * answered (421 when the pool is full).  A shallower queue overflows into
+ * SYN cookies whose final ACK the kernel drops: the client believes it is
+ * connected and waits for a banner that never comes.  The kernel caps it
+ * at net.core.somaxconn. */
+#define LISTEN_BACKLOG 1024
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
 #define EXTRA_SLOTS    8     /* signal pipe, control and submit sockets, queue and users timers, spare */
 #define CONTROL_WAIT_MS 200  /* a control client sends its command at once */
@@ -146,7 +153,8 @@ static int load_all(int i, int ui, char *err, size_t errlen)
 }
 
 /* Every USERS_CHECK_MS: reloads the users file if it changed, into the
- * spare table (sessions may still hold the running one this round). */
+ * spare table (sessions may still hold the running one this round), and
+ * saves the greylist when that is due. */
 static void users_watch(void *ctx, int revents)
 {
 	static struct users_stamp failed;   /* a bad file is reported once */
@@ -158,6 +166,7 @@ static void users_watch(void *ctx, int revents)
 	(void)ctx;
 	(void)revents;
 	loop_deadline(users_slot, loop_now() + USERS_CHECK_MS);
+	(void)greylist_save(time(NULL), 0);
 	users_stamp_of(path, &st);
 	if (users_stamp_same(&st, &users_seen)) {
 		return;
@@ -376,7 +385,19 @@ static int status_text(char *buf, size_t len)
 	                 "write_errors: %" PRIu64 "\n"
 	                 "queue_length: %u\n"
 	                 "queue_bytes: %" PRIu64 "\n"
-	                 "queue_active: %u\n",
+	                 "queue_active: %u\n"
+	                 "pregreet: %" PRIu64 "\n"
+	                 "helo_refused: %" PRIu64 "\n"
+	                 "dnsbl_listed: %" PRIu64 "\n"
+	                 "dnsbl_unanswered: %" PRIu64 "\n"
+	                 "greylist_deferred: %" PRIu64 "\n"
+	                 "greylist_passed: %" PRIu64 "\n"
+	                 "greylist_triplets: %u\n"
+	                 "scanner_accepted: %" PRIu64 "\n"
+	                 "scanner_rejected: %" PRIu64 "\n"
+	                 "scanner_tempfail: %" PRIu64 "\n"
+	                 "scanner_timeouts: %" PRIu64 "\n"
+	                 "scanner_running: %u\n",
 	                 PICOMAIL_VERSION, (int)getpid(),
 	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
 	                 daemon_stats.connections, sessions.used, sessions.size, pop3_mailboxes_used(),
@@ -384,7 +405,12 @@ static int status_text(char *buf, size_t len)
 	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
 	                 daemon_stats.messages_in, daemon_stats.messages_refused,
 	                 daemon_stats.bytes_written, daemon_stats.write_errors, queue_length(),
-	                 queue_bytes(), queue_active());
+	                 queue_bytes(), queue_active(), daemon_stats.pregreet,
+	                 daemon_stats.helo_refused, daemon_stats.dnsbl_listed,
+	                 daemon_stats.dnsbl_unanswered, daemon_stats.greylist_deferred,
+	                 daemon_stats.greylist_passed, greylist_used(), daemon_stats.scanner_accepted,
+	                 daemon_stats.scanner_rejected, daemon_stats.scanner_tempfail,
+	                 daemon_stats.scanner_timeouts, scanner_running());
 #ifdef PICOMAIL_TEST
 	if (n > 0 && (size_t)n < len) {
 		n += snprintf(buf + n, len - (size_t)n, "mallocs: %" PRIu64 "\n", testalloc_count);
@@ -573,12 +599,16 @@ static void reload(void)
 	quota_forget();   /* maildir_root may have changed */
 	maildir_setup(confs[cur].maildir_root, confs[cur].hostname);
 	dns_reconfigure(&confs[cur]);
+	/* Greylisting turned on by the reload takes its table now. */
+	if (confs[cur].greylist && greylist_init(confs[cur].spool) < 0) {
+		log_msg(LOG_ERR, "greylist: no memory for the table: greylisting is off");
+	}
 	log_msg(LOG_INFO, "configuration reloaded from %s", conf_path);
 }
 
 static void on_signal(int sig)
 {
-	char buf[1024];
+	char buf[2048];
 
 	switch (sig) {
 	case SIGTERM:
@@ -591,9 +621,21 @@ static void on_signal(int sig)
 	case SIGHUP:
 		reload();
 		break;
+	case SIGCHLD:
+		scanner_reap();
+		break;
 	case SIGUSR1:
 		if (status_text(buf, sizeof buf) > 0) {
-			log_msg(LOG_INFO, "status\n%s", buf);
+			char *line, *next;
+
+			/* One log line per counter: log_msg escapes newlines. */
+			for (line = buf; *line != '\0'; line = next) {
+				next = line + strcspn(line, "\n");
+				if (*next == '\n') {
+					*next++ = '\0';
+				}
+				log_msg(LOG_INFO, "status %s", line);
+			}
 		}
 		break;
 	default:
@@ -717,7 +759,7 @@ static int open_listeners(const struct conf *c)
 
 static int join_loop(void)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD };
 	unsigned i;
 
 	if (loop_signals(sigs, sizeof sigs / sizeof sigs[0], on_signal) < 0) {
@@ -804,6 +846,7 @@ int daemon_serve(const char *path, int foreground)
 	if (pool_init(&sessions, "sessions", session_objsize(), c->max_connections) < 0 ||
 	    (live = calloc(c->max_connections, 1)) == NULL ||
 	    (proto_of = calloc(c->max_connections, 1)) == NULL || pop3_init(c) < 0 ||
+	    scanner_init(c->max_connections) < 0 || (c->greylist && greylist_init(c->spool) < 0) ||
 	    loop_init(c->max_connections + c->nlisten + c->queue_runners + 2 * DNS_QUERIES +
 	              EXTRA_SLOTS) < 0) {
 		log_msg(LOG_ERR, "cannot allocate memory for %u connections", c->max_connections);
@@ -836,6 +879,7 @@ int daemon_serve(const char *path, int foreground)
 	if (loop_run() < 0) {
 		return 1;
 	}
+	(void)greylist_save(time(NULL), 1);
 	(void)unlink(confs[cur].control);
 	{
 		char path[CONF_PATH_MAX + 16];

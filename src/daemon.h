@@ -17,6 +17,17 @@ struct daemon_stats {
 	uint64_t messages_refused;
 	uint64_t bytes_written;   /* message octets made durable */
 	uint64_t write_errors;
+	/* spam defence: every decision, counted */
+	uint64_t pregreet;            /* talked before the banner: 554 5.5.1 */
+	uint64_t helo_refused;        /* 501 5.5.2 */
+	uint64_t dnsbl_listed;        /* 554 5.7.1 banner */
+	uint64_t dnsbl_unanswered;    /* lookups that had no answer in time: let through */
+	uint64_t greylist_deferred;   /* 451 4.7.1 */
+	uint64_t greylist_passed;
+	uint64_t scanner_accepted;
+	uint64_t scanner_rejected;    /* 554 5.7.0 */
+	uint64_t scanner_tempfail;    /* 451: exit status other than 0 and 1, or could not run */
+	uint64_t scanner_timeouts;    /* killed after scanner_timeout: 451 */
 };
 
 extern struct daemon_stats daemon_stats;

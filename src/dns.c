@@ -559,7 +559,7 @@ int dns_parse_resolv_conf(const char *text, size_t len, struct sockaddr_storage 
 /* ------------------------------------------------------------------ */
 /* Queries on the loop                                                 */
 
-enum dns_kind { KIND_MX, KIND_ADDR };
+enum dns_kind { KIND_MX, KIND_ADDR, KIND_A };
 
 /* One question of a query: MX, or A or AAAA. */
 struct dns_sub {
@@ -1121,6 +1121,11 @@ int dns_query_mx(const char *domain, dns_done_fn fn, void *ctx)
 int dns_query_addr(const char *host, dns_done_fn fn, void *ctx)
 {
 	return query_start(KIND_ADDR, host, fn, ctx);
+}
+
+int dns_query_a(const char *name, dns_done_fn fn, void *ctx)
+{
+	return query_start(KIND_A, name, fn, ctx);
 }
 
 void dns_cancel(int handle)

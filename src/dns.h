@@ -26,7 +26,7 @@
 #define DNS_NAME_MAX 255       /* a host name as text is at most 253 octets */
 #define DNS_MX_MAX   16
 #define DNS_ADDR_MAX 16
-#define DNS_QUERIES  8         /* queries in flight at once */
+#define DNS_QUERIES  16        /* queries in flight at once (relay and blocklists) */
 #define DNS_TRY_MS   2000      /* per try */
 #define DNS_TRIES    3
 #define DNS_CNAME_MAX 8        /* CNAME hops followed inside one answer */
@@ -83,6 +83,10 @@ int dns_query_mx(const char *domain, dns_done_fn fn, void *ctx);
  * "[1.2.3.4]", "[IPv6:2001:db8::1]", "2001:db8::1") completes with that
  * address without the network, through the loop.  Handle or -1 as above. */
 int dns_query_addr(const char *host, dns_done_fn fn, void *ctx);
+
+/* Only the A records of name, no address literal: a DNS blocklist's
+ * answer.  Handle or -1 as above. */
+int dns_query_a(const char *name, dns_done_fn fn, void *ctx);
 
 /* Forgets the query: its callback is never called after this.  A handle
  * that already completed or was cancelled is ignored (handles carry a

@@ -173,6 +173,12 @@ static void flush_wbuf(struct maildir_msg *m)
 	m->wlen = 0;
 }
 
+int maildir_flush(struct maildir_msg *m)
+{
+	flush_wbuf(m);
+	return m->err;
+}
+
 void maildir_write(struct maildir_msg *m, const void *buf, size_t n)
 {
 	const unsigned char *p = buf;

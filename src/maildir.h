@@ -58,6 +58,10 @@ int maildir_finish_file(struct maildir_msg *m);
 /* Buffers bytes of the message; errors are kept in m->err. */
 void maildir_write(struct maildir_msg *m, const void *buf, size_t n);
 
+/* Writes out what is buffered, so that another process can read the
+ * whole file (the content scanner).  0 or the sticky errno. */
+int maildir_flush(struct maildir_msg *m);
+
 /* Closes and removes the temporary file (refused or failed message). */
 void maildir_abort(struct maildir_msg *m);
 

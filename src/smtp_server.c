@@ -12,11 +12,14 @@
 #include "base64.h"
 #include "conn.h"
 #include "daemon.h"
+#include "dnsbl.h"
+#include "greylist.h"
 #include "log.h"
 #include "loop.h"
 #include "maildir.h"
 #include "queue.h"
 #include "quota.h"
+#include "scanner.h"
 #include "smtp_data.h"
 #include "tls.h"
 
@@ -46,7 +49,14 @@ enum smtp_state {
 	ST_QUIT    = 1 << 6,  /* closing once the output is sent */
 	ST_SASL    = 1 << 7,  /* AUTH: waiting for the client's response line */
 	ST_DELAY   = 1 << 8,  /* AUTH failed: answered after the throttle delay */
+	ST_PAUSE   = 1 << 9,  /* before the banner: greet_pause, blocklist lookups */
+	ST_REFUSED = 1 << 10, /* blocklisted: 554 banner, only QUIT (RFC 5321 3.1) */
+	ST_SCAN    = 1 << 11, /* the content scanner has the message */
 };
+
+/* States in which the session reads no command: it waits for something
+ * of its own (the commit, the scanner, the throttle) or is closing. */
+#define ST_WAITING (ST_COMMIT | ST_SCAN | ST_QUIT | ST_DELAY)
 
 enum sasl_step { SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
 
@@ -81,9 +91,14 @@ struct smtp_session {
 	char sasl_login[ADDR_USER_MAX + 1];  /* AUTH LOGIN: the name given */
 	int tls_logged;
 	int relay_ok;                        /* relay_from, or the local submit socket */
+	int screened;                        /* spam defences apply (smtp listener, outsider) */
+	int dnsbl_on;                        /* dnsbl holds lookups */
+	int64_t pause_end, dnsbl_end;        /* loop_now() times, in ST_PAUSE */
+	int scan;                            /* scanner handle in ST_SCAN; -1 */
 	struct smtp_tx tx;
 	struct conn conn;
 	struct maildir_msg msg;
+	struct dnsbl_check dnsbl;
 	/* Last, and never cleared: only nremote entries count, and pages an
 	 * idle session never writes stay out of its RSS. */
 	char remote[MAILDIR_RCPT_MAX][ADDR_MAX + 1];   /* relayed recipients */
@@ -135,18 +150,27 @@ static void reply_error(struct smtp_session *s, const char *text)
 /* Forgets the transaction, removing any file it started (RSET, EHLO, end). */
 static void tx_reset(struct smtp_session *s)
 {
+	if (s->state == ST_SCAN && s->scan >= 0) {
+		/* The scanner's verdict is not wanted any more. */
+		scanner_cancel(s->scan);
+		s->scan = -1;
+	}
 	if (s->tx.file_open) {
 		maildir_abort(&s->msg);
 	}
 	memset(&s->tx, 0, sizeof s->tx);
 	s->msg.nusers = 0;
-	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA)) {
+	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA | ST_SCAN)) {
 		s->state = ST_READY;
 	}
 }
 
 static void session_end(struct smtp_session *s)
 {
+	if (s->dnsbl_on) {
+		(void)dnsbl_cancel(&s->dnsbl, 0);
+		s->dnsbl_on = 0;
+	}
 	tx_reset(s);
 	loop_del(s->slot);
 	conn_close(&s->conn);
@@ -189,6 +213,14 @@ static void greet(struct smtp_session *s, char *arg, int esmtp)
 
 	if (!helo_ok(arg)) {
 		reply_error(s, "501 5.5.4 Syntax: EHLO hostname");
+		return;
+	}
+	if (c->helo_check && !addr_helo_ok(arg)) {
+		daemon_stats.helo_refused++;
+		log_msg(LOG_NOTICE, "s=%08" PRIx32 " HELO '%s' from %s refused: not a domain or an "
+		        "address literal", s->id, arg, s->conn.peer_ip);
+		reply_error(s, "501 5.5.2 Helo command rejected: need a domain name or an address "
+		            "literal");
 		return;
 	}
 	tx_reset(s);
@@ -438,6 +470,28 @@ static int over_quota(const char *user, uint64_t octets)
 	                      octets);
 }
 
+/* Greylisting (greylist.h), for clients the spam defences screen and
+ * that have not authenticated: 1 if the recipient was deferred, with the
+ * reply sent. */
+static int greylisted(struct smtp_session *s, const char *rcpt)
+{
+	const struct conf *c = daemon_conf();
+	unsigned wait;
+
+	if (!c->greylist || !s->screened || s->auth_user[0] != '\0') {
+		return 0;
+	}
+	if (greylist_check(&s->conn.peer, s->tx.from, rcpt, c->greylist_delay, time(NULL), &wait)) {
+		daemon_stats.greylist_passed++;
+		return 0;
+	}
+	daemon_stats.greylist_deferred++;
+	log_msg(LOG_NOTICE, "s=%08" PRIx32 " from=<%s> to=<%s> greylisted from %s: retry in %us",
+	        s->id, s->tx.from, rcpt, s->conn.peer_ip, wait);
+	reply(s, "451 4.7.1 <%s>: Recipient address rejected: Greylisted, try again later", rcpt);
+	return 1;
+}
+
 static void rcpt_local(struct smtp_session *s, const char *addr, const char *local)
 {
 	const struct users_table *u = daemon_users();
@@ -457,6 +511,9 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 	}
 	if (n == 0) {
 		reply(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", addr);
+		return;
+	}
+	if (greylisted(s, addr)) {
 		return;
 	}
 	for (i = 0; i < x.n; i++) {
@@ -846,7 +903,7 @@ static const struct smtp_command commands[] = {
 	{ "NOOP", ST_ANY, cmd_noop },
 	{ "VRFY", ST_ANY, cmd_vrfy },
 	{ "HELP", ST_ANY, cmd_help },
-	{ "QUIT", ST_ANY, cmd_quit },
+	{ "QUIT", ST_ANY | ST_REFUSED, cmd_quit },
 	{ "EXPN", ST_ANY, cmd_not_offered },
 	{ "TURN", ST_ANY, cmd_not_offered },
 	{ "ETRN", ST_ANY, cmd_not_offered },
@@ -906,6 +963,10 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 	arg = line + vlen;
 	while (*arg == ' ') {
 		arg++;
+	}
+	if (s->state == ST_REFUSED && !(vlen == 4 && strncasecmp(line, "QUIT", 4) == 0)) {
+		reply_error(s, "503 5.7.1 Error: this client is refused, only QUIT is accepted");
+		return;
 	}
 	for (i = 0; i < sizeof commands / sizeof commands[0]; i++) {
 		if (strlen(commands[i].verb) == vlen && strncasecmp(line, commands[i].verb, vlen) == 0) {
@@ -1014,6 +1075,88 @@ static int over_quota_any(struct smtp_session *s)
 	return 0;
 }
 
+/* The message is good: to the queue (answered now) or to the commit. */
+static void data_accept(struct smtp_session *s)
+{
+	if (s->tx.queued) {
+		queue_tx(s);
+		return;
+	}
+	s->state = ST_COMMIT;
+	maildir_commit(&s->msg, committed, s);
+}
+
+/* The scanner's verdict: 0 accept, 1 reject, anything else try later. */
+static void scanned(void *ctx, int status)
+{
+	struct smtp_session *s = ctx;
+
+	s->scan = -1;
+	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	if (status == 0) {
+		daemon_stats.scanner_accepted++;
+		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner: accepted", s->id, s->id,
+		        s->tx.msgno);
+		data_accept(s);
+	} else if (status == 1) {
+		daemon_stats.scanner_rejected++;
+		daemon_stats.messages_refused++;
+		log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> refused by the "
+		        "scanner", s->id, s->id, s->tx.msgno, s->tx.from);
+		reply(s, "554 5.7.0 Message rejected by the content scanner");
+		tx_reset(s);
+	} else {
+		daemon_stats.scanner_tempfail++;
+		log_msg(LOG_WARNING, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner failed (%s %d): "
+		        "temporary failure", s->id, s->id, s->tx.msgno,
+		        status < 0 ? "signal or" : "exit", status);
+		reply(s, "451 4.3.0 Content scan failed, try again later");
+		tx_reset(s);
+	}
+	session_process(s);
+	(void)session_update(s);
+}
+
+/* The scanner did not answer within scanner_timeout: killed, and the
+ * mail refused for now rather than accepted unscanned. */
+static void scan_timeout(struct smtp_session *s)
+{
+	scanner_cancel(s->scan);
+	s->scan = -1;
+	daemon_stats.scanner_timeouts++;
+	log_msg(LOG_WARNING, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner killed after %us",
+	        s->id, s->id, s->tx.msgno, daemon_conf()->scanner_timeout);
+	reply(s, "451 4.3.0 Content scan timed out, try again later");
+	tx_reset(s);
+	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	session_process(s);
+	(void)session_update(s);
+}
+
+/* Hands the complete file to the scanner; the reply waits for it. */
+static void scan_start(struct smtp_session *s)
+{
+	const struct conf *c = daemon_conf();
+	int e = maildir_flush(&s->msg);
+
+	if (e != 0) {
+		reply_write_error(s, e);
+		tx_reset(s);
+		return;
+	}
+	s->scan = scanner_start(c->scanner, s->msg.tmp, scanned, s);
+	if (s->scan < 0) {
+		daemon_stats.scanner_tempfail++;
+		log_msg(LOG_ERR, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner %s cannot run: %m",
+		        s->id, s->id, s->tx.msgno, c->scanner);
+		reply(s, "451 4.3.0 Content scanner unavailable, try again later");
+		tx_reset(s);
+		return;
+	}
+	s->state = ST_SCAN;
+	loop_deadline(s->slot, loop_now() + (int64_t)c->scanner_timeout * 1000);
+}
+
 /* The final dot arrived: refuse a bad message, or hand it to the commit. */
 static void data_end(struct smtp_session *s)
 {
@@ -1047,12 +1190,19 @@ static void data_end(struct smtp_session *s)
 		tx_reset(s);
 		return;
 	}
-	if (s->tx.queued) {
-		queue_tx(s);
+	if (daemon_conf()->scanner[0] != '\0' && s->conn.peer.ss_family != AF_UNIX) {
+		scan_start(s);
 		return;
 	}
-	s->state = ST_COMMIT;
-	maildir_commit(&s->msg, committed, s);
+	data_accept(s);
+}
+
+/* smtp_timeout is the time allowed for each command line, or each line of
+ * the message, however it is cut into packets: a client dribbling a byte
+ * at a time (slow-loris) cannot hold its session for ever. */
+static void idle_deadline(struct smtp_session *s)
+{
+	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
 }
 
 /* Feeds buffered input to the DATA machine. */
@@ -1064,6 +1214,9 @@ static void data_consume(struct smtp_session *s)
 	uint64_t max = daemon_conf()->max_message_size;
 
 	used = smtp_data_feed(&s->tx.data, c->in + c->in_off, c->in_len - c->in_off, out, &outlen);
+	if (memchr(c->in + c->in_off, '\n', used) != NULL) {
+		idle_deadline(s);   /* a line of the message is complete */
+	}
 	c->in_off += used;
 	if (s->tx.file_open && (s->tx.data.flags != 0 || s->tx.data.octets > max)) {
 		/* Refused anyway: stop writing and free the space now. */
@@ -1093,7 +1246,7 @@ static void session_process(struct smtp_session *s)
 	size_t len;
 
 	for (;;) {
-		if (s->state & (ST_COMMIT | ST_QUIT | ST_DELAY) || s->conn.err) {
+		if (s->state & (ST_WAITING | ST_PAUSE) || s->conn.err) {
 			break;
 		}
 		if (s->state == ST_DATA) {
@@ -1117,12 +1270,14 @@ static void session_process(struct smtp_session *s)
 			}
 			return;
 		case CONN_LINE_TOO_LONG:
+			idle_deadline(s);
 			if (s->state == ST_SASL) {
 				s->state = s->sasl_return;
 			}
 			reply_error(s, "500 5.5.2 Error: line too long");
 			break;
 		case CONN_LINE_OK:
+			idle_deadline(s);
 			dispatch(s, line, len);
 			break;
 		}
@@ -1139,7 +1294,7 @@ static int flush_and_continue(struct smtp_session *s)
 	for (rounds = 0;; rounds++) {
 		r = conn_flush(&s->conn);
 		if (r != 0 || rounds == 64 || conn_unread(&s->conn) == 0 ||
-		    s->state & (ST_COMMIT | ST_QUIT | ST_DELAY)) {
+		    s->state & ST_WAITING) {
 			return r;
 		}
 		before = conn_unread(&s->conn);
@@ -1171,7 +1326,7 @@ static int session_update(struct smtp_session *s)
 		session_end(s);
 		return -1;
 	}
-	ev = conn_poll_events(&s->conn, !(s->state & (ST_COMMIT | ST_QUIT | ST_DELAY)) &&
+	ev = conn_poll_events(&s->conn, !(s->state & ST_WAITING) &&
 	                                conn_room(&s->conn) >= SMTP_REPLY_ROOM);
 	loop_events(s->slot, ev);
 	return 0;
@@ -1186,12 +1341,114 @@ static void session_timeout(struct smtp_session *s)
 	session_end(s);
 }
 
+/* ---- before the banner ------------------------------------------------- */
+
+/* The banner, once the pause is over: 554 for a listed client (who may
+ * only QUIT), else 220. */
+static void banner(struct smtp_session *s)
+{
+	const struct conf *c = daemon_conf();
+
+	loop_deadline(s->slot, loop_now() + (int64_t)c->smtp_timeout * 1000);
+	if (s->dnsbl_on) {
+		daemon_stats.dnsbl_unanswered += dnsbl_cancel(&s->dnsbl, 1);
+		s->dnsbl_on = 0;
+		if (s->dnsbl.listed >= 0) {
+			const char *zone = s->dnsbl.zone[s->dnsbl.listed];
+
+			daemon_stats.dnsbl_listed++;
+			log_msg(LOG_NOTICE, "s=%08" PRIx32 " %s refused: listed by %s", s->id,
+			        s->conn.peer_ip, zone);
+			reply(s, "554 5.7.1 Service unavailable; client [%s] blocked using %s",
+			      s->conn.peer_ip, zone);
+			s->state = ST_REFUSED;
+			return;
+		}
+	}
+	s->state = ST_GREETED;
+	reply(s, "220 %s ESMTP picomail", c->hostname);
+}
+
+/* Greets once greet_pause is over and every list has answered (or had
+ * its time); until then, waits for whichever comes next. */
+static void pause_check(struct smtp_session *s)
+{
+	int64_t now = loop_now();
+
+	if (now < s->pause_end) {
+		loop_deadline(s->slot, s->pause_end);
+	} else if (s->dnsbl_on && s->dnsbl.pending > 0 && s->dnsbl.listed < 0 &&
+	           now < s->dnsbl_end) {
+		loop_deadline(s->slot, s->dnsbl_end);
+	} else {
+		banner(s);
+	}
+}
+
+static void dnsbl_done(void *ctx)
+{
+	struct smtp_session *s = ctx;
+
+	if (s->state == ST_PAUSE) {
+		pause_check(s);
+		(void)session_update(s);
+	}
+}
+
+/* In ST_PAUSE: the deadline, or input.  A client that talks before the
+ * banner is not waiting for replies: a spam engine.  Refused, and the
+ * connection closed. */
+static void pause_event(struct smtp_session *s, int revents)
+{
+	if (revents & LOOP_TIMEOUT) {
+		pause_check(s);
+		(void)session_update(s);
+		return;
+	}
+	if (conn_fill(&s->conn) > 0 || conn_unread(&s->conn) > 0) {
+		daemon_stats.pregreet++;
+		log_msg(LOG_NOTICE, "s=%08" PRIx32 " %s refused: talked before the greeting", s->id,
+		        s->conn.peer_ip);
+		if (s->dnsbl_on) {
+			(void)dnsbl_cancel(&s->dnsbl, 0);
+			s->dnsbl_on = 0;
+		}
+		reply(s, "554 5.5.1 Error: protocol error, talked before the greeting");
+		s->state = ST_QUIT;
+	}
+	(void)session_update(s);
+}
+
+/* Holds the banner back: greet_pause, and the blocklist lookups. */
+static void pause_start(struct smtp_session *s)
+{
+	const struct conf *c = daemon_conf();
+	int64_t now = loop_now();
+
+	s->state = ST_PAUSE;
+	s->pause_end = now + (int64_t)c->greet_pause * 1000;
+	s->dnsbl_end = now + (int64_t)c->dnsbl_timeout * 1000;
+	if (c->ndnsbl > 0) {
+		s->dnsbl_on = 1;
+		(void)dnsbl_start(&s->dnsbl, c, &s->conn.peer, dnsbl_done, s);
+	}
+	pause_check(s);
+}
+
 static void session_io(void *ctx, int revents)
 {
 	struct smtp_session *s = ctx;
 	int n;
 
+	if (s->state == ST_PAUSE) {
+		pause_event(s, revents);
+		return;
+	}
 	if (revents & LOOP_TIMEOUT) {
+		if (s->state == ST_SCAN) {
+			scan_timeout(s);
+			return;
+		}
 		if (s->state == ST_DELAY) {
 			/* The throttle delay is over: answer the failed AUTH. */
 			s->state = s->sasl_return;
@@ -1206,9 +1463,6 @@ static void session_io(void *ctx, int revents)
 	}
 	if (revents & (POLLIN | POLLERR | POLLHUP)) {
 		n = conn_fill(&s->conn);
-		if (n > 0 && s->state != ST_DELAY) {
-			loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
-		}
 		if (!s->tls_logged && conn_tls_ready(&s->conn)) {
 			char desc[96];
 
@@ -1249,6 +1503,10 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 	s->state = ST_GREETED;
 	s->relay_ok = peer->sa_family == AF_UNIX ||
 	              conf_net_match(daemon_conf()->relay_from, daemon_conf()->nrelay_from, peer);
+	/* The defences against spam engines are for strangers on port 25:
+	 * not the LAN (relay_from), nor submission, nor implicit TLS. */
+	s->screened = l->proto == PROTO_SMTP && l->tls != TLS_IMPLICIT && !s->relay_ok;
+	s->scan = -1;
 	s->slot = loop_add(fd, POLLIN, session_io, s);
 	if (s->slot < 0) {
 		conn_close(&s->conn);
@@ -1271,7 +1529,11 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 		loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
 	}
 	log_msg(LOG_INFO, "s=%08" PRIx32 " connect from %s", id, s->conn.peer_ip);
-	reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
+	if (s->screened && (daemon_conf()->greet_pause > 0 || daemon_conf()->ndnsbl > 0)) {
+		pause_start(s);
+	} else {
+		reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
+	}
 	(void)session_update(s);
 }
 

@@ -713,6 +713,52 @@ static void test_postmaster(void)
 	users = NULL;
 }
 
+/* HELO/EHLO names: a domain or an address literal. */
+static void test_helo(void)
+{
+	static const char *const good[] = {
+		"mail.example.org", "localhost", "MAIL.Example.ORG", "host_1.lan", "a-b.c",
+		"1.2.3.4", "[192.0.2.1]", "[IPv6:2001:db8::1]", "[ipv6:::1]",
+		"[IPv6:::ffff:192.0.2.1]", "x",
+	};
+	static const char *const bad[] = {
+		"", "-a.b", "a-.b", "a..b", ".a", "a.", "a b", "bad!name", "a/b", "../x",
+		"[192.0.2.256]", "[192.0.2.1", "192.0.2.1]", "[]", "[IPv6:]", "[IPv6:zz::1]",
+		"[2001:db8::1]", "[IPv6:192.0.2.1]", "$(reboot)", "a;b", "\xe9.org",
+	};
+	char longlabel[80], longname[300];
+	size_t i;
+
+	for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+		check_row = good[i];
+		CHECK_INT(addr_helo_ok(good[i]), 1);
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		check_row = bad[i];
+		CHECK_INT(addr_helo_ok(bad[i]), 0);
+	}
+	check_row = "label lengths";
+	memset(longlabel, 'a', 63);
+	longlabel[63] = '\0';
+	CHECK_INT(addr_helo_ok(longlabel), 1);
+	longlabel[63] = 'a';
+	longlabel[64] = '\0';
+	CHECK_INT(addr_helo_ok(longlabel), 0);
+	/* 4 labels of 63 and a dot each: 255 octets, over 253. */
+	for (i = 0; i < 4; i++) {
+		memset(longname + i * 64, 'b', 63);
+		longname[i * 64 + 63] = '.';
+	}
+	longname[251] = '\0';   /* 251 octets: fits */
+	CHECK_INT(addr_helo_ok(longname), 1);
+	longname[251] = 'c';
+	longname[252] = 'c';
+	longname[253] = 'c';
+	longname[254] = '\0';   /* 254 octets */
+	CHECK_INT(addr_helo_ok(longname), 0);
+	check_row = NULL;
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/picomail-test-addr-XXXXXX";
@@ -730,6 +776,7 @@ int main(void)
 	test_alias_file_limits();
 	test_expand();
 	test_postmaster();
+	test_helo();
 	(void)unlink("a");
 	if (chdir("/") < 0 || rmdir(dir) < 0) {
 		perror("test_addr: cleanup");

@@ -280,6 +280,26 @@ static const struct {
 	{ "control /run/picomail.sock", NULL },
 	{ "tls_cert /etc/picomail/cert.pem", NULL },
 	{ "smarthost_auth /etc/picomail/smarthost.secret", NULL },
+	{ "greet_pause 0s", NULL },
+	{ "greet_pause 1s", NULL },
+	{ "greet_pause 61", "greet_pause: 61 is out of range 0s..60s" },
+	{ "helo_check no", NULL },
+	{ "greylist yes", NULL },
+	{ "greylist_delay 5m", NULL },
+	{ "greylist_delay 0", "greylist_delay: 0 is out of range 1s..86400s" },
+	{ "dnsbl zen.spamhaus.org bl.spamcop.net", NULL },
+	{ "dnsbl none", NULL },
+	{ "dnsbl", "dnsbl: missing value" },
+	{ "dnsbl a b c d e", "dnsbl: too many zones (max 4)" },
+	{ "dnsbl bad..zone", "dnsbl: bad zone 'bad..zone'" },
+	{ "dnsbl_timeout 2s", NULL },
+	{ "scanner /usr/bin/clamdscan --no-summary -", NULL },
+	{ "scanner none", NULL },
+	{ "scanner clamdscan -", "scanner: 'clamdscan' is not an absolute path" },
+	{ "scanner /a 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15", "scanner: too many arguments (max 15)" },
+	{ "scanner", "scanner: missing value" },
+	{ "scanner_timeout 2m", NULL },
+	{ "scanner_timeout 0", "scanner_timeout: 0 is out of range 1s..3600s" },
 };
 
 static void test_lines(void)
@@ -502,6 +522,21 @@ static void test_values(void)
 	CHECK_STR(c.tls_key, "/etc/k.pem");
 	CHECK_INT(LINE("control /run/pm.sock"), 0);
 	CHECK_STR(c.control, "/run/pm.sock");
+
+	CHECK_INT(LINE("dnsbl Zen.Spamhaus.ORG bl.test"), 0);
+	CHECK_INT(c.ndnsbl, 2);
+	CHECK_STR(c.dnsbl[0], "zen.spamhaus.org");
+	CHECK_STR(c.dnsbl[1], "bl.test");
+	CHECK_INT(LINE("dnsbl none"), 0);
+	CHECK_INT(c.ndnsbl, 0);
+	CHECK_INT(LINE("scanner /usr/bin/clamdscan  --no-summary\t-"), 0);
+	CHECK_STR(c.scanner, "/usr/bin/clamdscan --no-summary -");
+	CHECK_INT(LINE("scanner none"), 0);
+	CHECK_STR(c.scanner, "");
+	CHECK_INT(LINE("greet_pause 0s"), 0);
+	CHECK_INT(c.greet_pause, 0);
+	CHECK_INT(LINE("greylist_delay 2m"), 0);
+	CHECK_INT(c.greylist_delay, 120);
 #undef LINE
 }
 
@@ -518,6 +553,14 @@ static void test_defaults(void)
 	CHECK_INT(c.ndomains, 1);
 	CHECK_STR(c.domains[0], "localhost");
 	CHECK_INT(c.nlisten, 0);
+	CHECK_INT(c.greet_pause, 1);
+	CHECK_INT(c.helo_check, 1);
+	CHECK_INT(c.greylist, 0);
+	CHECK_INT(c.greylist_delay, 300);
+	CHECK_INT(c.ndnsbl, 0);
+	CHECK_INT(c.dnsbl_timeout, 4);
+	CHECK_STR(c.scanner, "");
+	CHECK_INT(c.scanner_timeout, 60);
 	CHECK_STR(c.maildir_root, "/var/mail");
 	CHECK_STR(c.spool, "/var/spool/picomail");
 	CHECK_STR(c.users, "/etc/picomail/users");

@@ -5,6 +5,7 @@
  * process (spoofed replies, A/AAAA order, retry, cancel, a full pool). */
 #include "check.h"
 #include "../../src/dns.h"
+#include "../../src/dnsbl.h"
 #include "../../src/loop.h"
 #include "../../src/log.h"
 
@@ -1173,11 +1174,43 @@ static void test_loop(void)
 	CHECK_INT(dns_used(), 0);
 }
 
+/* Blocklist query names (RFC 5782 2.1, 2.4). */
+static void test_dnsbl_name(void)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	char name[DNS_NAME_MAX + 1], small[16];
+
+	memset(&ss, 0, sizeof ss);
+	s4->sin_family = AF_INET;
+	inet_pton(AF_INET, "192.0.2.99", &s4->sin_addr);
+	CHECK_INT(dnsbl_name(&ss, "zen.spamhaus.org", name, sizeof name), 0);
+	CHECK_STR(name, "99.2.0.192.zen.spamhaus.org");
+	CHECK_INT(dnsbl_name(&ss, "zen.spamhaus.org", small, sizeof small), -1);
+
+	memset(&ss, 0, sizeof ss);
+	s6->sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "2001:db8:1:2:3:4:567:89ab", &s6->sin6_addr);
+	CHECK_INT(dnsbl_name(&ss, "bl.test", name, sizeof name), 0);
+	CHECK_STR(name, "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.bl.test");
+	CHECK_INT(dnsbl_name(&ss, "bl.test", small, sizeof small), -1);
+
+	/* A v4 client on a v6 listener is looked up as v4. */
+	inet_pton(AF_INET6, "::ffff:127.0.0.2", &s6->sin6_addr);
+	CHECK_INT(dnsbl_name(&ss, "bl.test", name, sizeof name), 0);
+	CHECK_STR(name, "2.0.0.127.bl.test");
+
+	ss.ss_family = AF_UNIX;
+	CHECK_INT(dnsbl_name(&ss, "bl.test", name, sizeof name), -1);
+}
+
 int main(void)
 {
 	size_t i;
 
 	log_open("test_dns", 1);
+	test_dnsbl_name();
 	test_build_query();
 	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
 		check_row = rows[i].desc;

@@ -76,10 +76,11 @@ $(UNIT_OUT)/test_smtp_data: tests/unit/test_smtp_data.c src/smtp_data.c src/smtp
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_smtp_data.c src/smtp_data.c
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
-$(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/loop.c src/io.c src/log.c src/pool.c \
-                     src/dns.h src/loop.h src/io.h src/log.h src/pool.h src/conf.h tests/unit/check.h
+$(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c \
+                     src/pool.c src/dns.h src/dnsbl.h src/loop.h src/io.h src/log.h src/pool.h \
+                     src/conf.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
-	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dns.c src/dns.c src/loop.c src/io.c \
-		src/log.c src/pool.c
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c \
+		src/io.c src/log.c src/pool.c
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)
