@@ -32,35 +32,68 @@ static const char *prio_name(int prio)
 	}
 }
 
+/* Copies text into out (len bytes, NUL-terminated), each byte outside
+ * printable ASCII written as \xNN and a backslash as two: names and
+ * replies that came from a client or a server cannot start a forged line
+ * of their own (CR, LF) or talk to the terminal of whoever reads the log
+ * (ESC, C1). */
+static void log_escape(char *out, size_t len, const char *text)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *text != '\0'; text++) {
+		unsigned char ch = (unsigned char)*text;
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+			if (o + 1 >= len) {
+				break;
+			}
+			out[o++] = (char)ch;
+			continue;
+		}
+		if (o + 4 >= len) {
+			break;
+		}
+		out[o++] = '\\';
+		if (ch == '\\') {
+			out[o++] = '\\';
+			continue;
+		}
+		out[o++] = 'x';
+		out[o++] = hex[ch >> 4];
+		out[o++] = hex[ch & 15];
+	}
+	out[o] = '\0';
+}
+
 void log_msg(int prio, const char *fmt, ...)
 {
-	char line[1024];
+	char text[1024], line[1024];
 	va_list ap;
 	int n, m;
 	struct timespec ts;
 
 	va_start(ap, fmt);
+	m = vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	if (m < 0) {
+		return;
+	}
 	if (!log_stderr) {
-		vsyslog(prio, fmt, ap);
-		va_end(ap);
+		log_escape(line, sizeof line, text);
+		syslog(prio, "%s", line);
 		return;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	n = snprintf(line, sizeof line, "%lld.%03ld %s[%d]: %s: ", (long long)ts.tv_sec,
 	             ts.tv_nsec / 1000000, log_ident, log_pid ? log_pid : (int)getpid(), prio_name(prio));
-	if (n < 0) {
-		va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof line - 2) {
 		return;
 	}
-	m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-	va_end(ap);
-	if (m < 0) {
-		return;
-	}
-	n += m;
-	if ((size_t)n >= sizeof line - 1) {
-		n = sizeof line - 2;   /* truncated: keep the newline */
-	}
+	/* Room is kept for the newline. */
+	log_escape(line + n, sizeof line - 1 - (size_t)n, text);
+	n += (int)strlen(line + n);
 	line[n++] = '\n';
 	/* One write per line so lines from the daemon never interleave. */
 	if (write(STDERR_FILENO, line, (size_t)n) < 0) {

@@ -72,6 +72,7 @@ static struct pool mailboxes;
 
 static int session_update(struct pop3_session *s);
 static void session_process(struct pop3_session *s);
+static void idle_deadline(struct pop3_session *s);
 
 size_t pop3_session_size(void)
 {
@@ -598,6 +599,9 @@ static void dispatch(struct pop3_session *s, char *line, size_t len)
 	char *arg;
 
 	if (strlen(line) != len) {
+		if (s->state == ST_SASL) {
+			s->state = ST_AUTH;   /* the exchange is over, as for any bad response */
+		}
 		reply_error(s, "NUL character in command");
 		return;
 	}
@@ -764,12 +768,17 @@ static void session_process(struct pop3_session *s)
 			}
 			return;
 		case CONN_LINE_TOO_LONG:
+			idle_deadline(s);
 			if (s->state == ST_SASL) {
 				s->state = ST_AUTH;
 			}
 			reply_error(s, "Line too long");
 			break;
 		case CONN_LINE_OK:
+			/* The timeout is for a whole command, not for each byte:
+			 * a line dribbled a byte at a time cannot hold the
+			 * session for ever (slow-loris). */
+			idle_deadline(s);
 			dispatch(s, line, len);
 			break;
 		}
@@ -845,9 +854,6 @@ static void session_io(void *ctx, int revents)
 	}
 	if (revents & (POLLIN | POLLERR | POLLHUP)) {
 		n = conn_fill(&s->conn);
-		if (n > 0 && s->state != ST_DELAY) {
-			idle_deadline(s);
-		}
 		if (!s->tls_seen && conn_tls_ready(&s->conn)) {
 			/* Handshake over: from now on the idle timeout counts. */
 			s->tls_seen = 1;
