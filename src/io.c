@@ -1,5 +1,6 @@
 /* io.c - thin wrappers over the system calls, and the fault seam. */
 #include "io.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@ static const struct { const char *name; int value; } errno_names[] = {
 static struct { enum io_op op; unsigned long n; int err; } faults[FAULTS_MAX];
 static unsigned nfaults;
 static unsigned long op_calls[OP_COUNT];
+static int trace;   /* PICOMAIL_FAULT_TRACE=1: log every counted call */
 
 static int fault_parse_one(const char *s, size_t len)
 {
@@ -72,8 +74,9 @@ static int fault_parse_one(const char *s, size_t len)
 
 int io_fault_init(void)
 {
-	const char *s = getenv("PICOMAIL_FAULT"), *comma;
+	const char *s = getenv("PICOMAIL_FAULT"), *comma, *t = getenv("PICOMAIL_FAULT_TRACE");
 
+	trace = t != NULL && strcmp(t, "1") == 0;
 	if (s == NULL || *s == '\0') {
 		return 0;
 	}
@@ -89,18 +92,51 @@ int io_fault_init(void)
 	}
 }
 
-/* Counts the call; 1 (with errno set) when this one is to fail. */
-static int fault(enum io_op op)
+static const char *errno_name(int err)
 {
 	unsigned i;
 
-	op_calls[op]++;
-	for (i = 0; i < nfaults; i++) {
-		if (faults[i].op == op && faults[i].n == op_calls[op]) {
-			errno = faults[i].err;
-			return 1;
+	for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++) {
+		if (errno_names[i].value == err) {
+			return errno_names[i].name;
 		}
 	}
+	return "?";
+}
+
+/* Counts the call; 1 (with errno set) when this one is to fail.  Every
+ * injected failure is logged with the call's number and file, so that a
+ * test walking N over a scenario sees where each fault landed and when N
+ * has gone past the scenario's last call. */
+static int fault(enum io_op op, const char *path, int fd)
+{
+	char fdpath[64], target[256];
+	unsigned i;
+	ssize_t n;
+	int hit = -1, saved = errno;
+
+	op_calls[op]++;
+	for (i = 0; i < nfaults && hit < 0; i++) {
+		if (faults[i].op == op && faults[i].n == op_calls[op]) {
+			hit = faults[i].err;
+		}
+	}
+	if (hit >= 0 || trace) {
+		if (path == NULL) {
+			/* A descriptor: name the file it is open on. */
+			snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+			n = readlink(fdpath, target, sizeof target - 1);
+			target[n > 0 ? (size_t)n : 0] = '\0';
+			path = target;
+		}
+		log_msg(LOG_NOTICE, "fault seam: %s #%lu %s%s%s", op_names[op], op_calls[op], path,
+		        hit >= 0 ? ": injected " : "", hit >= 0 ? errno_name(hit) : "");
+	}
+	if (hit >= 0) {
+		errno = hit;
+		return 1;
+	}
+	errno = saved;
 	return 0;
 }
 #else
@@ -109,9 +145,11 @@ int io_fault_init(void)
 	return 0;
 }
 
-static int fault(enum io_op op)
+static int fault(enum io_op op, const char *path, int fd)
 {
 	(void)op;
+	(void)path;
+	(void)fd;
 	return 0;
 }
 #endif
@@ -120,7 +158,7 @@ int io_open(const char *path, int flags, mode_t mode)
 {
 	int fd;
 
-	if (fault(OP_OPEN)) {
+	if (fault(OP_OPEN, path, -1)) {
 		return -1;
 	}
 	do {
@@ -133,7 +171,7 @@ int io_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
 	int fd;
 
-	if (fault(OP_OPEN)) {
+	if (fault(OP_OPEN, path, -1)) {
 		return -1;
 	}
 	do {
@@ -157,7 +195,7 @@ int io_write_all(int fd, const void *buf, size_t n)
 	const char *p = buf;
 	ssize_t r;
 
-	if (fault(OP_WRITE)) {
+	if (fault(OP_WRITE, NULL, fd)) {
 		return -1;
 	}
 	while (n > 0) {
@@ -192,7 +230,7 @@ int io_fsync(int fd)
 {
 	int r;
 
-	if (fault(OP_FSYNC)) {
+	if (fault(OP_FSYNC, NULL, fd)) {
 		return -1;
 	}
 	do {
@@ -205,7 +243,7 @@ int io_sync_data(int fd)
 {
 	int r;
 
-	if (fault(OP_FSYNC)) {
+	if (fault(OP_FSYNC, NULL, fd)) {
 		return -1;
 	}
 	do {
@@ -219,7 +257,7 @@ int io_syncfs(int fd)
 {
 	int r;
 
-	if (fault(OP_SYNCFS)) {
+	if (fault(OP_SYNCFS, NULL, fd)) {
 		return -1;
 	}
 	do {
@@ -230,7 +268,7 @@ int io_syncfs(int fd)
 
 int io_rename(const char *from, const char *to)
 {
-	if (fault(OP_RENAME)) {
+	if (fault(OP_RENAME, to, -1)) {
 		return -1;
 	}
 	return rename(from, to);
@@ -238,7 +276,7 @@ int io_rename(const char *from, const char *to)
 
 int io_link(const char *from, const char *to)
 {
-	if (fault(OP_LINK)) {
+	if (fault(OP_LINK, to, -1)) {
 		return -1;
 	}
 	return link(from, to);
@@ -246,7 +284,7 @@ int io_link(const char *from, const char *to)
 
 int io_unlink(const char *path)
 {
-	if (fault(OP_UNLINK)) {
+	if (fault(OP_UNLINK, path, -1)) {
 		return -1;
 	}
 	return unlink(path);
@@ -254,7 +292,7 @@ int io_unlink(const char *path)
 
 int io_mkdir(const char *path, mode_t mode)
 {
-	if (fault(OP_MKDIR)) {
+	if (fault(OP_MKDIR, path, -1)) {
 		return -1;
 	}
 	return mkdir(path, mode);

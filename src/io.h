@@ -4,6 +4,9 @@
  * (PICOMAIL_TEST) the environment variable PICOMAIL_FAULT=op:N:ERRNO[,...]
  * makes the Nth call of that kind fail with that errno, so tests and people
  * inject faults the same way (a static binary cannot be LD_PRELOADed).
+ * Each injected failure is logged ("fault seam: fsync #3 PATH: injected
+ * EIO"); PICOMAIL_FAULT_TRACE=1 logs every counted call, to find a
+ * scenario's calls before walking N over them.
  */
 #ifndef PICOMAIL_IO_H
 #define PICOMAIL_IO_H

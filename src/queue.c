@@ -461,7 +461,7 @@ static unsigned backoff(const struct conf *c, unsigned attempts)
 	return d > c->retry_max ? c->retry_max : (unsigned)d;
 }
 
-static void make_bounce(struct runner *r);
+static int make_bounce(struct runner *r);
 
 static void run_finish(struct runner *r)
 {
@@ -486,11 +486,26 @@ static void run_finish(struct runner *r)
 		}
 		pending = 0;
 	}
-	make_bounce(r);
-	if (pending == 0) {
-		queue_remove(c->spool, r->env.id);
+	if (make_bounce(r) < 0) {
+		/* The sender must hear of the failure: with no bounce written,
+		 * those recipients stay pending and fail again at a later run,
+		 * when the bounce is tried again. */
+		for (i = 0; i < r->env.nrcpt; i++) {
+			if (r->failed_now[i]) {
+				r->env.rcpt[i].state = 'P';
+				pending++;
+			}
+		}
+	}
+	if (pending == 0 && queue_remove(c->spool, r->env.id) == 0) {
 		r->item->used = 0;
 		log_msg(LOG_INFO, "q=%s done", r->env.id);
+	} else if (pending == 0) {
+		/* A file could not go: keep the item, and the next run removes
+		 * what is left (run_start).  The message file goes even when
+		 * the envelope stays, so a restart finds nothing to send. */
+		r->item->next = now + c->retry_min;
+		log_msg(LOG_NOTICE, "q=%s done; its files are removed at the next run", r->env.id);
 	} else {
 		r->env.next = now + backoff(c, r->env.attempts);
 		r->item->next = r->env.next;
@@ -498,12 +513,35 @@ static void run_finish(struct runner *r)
 		if (e != 0) {
 			log_msg(LOG_ERR, "q=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
 		}
+		log_msg(LOG_INFO, "q=%s %u recipient(s) pending, next try in %us", r->env.id, pending,
+		        (unsigned)(r->env.next - now));
 	}
 	io_close(r->data_fd);
 	r->data_fd = -1;
 	r->item->busy = 0;
 	r->busy = 0;
 	arm(now_s());
+}
+
+/* Ends a run that could not start: retried in seconds. */
+static void run_later(struct runner *r, struct qitem *it, unsigned seconds)
+{
+	it->next = now_s() + seconds;
+	it->busy = 0;
+	r->busy = 0;
+}
+
+/* Ends a run whose message is gone, removing what is left of it. */
+static void run_drop(struct runner *r, struct qitem *it, const char *why)
+{
+	if (queue_remove(cf()->spool, it->id) == 0) {
+		log_msg(LOG_NOTICE, "q=%s: %s", it->id, why);
+		it->used = 0;
+		it->busy = 0;
+		r->busy = 0;
+		return;
+	}
+	run_later(r, it, cf()->retry_min);
 }
 
 static void run_start(struct runner *r, struct qitem *it)
@@ -517,18 +555,27 @@ static void run_start(struct runner *r, struct qitem *it)
 	memset(r->failed_now, 0, sizeof r->failed_now);
 	memset(r->tried, 0, sizeof r->tried);
 	if (queue_env_read(cf()->spool, it->id, &r->env) < 0) {
-		log_msg(LOG_ERR, "q=%s: unreadable envelope, left for the administrator", it->id);
-		it->next = now_s() + cf()->retry_max;
-		it->busy = 0;
-		r->busy = 0;
+		if (errno == ENOENT) {
+			/* Done (or deleted) before: a message file may be left. */
+			run_drop(r, it, "removed");
+		} else if (errno == EINVAL) {
+			log_msg(LOG_ERR, "q=%s: unreadable envelope, left for the administrator", it->id);
+			run_later(r, it, cf()->retry_max);
+		} else {
+			log_msg(LOG_ERR, "q=%s: cannot read the envelope: %m; retried later", it->id);
+			run_later(r, it, cf()->retry_min);
+		}
 		return;
 	}
 	if (data_path(path, sizeof path, it->id) < 0 ||
 	    (r->data_fd = io_open(path, O_RDONLY, 0)) < 0) {
-		log_msg(LOG_ERR, "q=%s: message file missing; dropping the envelope", it->id);
-		queue_remove(cf()->spool, it->id);
-		it->used = 0;
-		r->busy = 0;
+		if (errno == ENOENT) {
+			run_drop(r, it, "message file gone; envelope dropped");
+		} else {
+			/* A read error may pass; the message is still there. */
+			log_msg(LOG_ERR, "q=%s: cannot open the message: %m; retried later", it->id);
+			run_later(r, it, cf()->retry_min);
+		}
 		return;
 	}
 	resolve(r);
@@ -556,7 +603,10 @@ static void schedule(void)
 			}
 			if (k < nrunners) {
 				run_start(&runners[k], it);
-				continue;
+				if (it->busy) {
+					continue;
+				}
+				/* It could not start: its retry time counts below. */
 			}
 		}
 		/* Due but no runner free: run_finish re-arms when one frees, so
@@ -643,7 +693,9 @@ static void copy_headers(struct runner *r, struct maildir_msg *m)
 	}
 }
 
-static void make_bounce(struct runner *r)
+/* Queues a bounce for the recipients that failed in this run; 0 when it is
+ * queued or none is due, -1 if it could not be written. */
+static int make_bounce(struct runner *r)
 {
 	static struct maildir_msg m;
 	static struct queue_env env;
@@ -658,16 +710,16 @@ static void make_bounce(struct runner *r)
 		n += r->failed_now[i];
 	}
 	if (n == 0) {
-		return;
+		return 0;
 	}
 	if (r->env.sender[0] == '\0') {
 		/* Never a bounce for a bounce (RFC 5321 6.1). */
 		log_msg(LOG_NOTICE, "q=%s: %u recipient(s) failed; null sender, no bounce", r->env.id, n);
-		return;
+		return 0;
 	}
 	if (queue_open(&m, c->spool) < 0) {
 		log_msg(LOG_ERR, "q=%s: cannot write a bounce: %m", r->env.id);
-		return;
+		return -1;
 	}
 	localtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
@@ -712,7 +764,7 @@ static void make_bounce(struct runner *r)
 	memset(&env, 0, offsetof(struct queue_env, rcpt));
 	if (copy(env.id, sizeof env.id, m.name) < 0) {
 		maildir_abort(&m);
-		return;
+		return -1;
 	}
 	env.arrival = now_s();
 	env.sender[0] = '\0';
@@ -721,11 +773,12 @@ static void make_bounce(struct runner *r)
 	e = queue_commit(&m, c->spool, &env);
 	if (e != 0) {
 		log_msg(LOG_ERR, "q=%s: cannot queue the bounce: %s", r->env.id, strerror(e));
-		return;
+		return -1;
 	}
 	log_msg(LOG_INFO, "q=%s: bounce %s to <%s> for %u recipient(s)", r->env.id, env.id,
 	        r->env.sender, n);
 	queue_added(env.id);
+	return 0;
 }
 
 /* ---- start-up and listing ----------------------------------------------------- */
@@ -775,6 +828,29 @@ static void index_one(const char *name, void *ctx)
 	}
 }
 
+/* A message file without its envelope is what a crash leaves between the
+ * two renames of queue_commit, or between the two unlinks of queue_remove:
+ * no run will ever send it.  Only old ones go, since `sendmail` may be
+ * between its own two renames right now. */
+#define ORPHAN_AGE (60 * 60)
+
+static void clean_orphan_one(const char *name, void *ctx)
+{
+	char env[PATH_LEN], msg[PATH_LEN];
+	struct stat st;
+
+	(void)ctx;
+	if (snprintf(env, sizeof env, "%s/env/%s", cf()->spool, name) >= (int)sizeof env ||
+	    snprintf(msg, sizeof msg, "%s/msg/%s", cf()->spool, name) >= (int)sizeof msg ||
+	    stat(env, &st) == 0 || errno != ENOENT || stat(msg, &st) < 0 ||
+	    st.st_mtime > time(NULL) - ORPHAN_AGE) {
+		return;
+	}
+	if (io_unlink(msg) == 0) {
+		log_msg(LOG_NOTICE, "queue: removed %s, a message file without an envelope", name);
+	}
+}
+
 static void clean_tmp_one(const char *name, void *ctx)
 {
 	char path[PATH_LEN];
@@ -814,6 +890,8 @@ int queue_init(const struct conf *c)
 	each_name(dir, clean_tmp_one, NULL);
 	snprintf(dir, sizeof dir, "%s/env", c->spool);
 	each_name(dir, index_one, NULL);
+	snprintf(dir, sizeof dir, "%s/msg", c->spool);
+	each_name(dir, clean_orphan_one, NULL);
 	timer_slot = loop_add(-1, 0, timer_fired, NULL);
 	if (timer_slot < 0) {
 		return -1;

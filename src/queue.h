@@ -71,8 +71,9 @@ int queue_env_read(const char *spool, const char *id, struct queue_env *env);
 /* Rewrites an envelope durably (tmp, fsync, rename, fsync env/).  0 or errno. */
 int queue_env_write(const char *spool, const struct queue_env *env);
 
-/* Removes a message and its envelope (envelope first). */
-void queue_remove(const char *spool, const char *id);
+/* Removes a message and its envelope (envelope first, and the message
+ * even when the envelope stays); 0, or -1 if either file is still there. */
+int queue_remove(const char *spool, const char *id);
 
 /* ---- the daemon's queue ----------------------------------------------- */
 

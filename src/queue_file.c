@@ -302,6 +302,7 @@ int queue_env_read(const char *spool, const char *id, struct queue_env *e)
 
 	memset(e, 0, offsetof(struct queue_env, rcpt));
 	if (strlen(id) >= sizeof e->id || spool_path(path, sizeof path, spool, "env", id, NULL) < 0) {
+		errno = ENAMETOOLONG;
 		return -1;
 	}
 	snprintf(e->id, sizeof e->id, "%s", id);
@@ -312,8 +313,15 @@ int queue_env_read(const char *spool, const char *id, struct queue_env *e)
 	while ((n = io_read(fd, buf + total, ENV_BYTES - (size_t)total)) > 0) {
 		total += n;
 	}
+	if (n < 0) {
+		r = errno;
+		io_close(fd);
+		errno = r;
+		return -1;
+	}
 	io_close(fd);
-	if (n < 0 || total == ENV_BYTES) {
+	if (total == ENV_BYTES) {
+		errno = EINVAL;
 		return -1;
 	}
 	buf[total] = '\0';
@@ -322,20 +330,30 @@ int queue_env_read(const char *spool, const char *id, struct queue_env *e)
 		r = env_line(e, line);
 	}
 	/* Only a complete envelope counts: it must end with "end". */
-	return r == 1 ? 0 : -1;
+	if (r != 1) {
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
 }
 
-void queue_remove(const char *spool, const char *id)
+int queue_remove(const char *spool, const char *id)
 {
 	char path[PATH_LEN];
+	int r = 0;
 
-	/* The envelope first: a message without one is only garbage. */
+	/* The envelope first: a message without one is only garbage.  The
+	 * message goes even when the envelope stays, so that an envelope
+	 * left behind finds no message to send again. */
 	if (spool_path(path, sizeof path, spool, "env", id, NULL) == 0 && io_unlink(path) < 0 &&
 	    errno != ENOENT) {
 		log_msg(LOG_WARNING, "cannot remove %s: %m", path);
+		r = -1;
 	}
 	if (spool_path(path, sizeof path, spool, "msg", id, NULL) == 0 && io_unlink(path) < 0 &&
 	    errno != ENOENT) {
 		log_msg(LOG_WARNING, "cannot remove %s: %m", path);
+		r = -1;
 	}
+	return r;
 }

@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -62,6 +63,8 @@ enum client_state {
 
 struct smtp_client {
 	enum client_state state;
+	unsigned run;                     /* bumped by each start: done() may start the
+	                                   * next attempt on this object at once */
 	uint32_t id;
 	int slot;                         /* loop slot of the socket, or of the timer */
 	int dns;                          /* query in flight, or -1 */
@@ -391,8 +394,10 @@ void smtp_client_start(struct smtp_client *cl, uint32_t id, const char *sender,
 	const struct conf *c = cf();
 	const char *at;
 	unsigned i;
+	unsigned run = cl->run + 1;
 
 	memset(cl, 0, offsetof(struct smtp_client, conn));
+	cl->run = run;
 	cl->conn.fd = -1;
 	cl->conn.tls = cl->conn.tls_next = NULL;
 	cl->slot = -1;
@@ -756,8 +761,13 @@ static void on_reply(struct smtp_client *cl)
 			}
 		}
 		log_msg(LOG_INFO, "q=%08" PRIx32 " %s: %d %s", cl->id, cl->where, cl->code, cl->text);
+		/* The outcome is known: hand it to the queue now rather than
+		 * after QUIT's round trip, which would widen the window in
+		 * which a crash sends the message twice (RFC 1047).  QUIT goes
+		 * out if the socket takes it at once; its reply is not read. */
 		send_line(cl, "QUIT");
-		cl->state = C_QUIT;
+		(void)conn_flush(&cl->conn);
+		finish(cl);
 		break;
 	case C_QUIT:
 		finish(cl);
@@ -767,6 +777,27 @@ static void on_reply(struct smtp_client *cl)
 	}
 }
 
+/* How long the server may take for each line of a reply, and the
+ * message body for each bufferful it accepts: counted from the last whole
+ * line or the last progress, never from the last byte, so that a server
+ * dribbling bytes cannot hold a queue runner for ever.  The test build
+ * takes PICOMAIL_REPLY_MS, so tests need not wait five minutes. */
+static int64_t reply_ms(void)
+{
+#ifdef PICOMAIL_TEST
+	static int64_t ms;
+
+	if (ms == 0) {
+		const char *e = getenv("PICOMAIL_REPLY_MS");
+
+		ms = e != NULL && atol(e) > 0 ? atol(e) : REPLY_MS;
+	}
+	return ms;
+#else
+	return REPLY_MS;
+#endif
+}
+
 /* Reads reply lines: "ddd-text" continues, "ddd text" ends (RFC 5321
  * 4.2).  Anything else is a protocol error. */
 static int read_replies(struct smtp_client *cl)
@@ -774,6 +805,7 @@ static int read_replies(struct smtp_client *cl)
 	char *line;
 	size_t len;
 	int code;
+	unsigned run = cl->run;
 
 	for (;;) {
 		if (cl->state == C_BODY || cl->state == C_DONE) {
@@ -789,6 +821,7 @@ static int read_replies(struct smtp_client *cl)
 			error_text(cl, "4.5.0 reply line too long");
 			return -1;
 		case CONN_LINE_OK:
+			loop_deadline(cl->slot, loop_now() + reply_ms());
 			break;
 		}
 		if (len < 3 || strlen(line) != len || line[0] < '2' || line[0] > '5' || line[1] < '0' ||
@@ -816,7 +849,7 @@ static int read_replies(struct smtp_client *cl)
 		clean_copy(cl->text, sizeof cl->text, len > 4 ? line + 4 : "");
 		cl->lines = 0;
 		on_reply(cl);
-		if (cl->state == C_DONE) {
+		if (cl->run != run || cl->state == C_DONE) {
 			return 1;
 		}
 	}
@@ -830,6 +863,8 @@ static void pump_body(struct smtp_client *cl)
 	ssize_t n;
 
 	while ((room = conn_room(&cl->conn)) >= 64) {
+		/* Room means the server took what went before: progress. */
+		loop_deadline(cl->slot, loop_now() + reply_ms());
 		want = (room - 8) / 2;
 		if (want > sizeof in) {
 			want = sizeof in;
@@ -884,7 +919,7 @@ static void connected(struct smtp_client *cl)
 		next_address(cl);
 		return;
 	}
-	loop_deadline(cl->slot, loop_now() + REPLY_MS);
+	loop_deadline(cl->slot, loop_now() + reply_ms());
 }
 
 /* Something went wrong with this server: before MAIL was taken, the next
@@ -911,6 +946,7 @@ static void client_io(void *ctx, int revents)
 {
 	struct smtp_client *cl = ctx;
 	int r, want;
+	unsigned run = cl->run;
 
 	if (revents & LOOP_TIMEOUT) {
 		error_text(cl, "4.4.2 timeout %s", cl->state == C_CONNECT ? "connecting" : "waiting");
@@ -924,15 +960,16 @@ static void client_io(void *ctx, int revents)
 		}
 	}
 	if (revents & (POLLIN | POLLERR | POLLHUP)) {
-		if (conn_fill(&cl->conn) > 0) {
-			loop_deadline(cl->slot, loop_now() + REPLY_MS);
-		}
+		(void)conn_fill(&cl->conn);
 	}
 	r = read_replies(cl);
-	if (cl->state == C_DONE) {
-		return;
+	if (cl->run != run || cl->state == C_DONE) {
+		return;   /* finished, and perhaps already started anew by done() */
 	}
-	if (r < 0 || ((cl->conn.err || cl->conn.eof) && conn_unread(&cl->conn) == 0)) {
+	/* read_replies took every whole line: what is left after the server's
+	 * end of file is a line it never finished, and no reply will come. */
+	if (r < 0 || ((cl->conn.err || cl->conn.eof) &&
+	              (conn_unread(&cl->conn) == 0 || cl->state != C_BODY))) {
 		session_failed(cl);
 		return;
 	}

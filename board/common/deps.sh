@@ -38,6 +38,10 @@ test   dnsmasq           dnsmasq
 test   python3-aiosmtpd  py:aiosmtpd
 test   bzip2             bzip2
 test   xz-utils          xz
+test   strace            strace
+test   valgrind          valgrind
+test   clang             clang
+test   libclang-rt-14-dev /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 bench  procps            pkill
 tls    openssl           openssl
 '
