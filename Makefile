@@ -64,6 +64,7 @@ run: deps all
 	@bash tests/tools/run-demo.sh $(BUILD)/picomail
 
 -include tests/unit/unit.mk
+-include tests/sanitize/sanitize.mk
 
 # The real peers the integration tests drive: BusyBox's mail applets (built
 # from Debian's source, as firmware does) and Postfix's smtp-sink/smtp-source.
@@ -79,6 +80,7 @@ test: deps test-tools
 	$(MAKE) all
 	$(MAKE) unit
 	$(PYTHON) -m pytest -q tests/integration
+	$(MAKE) test-asan test-valgrind
 	$(MAKE) test-cross
 
 bench: deps all

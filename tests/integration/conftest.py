@@ -3,9 +3,11 @@
     daemon         a started daemon with the default test configuration
     make_daemon    make_daemon(binary=..., env=..., start=True, **config)
 
-Every daemon is killed by its PID when the test ends; the daemon's log is
-printed when the test fails.  PICOMAIL_KEEP=1 keeps the temporary
-directories; PICOMAIL_BUILD points at another build directory.
+Every daemon is killed by its PID when the test ends (under ASan or
+valgrind, picotest.SANITIZED, stopped by SIGTERM first, so that leaks are
+checked at its exit); the daemon's log is printed when the test fails.
+PICOMAIL_KEEP=1 keeps the temporary directories; PICOMAIL_BUILD points at
+another build directory.
 """
 
 import os
@@ -16,9 +18,11 @@ import tempfile
 
 import pytest
 
-from picotest import BIN, TEST_BIN, Daemon
+from picotest import BIN, SANITIZED, TEST_BIN, Daemon, scaled
 
-TEST_TIMEOUT = 90  # seconds: a hung test fails instead of hanging `make test`
+# Seconds: a hung test fails instead of hanging `make test` (longer for a
+# daemon under ASan or valgrind, picotest.SANITIZED, but still bounded).
+TEST_TIMEOUT = min(scaled(90), 360)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -88,6 +92,8 @@ def make_daemon(request, workdir, password_hash, picomail_bin):
     yield make
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for d in daemons:
+        if SANITIZED:
+            d.stop()   # a clean exit, where LeakSanitizer and valgrind check for leaks
         d.kill()
         if failed:
             print("---- %s (pid %s) log tail ----\n%s" % (

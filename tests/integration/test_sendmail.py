@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from picotest import BIN, free_port
+from picotest import BIN, free_port, skip_if_sanitized
 
 MiB = 1024 * 1024
 
@@ -433,6 +433,7 @@ def vm_hwm_kib(pid):
     return 0
 
 
+@skip_if_sanitized("peak RSS of sendmail and the daemon")
 def test_10mb_from_stdin_in_bounded_memory(make_daemon):
     d = make_daemon(max_message_size="20M")
     ok(sendmail(d, "bob@lan", data=b"Subject: warm\n\n" + (b"w" * 78 + b"\n") * 4000))
