@@ -31,6 +31,11 @@ TEST_OBJS := $(SRCS:src/%.c=$(BUILD)/obj-test/%.o) $(BUILD)/obj-test/testalloc.o
 HEADERS := $(wildcard src/*.h)
 
 PYTHON := /usr/bin/python3
+# The integration suite waits on sockets and timers far more than it
+# computes: files run in TEST_JOBS processes at once (pytest-xdist), each
+# file whole in one of them (its module fixtures are set up once).
+TEST_JOBS ?= 3
+PYTEST_JOBS := -n $(TEST_JOBS) --dist loadfile
 DEPS := board/common/deps.sh
 
 .PHONY: all deps run test test-tools unit integration bench clean
@@ -74,12 +79,12 @@ test-tools:
 	@bash tests/tools/postfix-tools.sh build/tools
 
 integration: all test-tools
-	$(PYTHON) -m pytest -q tests/integration
+	$(PYTHON) -m pytest -q $(PYTEST_JOBS) tests/integration
 
 test: deps test-tools
 	$(MAKE) all
 	$(MAKE) unit
-	$(PYTHON) -m pytest -q tests/integration
+	$(PYTHON) -m pytest -q $(PYTEST_JOBS) tests/integration
 	$(MAKE) test-asan test-valgrind
 	$(MAKE) test-cross
 

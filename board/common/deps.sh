@@ -22,6 +22,7 @@ build  dpkg-dev          dpkg-source
 build  ca-certificates   /etc/ssl/certs/ca-certificates.crt
 test   python3           /usr/bin/python3
 test   python3-pytest    py:pytest
+test   python3-pytest-xdist py:xdist
 test   swaks             swaks
 test   openssl           openssl
 test   procps            pkill

@@ -648,7 +648,8 @@ def test_queue_commands_with_the_daemon_running(make_daemon):
     qid = ids[0]
     q = ok(tool(d, "mailq"))
     assert qid in q.stdout.decode() and "someone@example.com" in q.stdout.decode(), q.stdout
-    assert ok(sendmail(d, "-bp")).stdout == q.stdout
+    # The same listing; its age and attempt notes may move between the two.
+    assert normalized_mailq(ok(sendmail(d, "-bp")).stdout) == normalized_mailq(q.stdout)
     ok(tool(d, "queue", "flush"))
     ok(sendmail(d, "-q"))
     deadline = time.monotonic() + 10

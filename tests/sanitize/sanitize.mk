@@ -149,7 +149,7 @@ test-asan: asan
 	@start=$$(date +%s); rc=0; \
 	PICOMAIL_BUILD=$(CURDIR)/$(SAN_OUT) \
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) \
-		$(SAN_PYTHON) -m pytest -q tests/integration || rc=$$?; \
+		$(SAN_PYTHON) -m pytest -q $(PYTEST_JOBS) tests/integration || rc=$$?; \
 	bash tests/sanitize/reports.sh "test-asan" $(SAN_REPORTS) $$start $$rc
 
 test-valgrind: valgrind
