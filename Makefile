@@ -70,6 +70,7 @@ run: deps all
 
 -include tests/unit/unit.mk
 -include tests/sanitize/sanitize.mk
+-include tests/fuzz/fuzz.mk
 
 # The real peers the integration tests drive: BusyBox's mail applets (built
 # from Debian's source, as firmware does) and Postfix's smtp-sink/smtp-source.
@@ -84,6 +85,7 @@ integration: all test-tools
 test: deps test-tools
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) fuzz-smoke
 	$(PYTHON) -m pytest -q $(PYTEST_JOBS) tests/integration
 	$(MAKE) test-asan test-valgrind
 	$(MAKE) test-cross
