@@ -95,7 +95,8 @@ bench: deps all
 	@bash tests/bench/bench.sh $(BUILD)/picomail
 
 clean:
-	rm -rf build/host/obj build/host/obj-test build/host/picomail build/host/picomail-test build/unit
+	rm -rf build/host/obj build/host/obj-test build/host/picomail build/host/picomail-test build/unit \
+		build/asan build/valgrind build/fuzz
 
 # ---- shipping: make install, make test-cross (issue 6) -------------------
 #

@@ -31,11 +31,13 @@ import shutil
 import signal
 import smtplib
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 
 from picotest import BIN, Daemon, free_port, is_complete, numbered, seq_of
 from pop3test import PASSWORD, Pop
-from relaytest import control, dead_udp_port, wait_for
+from relaytest import Peer, control, dead_udp_port, ensure_aiosmtpd, wait_for
 
 SEAM_RE = re.compile(r"fault seam: (\w+) #(\d+) (.*?)(?:: injected (\w+))?$", re.M)
 ERRNOS = ("EIO", "ENOSPC", "EDQUOT")
@@ -767,3 +769,26 @@ class TracedDaemon(Daemon):
             return None
         hits = [l for l in lines if "(INJECTED" in l or l.rstrip().endswith("= ?")]
         return hits[-1] if hits else None
+
+
+@contextmanager
+def world_of(prefix, password_hash, **peer_opts):
+    """The set-up a walk shares across its scenarios: a private directory,
+    the Runs and Seeds in it, and an aiosmtpd smarthost; everything removed
+    afterwards (PICOMAIL_KEEP=1 keeps the directory)."""
+    if not ensure_aiosmtpd():
+        raise RuntimeError("aiosmtpd is missing: bash board/common/deps.sh "
+                           "pkg:python3-aiosmtpd")
+    base = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    runs = Runs(base, password_hash)
+    peer = Peer(os.path.join(base, "peer"), **peer_opts)
+    try:
+        peer.start()
+        yield runs, Seeds(runs), peer
+    finally:
+        runs.close()
+        peer.stop()
+        if os.environ.get("PICOMAIL_KEEP"):
+            print("kept", base)
+        else:
+            shutil.rmtree(base, ignore_errors=True)

@@ -21,14 +21,11 @@ messages; this file covers each call of one operation, exhaustively.
 """
 
 import os
-import tempfile
-import shutil
 
 import pytest
 
-from faultwalk import (ERRNOS, SCENARIOS, Runs, Seeds, mark, seam_calls, shape, since)
+from faultwalk import ERRNOS, SCENARIOS, mark, seam_calls, shape, since, world_of
 from picotest import TEST_BIN
-from relaytest import Peer, ensure_aiosmtpd
 
 OPS = ("open", "write", "fsync", "rename", "link", "mkdir", "unlink")
 WALKED = {}     # scenario -> {op: calls}, for the summary
@@ -38,23 +35,8 @@ WALKED = {}     # scenario -> {op: calls}, for the summary
 def world(password_hash):
     if not os.access(TEST_BIN, os.X_OK):
         pytest.fail("%s is missing: run make" % TEST_BIN, pytrace=False)
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
-    base = tempfile.mkdtemp(prefix="pm-faults-", dir="/tmp")
-    runs = Runs(base, password_hash)
-    peer = Peer(os.path.join(base, "peer"), reject_rcpt=["gone@remote.test"])
-    try:
-        peer.start()
-        seeds = Seeds(runs)
-        yield runs, seeds, peer
-    finally:
-        runs.close()
-        peer.stop()
-        if os.environ.get("PICOMAIL_KEEP"):
-            print("kept", base)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    with world_of("pm-faults-", password_hash, reject_rcpt=["gone@remote.test"]) as w:
+        yield w
     if WALKED:
         total = sum(sum(v.values()) for v in WALKED.values())
         print("\nfault points walked (x %d errnos): %s; total %d" % (

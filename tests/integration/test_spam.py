@@ -332,6 +332,26 @@ cat > "{dir}/seen"
 """
 
 
+def in_data(d):
+    """A session at DATA's 354, for a message to alice."""
+    c = d.session()
+    c.expect("MAIL FROM:<sender@example.org>", "250")
+    c.expect("RCPT TO:<alice@lan>", "250")
+    c.expect("DATA", "354")
+    return c
+
+
+def wait_gone(pid):
+    """Waits until the process has ended (gone, or a zombie of its parent)."""
+    def gone():
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+    wait_for(gone, 5, "process %d to end" % pid)
+
+
 def scanner(workdir, name, tail):
     path = os.path.join(workdir, name)
     with open(path, "w") as f:
@@ -375,10 +395,7 @@ def test_scanner_arguments_never_see_a_shell(make_daemon, workdir):
 def test_scanner_that_hangs_is_killed(make_daemon, workdir):
     prog = scanner(workdir, "hang.sh", 'echo $$ > "%s/pid"\nexec sleep 600' % workdir)
     d = make_daemon(scanner=prog, scanner_timeout="1s")
-    c = d.session()
-    c.expect("MAIL FROM:<sender@example.org>", "250")
-    c.expect("RCPT TO:<alice@lan>", "250")
-    c.expect("DATA", "354")
+    c = in_data(d)
     t0 = time.monotonic()
     c.send(message("hang") + b".\r\nNOOP\r\n")
     # Meanwhile the daemon serves others: the scan is watched, not waited for.
@@ -393,8 +410,7 @@ def test_scanner_that_hangs_is_killed(make_daemon, workdir):
     c.close()
     with open(os.path.join(workdir, "pid")) as f:
         pid = int(f.read())
-    wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
-             open("/proc/%d/stat" % pid).read().split()[2] == "Z", 5, "scanner killed")
+    wait_gone(pid)
     assert d.maildir("alice").messages() == [] and d.maildir("alice").tmp() == []
     st = d.status()
     assert int(st["scanner_timeouts"]) == 1
@@ -412,10 +428,7 @@ def test_scanner_missing_program_is_temporary(make_daemon, workdir):
 def test_scanner_client_gone_while_scanning(make_daemon, workdir):
     prog = scanner(workdir, "slow.sh", 'echo $$ > "%s/pid"\nexec sleep 600' % workdir)
     d = make_daemon(scanner=prog, scanner_timeout="30s")
-    c = d.session()
-    c.expect("MAIL FROM:<sender@example.org>", "250")
-    c.expect("RCPT TO:<alice@lan>", "250")
-    c.expect("DATA", "354")
+    c = in_data(d)
     c.send(message("gone") + b".\r\n")
     wait_for(lambda: os.path.exists(os.path.join(workdir, "pid")), 5, "scanner started")
     c.sock.shutdown(socket.SHUT_RDWR)
@@ -425,8 +438,7 @@ def test_scanner_client_gone_while_scanning(make_daemon, workdir):
     with open(os.path.join(workdir, "pid")) as f:
         pid = int(f.read())
     assert d.stop() == 0
-    wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
-             open("/proc/%d/stat" % pid).read().split()[2] == "Z", 5, "scanner killed")
+    wait_gone(pid)
     assert d.maildir("alice").messages() == [] and d.maildir("alice").tmp() == []
 
 

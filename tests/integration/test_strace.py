@@ -24,17 +24,14 @@ nothing partial is visible, the daemon goes on, the next try succeeds.
 """
 
 import os
-import shutil
-import tempfile
 import time
 
 import pytest
 
-from faultwalk import (Delivery, Pop3Quit, RelaySent, Runs, Seeds, TracedDaemon, read_env,
-                       seqs_in, spool_names, strace_path, tmp_files)
+from faultwalk import (Delivery, Pop3Quit, RelaySent, TracedDaemon, read_env, seqs_in,
+                       spool_names, strace_path, tmp_files, world_of)
 from picotest import BIN, SANITIZED, Daemon, DaemonExited, ServerClosed
 from pop3test import PASSWORD, Pop
-from relaytest import Peer, ensure_aiosmtpd
 
 SYSCALLS = ("fsync", "rename", "link", "unlink", "write")
 LIMIT = 80           # N never gets near this: a walk that does is a bug here
@@ -48,24 +45,9 @@ def world(password_hash):
         pytest.skip("strace walks the static production binary, not this one (%s)" % SANITIZED)
     if strace_path() is None:
         pytest.fail("strace is missing: bash board/common/deps.sh test", pytrace=False)
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
-    base = tempfile.mkdtemp(prefix="pm-strace-", dir="/tmp")
-    runs = Runs(base, password_hash)
-    peer = Peer(os.path.join(base, "peer"))
     t0 = time.monotonic()
-    try:
-        peer.start()
-        seeds = Seeds(runs)
-        yield runs, seeds, peer
-    finally:
-        runs.close()
-        peer.stop()
-        if os.environ.get("PICOMAIL_KEEP"):
-            print("kept", base)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    with world_of("pm-strace-", password_hash) as w:
+        yield w
     print("\nstrace walks (points within each scenario): %s; %d message files left "
           "without an envelope; %.1f s" % (WALKED, len(ORPHANS), time.monotonic() - t0))
 
