@@ -363,6 +363,11 @@ int greylist_check(const struct sockaddr_storage *peer, const char *from, const 
 		*wait = delay;
 		return 0;
 	}
+	/* A day's news of a known triplet is worth a save, so that one seen
+	 * daily is not forgotten after a restart; an hour's is not. */
+	if (now - e->last > 86400) {
+		dirty = 1;
+	}
 	e->last = now;
 	if (e->passed == 0) {
 		if (now - e->first < delay) {
