@@ -365,3 +365,14 @@ void auth_throttle_success(const struct sockaddr_storage *peer)
 		throttle[i].failures = 0;
 	}
 }
+
+int auth_login(const struct users_table *t, const struct sockaddr_storage *peer,
+               const char *name, const char *password, int64_t now, unsigned *delay)
+{
+	if (!users_check(t, name, password)) {
+		*delay = auth_throttle_failed(peer, now);
+		return -1;
+	}
+	auth_throttle_success(peer);
+	return users_find(t, name);
+}

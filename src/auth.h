@@ -57,4 +57,11 @@ int auth_plain_decode(const char *b64, char *user, size_t userlen, char *pass, s
 unsigned auth_throttle_failed(const struct sockaddr_storage *peer, int64_t now);
 void auth_throttle_success(const struct sockaddr_storage *peer);
 
+/* One login attempt from peer, for SMTP AUTH and POP3 alike: the user's
+ * index in t when the password matches (the address's failures
+ * forgotten), else -1 with *delay the milliseconds to wait before
+ * answering (the failure counted). */
+int auth_login(const struct users_table *t, const struct sockaddr_storage *peer,
+               const char *name, const char *password, int64_t now, unsigned *delay);
+
 #endif

@@ -259,19 +259,16 @@ static void cmd_user(struct pop3_session *s, char *arg)
 static void login(struct pop3_session *s, const char *user, const char *pass)
 {
 	const struct users_table *u = daemon_users();
-	int i;
+	unsigned delay;
+	int i = auth_login(u, &s->conn.peer, user, pass, loop_now(), &delay);
 
-	if (!users_check(u, user, pass)) {
-		unsigned delay = auth_throttle_failed(&s->conn.peer, loop_now());
-
+	if (i < 0) {
 		log_msg(LOG_NOTICE, "s=%08" PRIx32 " pop3 login failed for '%s' from %s", s->id, user,
 		        s->conn.peer_ip);
 		s->state = ST_DELAY;
 		loop_deadline(s->slot, loop_now() + delay);
 		return;
 	}
-	auth_throttle_success(&s->conn.peer);
-	i = users_find(u, user);
 	snprintf(s->user, sizeof s->user, "%s", u->u[i].name);
 	if (mailbox_locked(s->user)) {
 		s->state = ST_AUTH;

@@ -1,6 +1,9 @@
 """Fixtures: a private temporary directory and real picomail daemons in it.
 
     daemon         a started daemon with the default test configuration
+    need_aiosmtpd  (module) fails the module's tests unless aiosmtpd is there
+    peers          peers(start=True, **opts) -> an aiosmtpd Peer in the test's
+                   directory; all stopped when the test ends
     make_daemon    make_daemon(binary=..., env=..., start=True, **config)
 
 Every daemon is killed by its PID when the test ends (under ASan or
@@ -103,3 +106,30 @@ def make_daemon(request, workdir, password_hash, picomail_bin):
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon()
+
+
+@pytest.fixture(scope="module")
+def need_aiosmtpd():
+    from relaytest import ensure_aiosmtpd
+    if not ensure_aiosmtpd():
+        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
+                    pytrace=False)
+
+
+@pytest.fixture
+def peers(workdir, need_aiosmtpd):
+    """make(start=True, **opts) -> a Peer (relaytest) in workdir; all stopped
+    at the end.  A module may override it to add options (test_relay_tls)."""
+    from relaytest import Peer
+    made = []
+
+    def make(start=True, **opts):
+        p = Peer(os.path.join(workdir, "peer%d" % len(made)), **opts)
+        made.append(p)
+        if start:
+            p.start()
+        return p
+
+    yield make
+    for p in made:
+        p.stop()

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from picotest import assert_reply, message, stuff
-from relaytest import Peer, Spool, ensure_aiosmtpd, queue_length, relay_daemon
+from relaytest import Peer, Spool, queue_length, relay_daemon
 
 DENIED = "554 5.7.1"
 ROUTE = "553 5.7.1"
@@ -74,11 +74,7 @@ TRICKS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _aiosmtpd():
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
+pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 
 
 def test_open_relay_battery(make_daemon, workdir):

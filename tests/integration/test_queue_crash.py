@@ -18,31 +18,10 @@ import time
 import pytest
 
 from picotest import lf, message, numbered, seq_of
-from relaytest import (Peer, Spool, ensure_aiosmtpd, queue_id_of, relay_daemon, submit,
-                       wait_for, wait_queue_empty)
+from relaytest import Spool, queue_id_of, relay_daemon, submit, wait_for, wait_queue_empty
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _aiosmtpd():
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
-
-
-@pytest.fixture
-def peers(workdir):
-    made = []
-
-    def make(start=True, **opts):
-        p = Peer(os.path.join(workdir, "peer%d" % len(made)), **opts)
-        made.append(p)
-        if start:
-            p.start()
-        return p
-
-    yield make
-    for p in made:
-        p.stop()
+pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 
 
 def kill9(d):

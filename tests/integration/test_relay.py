@@ -27,34 +27,13 @@ import pytest
 
 from picotest import Client, assert_reply, free_port, message, send_transaction, stuff
 from pop3test import PASSWORD
-from relaytest import (Peer, Spool, body_of, control, dsn, ensure_aiosmtpd, final_recipients,
-                       mailq, proc_cpu_seconds, queue_id_of, queue_length, relay_daemon,
-                       status, submit, wait_for, wait_queue_empty)
+from relaytest import (Spool, body_of, control, dsn, final_recipients, mailq, proc_cpu_seconds,
+                       queue_id_of, queue_length, relay_daemon, status, submit, wait_for,
+                       wait_queue_empty)
 from tlstest import plain_ir
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _aiosmtpd():
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
-
-
-@pytest.fixture
-def peers(workdir):
-    """make(**opts) -> a started Peer in workdir; all stopped at the end."""
-    made = []
-
-    def make(start=True, **opts):
-        p = Peer(os.path.join(workdir, "peer%d" % len(made)), **opts)
-        made.append(p)
-        if start:
-            p.start()
-        return p
-
-    yield make
-    for p in made:
-        p.stop()
+pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 
 
 def smarthost_of(p):

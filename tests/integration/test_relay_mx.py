@@ -25,19 +25,15 @@ import time
 import pytest
 
 from picotest import message
-from relaytest import (Dnsmasq, Peer, ensure_aiosmtpd, mailq, relay_daemon, submit, wait_for,
-                       wait_queue_empty, dsn, final_recipients)
+from relaytest import (Dnsmasq, Peer, mailq, relay_daemon, submit, wait_for, wait_queue_empty, dsn,
+                       final_recipients)
 
 RNG = random.Random(os.environ.get("PICOMAIL_SEED"))
 NET = "127.%d.%d" % (RNG.randint(100, 250), RNG.randint(1, 250))
 MX1, MX2 = NET + ".1", NET + ".2"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _aiosmtpd():
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
+pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 
 
 @pytest.fixture(scope="module")

@@ -23,18 +23,13 @@ import time
 import pytest
 
 from picotest import message
-from relaytest import (Dnsmasq, Peer, Spool, ensure_aiosmtpd, mailq, relay_daemon, submit,
-                       wait_for, wait_queue_empty)
+from relaytest import Dnsmasq, Peer, Spool, mailq, relay_daemon, submit, wait_for, wait_queue_empty
 from tlstest import Pki
 
 SECRET_USER, SECRET_PASS = "relayuser", "s3cret-pass"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _aiosmtpd():
-    if not ensure_aiosmtpd():
-        pytest.fail("aiosmtpd is missing: bash board/common/deps.sh pkg:python3-aiosmtpd",
-                    pytrace=False)
+pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 
 
 @pytest.fixture(scope="module")
