@@ -363,6 +363,11 @@ void conn_close(struct conn *c)
 		(void)io_close(c->fd);
 		c->fd = -1;
 	}
+	/* Sticky: whatever still holds the object reads and writes nothing
+	 * more, and never touches a descriptor number reused since. */
+	if (c->err == 0) {
+		c->err = ENOTCONN;
+	}
 }
 
 void conn_starttls(struct conn *c, struct tls *t)

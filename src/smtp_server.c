@@ -95,6 +95,7 @@ struct smtp_session {
 	int dnsbl_on;                        /* dnsbl holds lookups */
 	int64_t pause_end, dnsbl_end;        /* loop_now() times, in ST_PAUSE */
 	int scan;                            /* scanner handle in ST_SCAN; -1 */
+	int gone;                            /* closed in ST_COMMIT: committed() gives it back */
 	struct smtp_tx tx;
 	struct conn conn;
 	struct maildir_msg msg;
@@ -147,9 +148,14 @@ static void reply_error(struct smtp_session *s, const char *text)
 	}
 }
 
-/* Forgets the transaction, removing any file it started (RSET, EHLO, end). */
+/* Forgets the transaction, removing any file it started (RSET, EHLO, end).
+ * In ST_COMMIT the message belongs to the commit queue until committed()
+ * hands it back: nothing of it may be touched. */
 static void tx_reset(struct smtp_session *s)
 {
+	if (s->state == ST_COMMIT) {
+		return;
+	}
 	if (s->state == ST_SCAN && s->scan >= 0) {
 		/* The scanner's verdict is not wanted any more. */
 		scanner_cancel(s->scan);
@@ -165,15 +171,31 @@ static void tx_reset(struct smtp_session *s)
 	}
 }
 
+/* The one way a session ends, whatever ended it (QUIT, a reset, a
+ * timeout, shutdown).  The work it started elsewhere is cancelled where it
+ * can be: the blocklist lookups (the resolver's handles carry a
+ * generation), the scanner (reaped without a report); the connection and
+ * its TLS slot go at once.  A message in the commit queue cannot be taken
+ * back from a batch: the object then stays taken, marked gone, and
+ * committed() gives it back when the batch is done.  Either way it goes
+ * back to the pool exactly once, and a second call does nothing. */
 static void session_end(struct smtp_session *s)
 {
+	if (s->gone) {
+		return;
+	}
 	if (s->dnsbl_on) {
 		(void)dnsbl_cancel(&s->dnsbl, 0);
 		s->dnsbl_on = 0;
 	}
 	tx_reset(s);
 	loop_del(s->slot);
+	s->slot = -1;
 	conn_close(&s->conn);
+	if (s->state == ST_COMMIT) {
+		s->gone = 1;
+		return;
+	}
 	daemon_release(s);
 }
 
@@ -983,23 +1005,37 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 static void committed(void *ctx, int err)
 {
 	struct smtp_session *s = ctx;
+	unsigned i;
 
 	s->tx.file_open = 0;
+	s->state = ST_READY;
 	if (err != 0) {
 		reply_write_error(s, err);
 	} else {
-		unsigned i;
-
 		for (i = 0; i < s->msg.nusers; i++) {
 			quota_delivered(daemon_conf()->maildir_root, s->msg.users[i], s->msg.size);
 		}
-		daemon_stats.messages_in++;
 		daemon_stats.bytes_written += s->msg.size;
 		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> users=%u size=%" PRIu64
 		        " delivered", s->id, s->id, s->tx.msgno, s->tx.from, s->msg.nusers, s->msg.size);
+	}
+	if (s->gone) {
+		/* The connection dropped after the final dot: the message is
+		 * in the Maildir, but nobody heard 250, so a client that sends
+		 * it again delivers it twice (RFC 5321 6.1 prefers that to a
+		 * loss).  The session was waiting only for this. */
+		if (err == 0) {
+			log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u delivered, but the "
+			        "client was gone before the reply", s->id, s->id, s->tx.msgno);
+		}
+		tx_reset(s);
+		daemon_release(s);
+		return;
+	}
+	if (err == 0) {
+		daemon_stats.messages_in++;
 		reply(s, "250 2.0.0 Ok: queued as %08" PRIX32 ".%u", s->id, s->tx.msgno);
 	}
-	s->state = ST_READY;
 	tx_reset(s);
 	/* Commands pipelined after the dot are waiting in the buffer. */
 	session_process(s);
@@ -1319,6 +1355,9 @@ static int session_update(struct smtp_session *s)
 		session_end(s);
 		return -1;
 	}
+	/* A client that half-closed after its final dot (a pipelined
+	 * transaction, then shutdown) still hears how it ended: the commit
+	 * is over within this round. */
 	if (r == 0 && (s->state == ST_QUIT || (s->conn.eof && s->state != ST_COMMIT))) {
 		session_end(s);
 		return -1;
@@ -1473,7 +1512,7 @@ static void session_io(void *ctx, int revents)
 			}
 		}
 		session_process(s);
-		if (n < 0 && s->conn.err && s->state != ST_COMMIT) {
+		if (n < 0 && s->conn.err) {
 			log_msg(LOG_INFO, "s=%08" PRIx32 " lost %s: %s", s->id, s->conn.peer_ip,
 			        s->conn.tls_error ? tls_error_text(s->conn.tls_error) :
 			                            strerror(s->conn.err));

@@ -9,6 +9,10 @@
  *         bit 2  the client is IPv6
  *         bit 3  a "starttls" listener, bit 4 an implicit TLS one (a real
  *                key is loaded: a ClientHello gets a real handshake)
+ *         bit 5  the client goes away abruptly with its last bytes (bit 6:
+ *                after reading what came, else leaving replies unread:
+ *                a reset), instead of a half close: in the middle of a
+ *                RETR, after a DELE, wherever the input ends
  *   chunk: as in fuzz_smtp_session.
  * alice (password "secret") has three fixed messages (one with sizes in
  * its name, one without, one empty) and the input's message, so RETR and
@@ -175,7 +179,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(tail, 0, sizeof tail);
 	plain = l.tls != TLS_IMPLICIT;
 	fuzz_session_run(&pop3, &l, (const struct sockaddr *)&peer, peerlen, data, size, chunk,
-	                 !(flags & 2) && l.tls != TLS_IMPLICIT);
+	                 !(flags & 2) && l.tls != TLS_IMPLICIT,
+	                 !(flags & 32) ? FUZZ_CLOSE_HALF :
+	                 flags & 64 ? FUZZ_CLOSE_GONE : FUZZ_CLOSE_RESET);
 	restore();
 	return 0;
 }

@@ -19,6 +19,10 @@
  *          bit 2  greylisting on, with greylist_delay 0 (bit 3: 5 minutes)
  *          bit 4  a "starttls" listener, bit 5 an implicit TLS one (a real
  *                 key is loaded: a ClientHello gets a real handshake)
+ *          bit 6  the client goes away abruptly with its last bytes (bit 7:
+ *                 after reading what came, else leaving replies unread:
+ *                 a reset), instead of a half close: wherever the input
+ *                 ends, after a final dot or in the middle of a handshake
  * Every reply line must be "ddd" then ' ' or '-', at most 512 octets with
  * its CRLF, with no other CR or LF (until TLS starts: then the bytes are
  * records).  The Maildir and queue are stand-ins that check how they are
@@ -165,6 +169,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	reply_len = 0;
 	plain = l.tls != TLS_IMPLICIT;
 	fuzz_session_run(&smtp, &l, (const struct sockaddr *)&peer, peerlen, data, size, chunk,
-	                  !(flags2 & 1) && l.tls != TLS_IMPLICIT);
+	                  !(flags2 & 1) && l.tls != TLS_IMPLICIT,
+	                  !(flags2 & 64) ? FUZZ_CLOSE_HALF :
+	                  flags2 & 128 ? FUZZ_CLOSE_GONE : FUZZ_CLOSE_RESET);
 	return 0;
 }

@@ -50,16 +50,25 @@ struct fuzz_session {
 	void (*output)(const unsigned char *buf, size_t n, int end);
 };
 
+/* How the client's side goes away once it has sent everything. */
+enum fuzz_close {
+	FUZZ_CLOSE_HALF,    /* shutdown(SHUT_WR), reading every reply to the end */
+	FUZZ_CLOSE_RESET,   /* close with replies unread: the server's read fails */
+	FUZZ_CLOSE_GONE,    /* close after reading what came: EOF, then EPIPE */
+};
+
 /* Prepares the loop (once). */
 void fuzz_session_init(void);
 
 /* Runs one session: the client waits for the greeting if wait_greeting
  * is set, sends in (in writes of chunk bytes, a loop round after each),
- * then closes its side; the session must then end by itself within a
- * bounded number of rounds, or the run fails. */
+ * then goes away as how says (an abrupt close comes with the last write,
+ * before the round that reads it); the session must then end by itself
+ * within a bounded number of rounds and give its object back exactly
+ * once, or the run fails. */
 void fuzz_session_run(const struct fuzz_session *k, const struct conf_listen *l,
                       const struct sockaddr *peer, socklen_t peerlen, const uint8_t *in,
-                      size_t n, size_t chunk, int wait_greeting);
+                      size_t n, size_t chunk, int wait_greeting, enum fuzz_close how);
 
 /* The session gave its object back (daemon_release). */
 void fuzz_session_released(void *mem);

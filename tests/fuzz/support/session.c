@@ -82,12 +82,41 @@ static void round_once(int client)
 	drain(client);
 }
 
+/* The client's side goes away as how says.  An abrupt close comes right
+ * after the last write, with no loop round between: the session meets it
+ * in the same round as the last bytes (a final dot, a command), while its
+ * own work (the commit) is still pending. */
+static int client_close(int client, enum fuzz_close how, int server)
+{
+	switch (how) {
+	case FUZZ_CLOSE_HALF:
+		if (shutdown(client, SHUT_WR) < 0 && errno != ENOTCONN) {
+			fuzz_fail("shutdown: %s", strerror(errno));
+		}
+		return client;
+	case FUZZ_CLOSE_RESET:
+		/* AF_UNIX resets (ECONNRESET on the server's next read) only when
+		 * the closing side leaves data unread: one byte in flight from the
+		 * server's end stands for a reply the client never read. */
+		if (server >= 0 && write(server, "", 1) < 0 && errno != EAGAIN) {
+			fuzz_fail("write: %s", strerror(errno));
+		}
+		close(client);
+		return -1;
+	case FUZZ_CLOSE_GONE:
+		drain(client);
+		close(client);
+		return -1;
+	}
+	return client;
+}
+
 void fuzz_session_run(const struct fuzz_session *k, const struct conf_listen *l,
                       const struct sockaddr *peer, socklen_t peerlen, const uint8_t *in,
-                      size_t n, size_t chunk, int wait_greeting)
+                      size_t n, size_t chunk, int wait_greeting, enum fuzz_close how)
 {
 	static uint32_t id;
-	int sv[2], stalled = 0;
+	int sv[2], stalled = 0, client;
 	size_t off = 0, want;
 	ssize_t w;
 	unsigned r;
@@ -122,22 +151,31 @@ void fuzz_session_run(const struct fuzz_session *k, const struct conf_listen *l,
 		} else if (++stalled > ROUNDS_PER_WRITE) {
 			break;   /* a server that reads no more input */
 		}
+		if (off == n && how != FUZZ_CLOSE_HALF) {
+			break;   /* the last bytes and the close in one round */
+		}
 		round_once(sv[1]);
 	}
-	if (shutdown(sv[1], SHUT_WR) < 0 && errno != ENOTCONN) {
-		fuzz_fail("shutdown: %s", strerror(errno));
-	}
+	/* The server's end stays open in the session (live) or was closed by
+	 * it: sv[0] is only written to while the session holds it. */
+	client = client_close(sv[1], how, live != NULL ? sv[0] : -1);
 	for (r = 0; live != NULL && r < ROUNDS_AFTER; r++) {
-		round_once(sv[1]);
+		(void)loop_run();
+		if (client >= 0) {
+			drain(client);
+		}
 	}
 	if (live != NULL) {
 		fuzz_fail("the session is still alive %d rounds after the client closed", ROUNDS_AFTER);
 	}
-	drain(sv[1]);
-	if (k->output != NULL) {
+	if (client >= 0) {
+		drain(client);
+		close(client);
+	}
+	/* Only a client that read to the end can say the last reply was whole. */
+	if (k->output != NULL && how == FUZZ_CLOSE_HALF) {
 		k->output(NULL, 0, 1);
 	}
-	close(sv[1]);
 	kind = NULL;
 	free(mem);
 }

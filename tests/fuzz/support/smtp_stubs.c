@@ -77,8 +77,24 @@ int maildir_flush(struct maildir_msg *m)
 	return m->err;
 }
 
+/* 1 if m waits in the commit queue. */
+static int is_pending(const struct maildir_msg *m)
+{
+	const struct maildir_msg *p;
+
+	for (p = pending; p != NULL; p = p->next) {
+		if (p == m) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
 void maildir_abort(struct maildir_msg *m)
 {
+	if (is_pending(m)) {
+		fuzz_fail("maildir_abort of a message in the commit queue: the commit owns it");
+	}
 	m->fd = -1;
 	m->tmp[0] = '\0';
 }
