@@ -21,12 +21,20 @@
 #define CA_FILE_MAX   (16 << 20)   /* Debian's whole bundle is about 200 KB */
 #define UNIX_EPOCH_DAYS 719528u   /* days from 0 AD to 1970 (X.509 dates) */
 
+#define X509_GUARD    64      /* octets after the decoder that nothing writes */
+
 /* An X.509 "validator" that takes the server's key without checking
- * anything: opportunistic TLS to an MX (RFC 7435), or smarthost_verify no. */
+ * anything: opportunistic TLS to an MX (RFC 7435), or smarthost_verify no.
+ * Its decoder reads bytes from whichever server we connect to. */
 struct x509_any {
 	const br_x509_class *vtable;
-	br_x509_decoder_context dec;
 	int first;
+	br_x509_decoder_context dec;
+	/* Never written.  An overrun of the decoder (BearSSL 0.6's runs on
+	 * after an error if pushed more; any_append no longer pushes) would
+	 * land here first: a damaged guard means memory was corrupted, and the
+	 * daemon stops rather than run on with it (tls_release). */
+	unsigned char guard[X509_GUARD];
 };
 
 struct tls {
@@ -480,11 +488,25 @@ struct tls *tls_server_take(void)
 	return t;
 }
 
+/* The guard after the certificate decoder of an unverified client
+ * session: all zero unless something overran the decoder. */
+static void guard_check(const struct tls *t)
+{
+	static const unsigned char zero[X509_GUARD];
+
+	if (t->client && memcmp(t->u.c.any.guard, zero, sizeof zero) != 0) {
+		log_msg(LOG_CRIT, "TLS: the certificate decoder wrote past its context: memory "
+		        "corrupted, stopping");
+		abort();
+	}
+}
+
 void tls_release(struct tls *t)
 {
 	if (!t->client) {
 		keysets[t->keyset].refs--;
 	}
+	guard_check(t);
 	pool_give(&slots, t);
 }
 
@@ -492,6 +514,16 @@ void tls_release(struct tls *t)
 
 static br_x509_trust_anchor *anchors;
 static size_t nanchors;
+
+/* 1 while the decoder waits for more of the certificate: no error yet and
+ * not yet complete, which is what last_error's TRUNCATED means (0.6's
+ * decoder never fails with TRUNCATED itself).  Once it has failed, it must
+ * not be pushed again: 0.6's push runs the decoder on from just after the
+ * failed check, and an oversized field is then copied past the context. */
+static int x509_wants_more(br_x509_decoder_context *dc)
+{
+	return br_x509_decoder_last_error(dc) == BR_ERR_X509_TRUNCATED;
+}
 
 static void any_start_chain(const br_x509_class **ctx, const char *server_name)
 {
@@ -512,7 +544,7 @@ static void any_append(const br_x509_class **ctx, const unsigned char *buf, size
 {
 	struct x509_any *a = (struct x509_any *)(void *)ctx;
 
-	if (a->first) {
+	if (a->first && x509_wants_more(&a->dec)) {
 		br_x509_decoder_push(&a->dec, buf, len);
 	}
 }
@@ -522,11 +554,18 @@ static void any_end_cert(const br_x509_class **ctx)
 	((struct x509_any *)(void *)ctx)->first = 0;
 }
 
+/* No key: the handshake fails with the decoder's own reason (a field too
+ * large, a truncated certificate...), which the relay logs. */
 static unsigned any_end_chain(const br_x509_class **ctx)
 {
 	struct x509_any *a = (struct x509_any *)(void *)ctx;
+	int err;
 
-	return br_x509_decoder_get_pkey(&a->dec) != NULL ? 0 : BR_ERR_X509_BAD_SERVER_NAME;
+	if (br_x509_decoder_get_pkey(&a->dec) != NULL) {
+		return 0;
+	}
+	err = br_x509_decoder_last_error(&a->dec);
+	return err != 0 ? (unsigned)err : BR_ERR_X509_INVALID_VALUE;
 }
 
 static const br_x509_pkey *any_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
@@ -716,6 +755,7 @@ struct tls *tls_client_take(const char *server_name, int verify)
 		t->u.c.any.vtable = &x509_any_vtable;
 		br_ssl_engine_set_x509(&cc->eng, &t->u.c.any.vtable);
 	}
+	memset(t->u.c.any.guard, 0, sizeof t->u.c.any.guard);
 	br_ssl_engine_set_buffers_bidi(&cc->eng, t->ibuf, sizeof t->ibuf, t->obuf, sizeof t->obuf);
 	if (!br_ssl_client_reset(cc, server_name, 0)) {
 		pool_give(&slots, t);
@@ -750,6 +790,30 @@ void tls_describe(struct tls *t, char *out, size_t len)
 	snprintf(out, len, "TLSv1.2 with cipher %s", suite_name(sp.cipher_suite));
 }
 
+/* Why a certificate was refused, for the log. */
+static const char *x509_error_text(int err)
+{
+	switch (err) {
+	case BR_ERR_X509_TRUNCATED:
+	case BR_ERR_X509_INNER_TRUNC: return "certificate truncated";
+	case BR_ERR_X509_LIMIT_EXCEEDED: return "certificate refused: a key or field larger "
+	                                        "than the decoder takes";
+	case BR_ERR_X509_UNSUPPORTED: return "certificate refused: unsupported key or algorithm";
+	case BR_ERR_X509_WRONG_KEY_TYPE: return "certificate refused: wrong key type";
+	case BR_ERR_X509_BAD_SIGNATURE: return "certificate refused: bad signature";
+	case BR_ERR_X509_EXPIRED: return "certificate expired or not yet valid";
+	case BR_ERR_X509_TIME_UNKNOWN: return "certificate refused: the clock is not set";
+	case BR_ERR_X509_BAD_SERVER_NAME: return "certificate does not name the server";
+	case BR_ERR_X509_NOT_TRUSTED: return "certificate not trusted by ca_file";
+	case BR_ERR_X509_NOT_CA: return "certificate chain refused: an issuer is not a CA";
+	case BR_ERR_X509_WEAK_PUBLIC_KEY: return "certificate refused: weak public key";
+	case BR_ERR_X509_CRITICAL_EXTENSION: return "certificate refused: unknown critical "
+	                                            "extension";
+	case BR_ERR_X509_EMPTY_CHAIN: return "no certificate sent";
+	default: return "certificate malformed";
+	}
+}
+
 const char *tls_error_text(int err)
 {
 	switch (err) {
@@ -768,8 +832,8 @@ const char *tls_error_text(int err)
 		if (err >= BR_ERR_SEND_FATAL_ALERT && err < BR_ERR_SEND_FATAL_ALERT + 256) {
 			return "fatal alert sent";
 		}
-		if (err >= BR_ERR_X509_OK && err < BR_ERR_X509_OK + 64) {
-			return "certificate error";
+		if (err > BR_ERR_X509_OK && err < BR_ERR_X509_OK + 64) {
+			return x509_error_text(err);
 		}
 		return "handshake failure";
 	}
