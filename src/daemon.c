@@ -11,6 +11,7 @@
 #include "greylist.h"
 #include "queue.h"
 #include "quota.h"
+#include "random.h"
 #include "scanner.h"
 #include "smtp_client.h"
 #include "smtp_server.h"
@@ -861,6 +862,11 @@ int daemon_serve(const char *path, int foreground)
 			return 1;
 		}
 		log_open("picomail", 0);
+	}
+	/* In the background already: a wait for the kernel's random pool
+	 * early at boot holds up no init script. */
+	if (random_init() < 0) {
+		return 1;
 	}
 	maildir_setup(c->maildir_root, c->hostname);
 	maildir_clean_tmp();

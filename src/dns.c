@@ -13,6 +13,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "random.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -598,7 +598,6 @@ static struct sockaddr_storage resolver;
 static socklen_t resolver_len;
 static int resolver_fixed;         /* `resolver` configured: never resolv.conf */
 static struct { int valid; dev_t dev; ino_t ino; off_t size; struct timespec mtime; } resolv_seen;
-static int urandom_fd = -1;
 
 /* Single-threaded: one receive buffer for all queries, and one result,
  * which replies are parsed into and callbacks are given.  A query keeps
@@ -711,19 +710,8 @@ void dns_reconfigure(const struct conf *c)
 
 int dns_init(const struct conf *c)
 {
-	unsigned char probe[2];
-
 	if (!dns_ready) {
 		if (pool_init(&qpool, "dns", sizeof(struct dns_query), DNS_QUERIES) < 0) {
-			return -1;
-		}
-		/* Kept open: getrandom may be missing (kernels before 3.17) or
-		 * not ready yet early at boot, and after chroot the device may
-		 * be out of reach. */
-		urandom_fd = io_open("/dev/urandom", O_RDONLY, 0);
-		if (urandom_fd < 0 && getrandom(probe, sizeof probe, GRND_NONBLOCK) < 0) {
-			log_msg(LOG_ERR, "dns: no random source: /dev/urandom: %m");
-			pool_free(&qpool);
 			return -1;
 		}
 		dns_ready = 1;
@@ -742,21 +730,6 @@ unsigned dns_size(void)
 	return qpool.size;
 }
 
-static int random_bytes(void *p, size_t n)
-{
-	ssize_t r;
-
-	do {
-		r = getrandom(p, n, GRND_NONBLOCK);
-	} while (r < 0 && errno == EINTR);
-	if (r == (ssize_t)n) {
-		return 0;
-	}
-	if (urandom_fd >= 0 && io_read(urandom_fd, p, n) == (ssize_t)n) {
-		return 0;
-	}
-	return -1;
-}
 
 static struct dns_query *query_at(unsigned idx)
 {

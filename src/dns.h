@@ -60,9 +60,9 @@ struct dns_result {
  * callback may start or cancel queries. */
 typedef void (*dns_done_fn)(void *ctx, const struct dns_result *r);
 
-/* Start-up: takes the query pool, opens /dev/urandom as a fallback for
- * getrandom, and chooses the resolver as dns_reconfigure does.  0 or -1.
- * Calling it again only reconfigures. */
+/* Start-up: takes the query pool and chooses the resolver as
+ * dns_reconfigure does (query ids come from random.c, set up before).
+ * 0 or -1.  Calling it again only reconfigures. */
 int dns_init(const struct conf *c);
 
 /* SIGHUP: the resolver of the new configuration, for queries started from

@@ -7,22 +7,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_SYNCFS,
-             OP_COUNT };
+             OP_GETRANDOM, OP_COUNT };
 
 #ifdef PICOMAIL_TEST
 static const char *const op_names[OP_COUNT] = {
-	"open", "write", "fsync", "rename", "link", "unlink", "mkdir", "syncfs",
+	"open", "write", "fsync", "rename", "link", "unlink", "mkdir", "syncfs", "getrandom",
 };
 
 static const struct { const char *name; int value; } errno_names[] = {
 	{ "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
 	{ "EACCES", EACCES }, { "EROFS", EROFS }, { "EMFILE", EMFILE },
 	{ "ENOMEM", ENOMEM }, { "EPERM", EPERM },
+	/* getrandom: a pool not initialised yet, a kernel without the call */
+	{ "EAGAIN", EAGAIN }, { "ENOSYS", ENOSYS },
 };
 
 #define FAULTS_MAX 8
@@ -214,6 +217,19 @@ int io_write_all(int fd, const void *buf, size_t n)
 		n -= (size_t)r;
 	}
 	return 0;
+}
+
+ssize_t io_getrandom(void *buf, size_t n, unsigned flags)
+{
+	ssize_t r;
+
+	if (fault(OP_GETRANDOM, "(kernel)", -1)) {
+		return -1;
+	}
+	do {
+		r = getrandom(buf, n, flags);
+	} while (r < 0 && errno == EINTR);
+	return r;
 }
 
 ssize_t io_read(int fd, void *buf, size_t n)

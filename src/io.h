@@ -24,6 +24,8 @@ int io_close(int fd);
 int io_write_all(int fd, const void *buf, size_t n);
 /* One read; -1 with errno. */
 ssize_t io_read(int fd, void *buf, size_t n);
+/* getrandom(2) with flags (GRND_NONBLOCK or 0); bytes, or -1 with errno. */
+ssize_t io_getrandom(void *buf, size_t n, unsigned flags);
 int io_fsync(int fd);
 /* Writes a file's data and waits for it (sync_file_range), reporting write
  * errors; it does not flush the device cache nor the inode.  Counted as an

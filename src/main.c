@@ -5,6 +5,8 @@
 #include "daemon.h"
 #include "log.h"
 #include "sendmail.h"
+#include "smtp_client.h"
+#include "tls.h"
 #include "users_admin.h"
 #include "version.h"
 
@@ -66,8 +68,11 @@ static int cmd_check(const char *path)
 	static struct alias_table a;
 	char err[CONF_ERR_MAX];
 
+	/* The TLS material and the smarthost's files as serve loads them, so
+	 * that what check passes, serve does not refuse. */
 	if (conf_load(&c, path, err, sizeof err) < 0 || users_load(&u, c.users, err, sizeof err) < 0 ||
-	    alias_load(&a, c.aliases, err, sizeof err) < 0) {
+	    alias_load(&a, c.aliases, err, sizeof err) < 0 || tls_check(&c, err, sizeof err) < 0 ||
+	    smtp_client_init(&c, err, sizeof err) < 0) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}

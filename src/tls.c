@@ -3,6 +3,7 @@
 #include "io.h"
 #include "log.h"
 #include "pool.h"
+#include "random.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #define UNIX_EPOCH_DAYS 719528u   /* days from 0 AD to 1970 (X.509 dates) */
 
 #define X509_GUARD    64      /* octets after the decoder that nothing writes */
+#define RSA_BITS_MAX  4096    /* BearSSL's BR_MAX_RSA_SIZE (an internal name) */
 
 /* An X.509 "validator" that takes the server's key without checking
  * anything: opportunistic TLS to an MX (RFC 7435), or smarthost_verify no.
@@ -234,6 +236,106 @@ struct key_ctx {
 	int found;
 };
 
+/* ---- sizes of an RSA key, before BearSSL's decoder sees it --------------- */
+
+/* One DER element at *p (before end): its tag, and its content in *c and
+ * *clen; *p moves past it.  Short-form tags, definite lengths of at most
+ * four octets.  0, or -1 when malformed or running past end. */
+static int der_next(const unsigned char **p, const unsigned char *end, unsigned *tag,
+                    const unsigned char **c, size_t *clen)
+{
+	const unsigned char *q = *p;
+	size_t len, i, nlen;
+
+	if (end - q < 2 || (q[0] & 0x1f) == 0x1f) {
+		return -1;
+	}
+	*tag = q[0];
+	len = q[1];
+	q += 2;
+	if (len & 0x80) {
+		nlen = len & 0x7f;
+		if (nlen == 0 || nlen > 4 || (size_t)(end - q) < nlen) {
+			return -1;
+		}
+		for (len = 0, i = 0; i < nlen; i++) {
+			len = len << 8 | *q++;
+		}
+	}
+	if (len > (size_t)(end - q)) {
+		return -1;
+	}
+	*c = q;
+	*clen = len;
+	*p = q + len;
+	return 0;
+}
+
+/* Octets of a DER INTEGER's value without its leading zeros. */
+static size_t int_octets(const unsigned char *c, size_t len)
+{
+	while (len > 0 && *c == 0) {
+		c++;
+		len--;
+	}
+	return len;
+}
+
+/* BearSSL 0.6's private key decoder copies the five CRT components of an
+ * RSA key into a buffer it believes 1560 octets long, while the context
+ * has 1536 (fixed upstream after 0.6): a key with larger components would
+ * be written past the context.  So an RSA key (PKCS#1, or inside PKCS#8)
+ * is measured here first: its modulus within RSA_BITS_MAX bits, its
+ * components within the buffer the context really has.  0 (fits, or not
+ * an RSA key), or -1 with err. */
+static int rsa_key_fits(const char *name, const unsigned char *der, size_t len,
+                        const char *path, char *err, size_t errlen)
+{
+	const unsigned char *p = der, *end = der + len, *c;
+	size_t clen, crt = 0, nbits = 0;
+	unsigned tag, i;
+
+	if (der_next(&p, end, &tag, &c, &clen) < 0 || tag != 0x30) {
+		return fail(err, errlen, "%s: the private key is not DER", path);
+	}
+	p = c;
+	end = c + clen;
+	if (strcmp(name, "PRIVATE KEY") == 0) {
+		/* PKCS#8: version, algorithm, then the key in an OCTET STRING. */
+		if (der_next(&p, end, &tag, &c, &clen) < 0 || der_next(&p, end, &tag, &c, &clen) < 0 ||
+		    der_next(&p, end, &tag, &c, &clen) < 0 || tag != 0x04) {
+			return fail(err, errlen, "%s: malformed PKCS#8 private key", path);
+		}
+		p = c;
+		end = c + clen;
+		if (der_next(&p, end, &tag, &c, &clen) < 0 || tag != 0x30) {
+			return 0;   /* not an RSA key: the decoder judges it */
+		}
+		p = c;
+		end = c + clen;
+	}
+	/* RSAPrivateKey: version, n, e, d, p, q, dp, dq, iq (RFC 8017 A.1.2). */
+	for (i = 0; i < 9; i++) {
+		if (der_next(&p, end, &tag, &c, &clen) < 0 || tag != 0x02) {
+			return 0;   /* an EC key, or garbage the decoder refuses */
+		}
+		if (i == 1) {
+			nbits = int_octets(c, clen) * 8;
+		}
+		if (i >= 4) {
+			crt += clen;
+		}
+	}
+	if (nbits > RSA_BITS_MAX) {
+		return fail(err, errlen, "%s: RSA key of %zu bits or so: at most %d are supported",
+		            path, nbits, RSA_BITS_MAX);
+	}
+	if (crt > sizeof ((br_skey_decoder_context *)0)->key_data) {
+		return fail(err, errlen, "%s: RSA key components too large (%zu octets)", path, crt);
+	}
+	return 0;
+}
+
 static int add_key(void *ctx, const char *name, const unsigned char *der, size_t len, char *err,
                    size_t errlen)
 {
@@ -251,6 +353,11 @@ static int add_key(void *ctx, const char *name, const unsigned char *der, size_t
 	if (k->found) {
 		return fail(err, errlen, "%s: more than one private key", k->path);
 	}
+	if (strcmp(name, "EC PRIVATE KEY") != 0 && rsa_key_fits(name, der, len, k->path, err,
+	                                                         errlen) < 0) {
+		return -1;
+	}
+	/* One push of the whole key, so never a push after an error. */
 	br_skey_decoder_init(&dc);
 	br_skey_decoder_push(&dc, der, len);
 	if (br_skey_decoder_last_error(&dc) != 0) {
@@ -288,6 +395,23 @@ static int add_key(void *ctx, const char *name, const unsigned char *der, size_t
 	return 0;
 }
 
+/* 0 if sk signs what pub verifies: the two halves of one key.  (0.6's
+ * br_rsa_compute_modulus runs out of room for 4096-bit keys, which it
+ * otherwise takes, so the modulus is not compared directly.) */
+static int rsa_pair(const br_rsa_private_key *sk, const br_rsa_public_key *pub)
+{
+	static const unsigned char hash[32] = "picomail: does the key match?..";
+	static unsigned char sig[RSA_BITS_MAX / 8], out[sizeof hash];
+	size_t len = (sk->n_bitlen + 7) / 8;
+
+	if (len > sizeof sig ||
+	    !br_rsa_pkcs1_sign_get_default()(BR_HASH_OID_SHA256, hash, sizeof hash, sk, sig) ||
+	    !br_rsa_pkcs1_vrfy_get_default()(sig, len, BR_HASH_OID_SHA256, sizeof out, pub, out)) {
+		return -1;
+	}
+	return memcmp(out, hash, sizeof hash) == 0 ? 0 : -1;
+}
+
 /* The leaf certificate's public key must be the private key's. */
 static int key_matches(struct keyset *ks, const char *cert_path, const char *key_path, char *err,
                        size_t errlen)
@@ -310,28 +434,9 @@ static int key_matches(struct keyset *ks, const char *cert_path, const char *key
 		return fail(err, errlen, "%s does not match %s: key types differ", key_path, cert_path);
 	}
 	if (ks->type == BR_KEYTYPE_RSA) {
-		n = br_rsa_compute_modulus_get_default()(NULL, &ks->rsa);
-		if (n == 0 || n > sizeof buf ||
-		    br_rsa_compute_modulus_get_default()(buf, &ks->rsa) != n) {
-			return fail(err, errlen, "%s: bad RSA key", key_path);
-		}
-		/* Compare without leading zero bytes on either side. */
-		{
-			const unsigned char *a = buf, *b = pk->key.rsa.n;
-			size_t la = n, lb = pk->key.rsa.nlen;
-
-			while (la > 0 && *a == 0) {
-				a++;
-				la--;
-			}
-			while (lb > 0 && *b == 0) {
-				b++;
-				lb--;
-			}
-			if (la != lb || memcmp(a, b, la) != 0) {
-				return fail(err, errlen, "%s does not match the certificate in %s", key_path,
-				            cert_path);
-			}
+		if (rsa_pair(&ks->rsa, &pk->key.rsa) < 0) {
+			return fail(err, errlen, "%s does not match the certificate in %s (or is not a "
+			            "working RSA key)", key_path, cert_path);
 		}
 	} else {
 		n = br_ec_compute_pub(br_ec_get_default(), &pub, buf, &ks->ec);
@@ -380,12 +485,17 @@ static int load_keyset(struct keyset *ks, const struct conf *c, char *err, size_
 
 /* ---- the pool and the server profile -------------------------------------- */
 
+int tls_check(const struct conf *c, char *err, size_t errlen)
+{
+	if (c->tls_cert[0] == '\0') {
+		return 0;
+	}
+	return load_keyset(&keysets[0], c, err, errlen);
+}
+
 int tls_init(const struct conf *c, char *err, size_t errlen)
 {
-	if (br_prng_seeder_system(NULL) == 0) {
-		return fail(err, errlen, "TLS: no system random source for BearSSL");
-	}
-	if (c->tls_cert[0] != '\0' && load_keyset(&keysets[0], c, err, errlen) < 0) {
+	if (tls_check(c, err, errlen) < 0) {
 		return -1;
 	}
 	current = 0;
@@ -419,7 +529,28 @@ int tls_ready(void)
 	return keysets[current].loaded;
 }
 
-/* TLS 1.2 only, ECDHE with AEAD only (no CBC, RC4, 3DES, static RSA). */
+/* Each engine's generator is seeded afresh from the kernel (random.c)
+ * before its handshake.  Our BearSSL is built without its own system
+ * seeder (0.6's takes RDRAND alone on x86, without the checks later
+ * upstream added); one a packager supplies may keep it, and only mixes
+ * its bytes in after these.  0, or -1 (logged): no handshake then. */
+static int seed(br_ssl_engine_context *eng)
+{
+	unsigned char b[32];
+
+	if (random_bytes(b, sizeof b) < 0) {
+		log_msg(LOG_ERR, "TLS: no random bytes for a handshake: %m");
+		return -1;
+	}
+	br_ssl_engine_inject_entropy(eng, b, sizeof b);
+	memset(b, 0, sizeof b);
+	return 0;
+}
+
+/* TLS 1.2 only, ECDHE with AEAD only (no CBC, RC4, 3DES, static RSA).
+ * CBC is left out on both sides for good: besides its padding-oracle
+ * history, 0.6's CBC record code misses a length check fixed upstream
+ * later. */
 static const uint16_t suites_rsa[] = {
 	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
@@ -478,7 +609,7 @@ struct tls *tls_server_take(void)
 	}
 	t->client = 0;
 	server_profile(t, ks);
-	if (!br_ssl_server_reset(&t->u.sc)) {
+	if (seed(&t->u.sc.eng) < 0 || !br_ssl_server_reset(&t->u.sc)) {
 		log_msg(LOG_ERR, "TLS reset failed: %s", tls_error_text(br_ssl_engine_last_error(&t->u.sc.eng)));
 		pool_give(&slots, t);
 		return NULL;
@@ -757,7 +888,7 @@ struct tls *tls_client_take(const char *server_name, int verify)
 	}
 	memset(t->u.c.any.guard, 0, sizeof t->u.c.any.guard);
 	br_ssl_engine_set_buffers_bidi(&cc->eng, t->ibuf, sizeof t->ibuf, t->obuf, sizeof t->obuf);
-	if (!br_ssl_client_reset(cc, server_name, 0)) {
+	if (seed(&cc->eng) < 0 || !br_ssl_client_reset(cc, server_name, 0)) {
 		pool_give(&slots, t);
 		return NULL;
 	}

@@ -20,10 +20,15 @@
 
 struct tls;
 
-/* Start-up: checks the system RNG, loads tls_cert/tls_key when set and
- * sizes the pool from tls_sessions.  0, or -1 with the reason (naming the
- * file) in err. */
+/* Start-up: loads tls_cert/tls_key when set and sizes the pool from
+ * tls_sessions (each handshake is seeded from random.c).  0, or -1 with
+ * the reason (naming the file) in err. */
 int tls_init(const struct conf *c, char *err, size_t errlen);
+
+/* picomail check: loads tls_cert/tls_key exactly as tls_init does (the
+ * chain, the key, their match, the dates), keeping nothing else.  0, or
+ * -1 with the reason in err. */
+int tls_check(const struct conf *c, char *err, size_t errlen);
 
 /* SIGHUP: loads the key and certificate anew; sessions already running keep
  * the ones they started with.  0, or -1 with the reason in err (the old

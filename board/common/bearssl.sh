@@ -32,7 +32,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=board/common/debsrc.sh
 . "$ROOT/board/common/debsrc.sh"
 SRC_CACHE=${SRC_CACHE:-$ROOT/build/src}
-CFLAGS="-std=c99 -Os -ffunction-sections -fdata-sections ${BEARSSL_CFLAGS-}"
+# No system seeder in the engines (0.6's uses RDRAND alone on x86, without
+# the checks later upstream added): picomail seeds every engine from
+# getrandom(2) itself (src/random.c, src/tls.c).
+CFLAGS="-std=c99 -Os -ffunction-sections -fdata-sections -DBR_RDRAND=0 -DBR_USE_URANDOM=0 ${BEARSSL_CFLAGS-}"
 
 # ---------------------------------------------------------------- check
 elf_machine() { od -An -j18 -N2 -tx1 "$1" | tr -d ' \n'; }   # ELF e_machine

@@ -6,6 +6,7 @@ The clients built on other TLS stacks (openssl s_client, swaks, msmtp,
 fetchmail, mpop) are in test_tls_clients.py.
 """
 
+import base64
 import os
 import poplib
 import re
@@ -13,6 +14,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -110,6 +112,42 @@ def test_key_and_certificate_formats(make_daemon, pki, ctx, case):
         c.expect("QUIT", "221")
 
 
+def _der(tag, content):
+    n = len(content)
+    if n < 0x80:
+        head = bytes([n])
+    else:
+        b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(b)]) + b
+    return bytes([tag]) + head + content
+
+
+def _int(octets):
+    """A DER INTEGER of that many octets, top bit clear."""
+    return _der(0x02, b"\x7f" + b"\x5a" * (octets - 1))
+
+
+def rsa_key_file(path, nlen, crtlen, pkcs8=False):
+    """A PEM RSA private key of the right shape (not a working key) with a
+    modulus of nlen octets and each CRT component of crtlen: BearSSL 0.6's
+    decoder would copy components of more than 1536 octets in all past its
+    context, so picomail must refuse them before it looks."""
+    body = _der(0x30, _der(0x02, b"\x00") + _int(nlen) + _int(3) + _int(nlen)
+                + b"".join(_int(crtlen) for _ in range(5)))
+    name = "RSA PRIVATE KEY"
+    if pkcs8:
+        algo = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d010101")) + b"\x05\x00")
+        body = _der(0x30, _der(0x02, b"\x00") + algo + _der(0x04, body))
+        name = "PRIVATE KEY"
+    b64 = base64.encodebytes(body).decode().replace("\n", "")
+    with open(path, "w") as f:
+        f.write("-----BEGIN %s-----\n" % name)
+        for i in range(0, len(b64), 64):
+            f.write(b64[i:i + 64] + "\n")
+        f.write("-----END %s-----\n" % name)
+    return path
+
+
 def _bad(pki, workdir, case):
     """(tls_cert, tls_key, the file the message must name)."""
     garbage = os.path.join(workdir, "garbage.key")
@@ -130,15 +168,33 @@ def _bad(pki, workdir, case):
         "key-missing": (pki.cert["rsa"], os.path.join(workdir, "nonexistent.key"),
                         os.path.join(workdir, "nonexistent.key")),
         "cert-is-a-key": (pki.key["rsa"], pki.key["rsa"], pki.key["rsa"]),
+    }.get(case) or _oversized(pki, workdir, case)
+
+
+def _oversized(pki, workdir, case):
+    key = os.path.join(workdir, case + ".key")
+    nlen, crtlen, pkcs8 = {
+        "rsa-8192-bits": (1024, 300, False),
+        "rsa-8192-bits-pkcs8": (1024, 300, True),
+        "rsa-components-overflow": (512, 400, False),
+        "rsa-components-overflow-pkcs8": (512, 400, True),
     }[case]
+    return pki.cert["rsa"], rsa_key_file(key, nlen, crtlen, pkcs8), key
 
 
 @pytest.mark.parametrize("case", ["expired-cert", "mismatched-rsa-key", "mismatched-ec-key",
                                   "ec-key-for-rsa-cert", "key-not-pem", "key-truncated",
-                                  "key-missing", "cert-is-a-key"])
+                                  "key-missing", "cert-is-a-key", "rsa-8192-bits",
+                                  "rsa-8192-bits-pkcs8", "rsa-components-overflow",
+                                  "rsa-components-overflow-pkcs8"])
 def test_bad_key_or_certificate_is_a_startup_error(make_daemon, pki, workdir, case):
     cert, key, named = _bad(pki, workdir, case)
     d = tls_daemon(make_daemon, pki, cert=cert, key=key, start=False)
+    # picomail check loads the key material as serve does, and says the same.
+    p = d.run("check", "-C", d.conf_path)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    assert p.returncode == 1, "picomail check passed what serve refuses (%s): %s" % (case, out)
+    assert named in out, "picomail check does not name %s: %s" % (named, out)
     with pytest.raises(DaemonExited) as e:
         d.start()
     assert e.value.returncode == 1, "picomail serve exit %r, want 1\n%s" % (
@@ -146,6 +202,25 @@ def test_bad_key_or_certificate_is_a_startup_error(make_daemon, pki, workdir, ca
     assert named in e.value.log, "the start-up error does not name %s:\n%s" % (named, e.value.log)
     if case == "expired-cert":
         assert "expired" in e.value.log, e.value.log
+    if case.startswith("rsa-8192"):
+        assert "at most 4096" in e.value.log and "at most 4096" in out, e.value.log
+    if case.startswith("rsa-components"):
+        assert "RSA key components too large" in e.value.log, e.value.log
+
+
+def test_rsa_4096_key_is_taken(make_daemon, pki, workdir, ctx):
+    """The size check stops at what BearSSL takes, not before: a real
+    4096-bit key and its certificate serve a handshake."""
+    key, cert = os.path.join(workdir, "r4096.key"), os.path.join(workdir, "r4096.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:4096", "-out", key], check=True, capture_output=True,
+                   timeout=120)
+    pki._sign(key, cert, pki.ca, pki.ca_key, "server.ext")
+    d = tls_daemon(make_daemon, pki, cert=cert, key=key)
+    assert d.run("check", "-C", d.conf_path).returncode == 0
+    with Smtp.implicit(d.subs, ctx) as c:
+        assert_tls12(c, "rsa")
+        c.expect("QUIT", "221")
 
 
 def test_tls_listener_needs_cert_and_key(make_daemon, workdir, pki):
@@ -1010,3 +1085,50 @@ def test_poplib_stls_and_pop3_ssl(make_daemon, pki, ctx, kind):
     finally:
         p.quit()
     assert mailbox(d, "alice") == []
+
+
+# --------------------------------------------------------------------------
+# Randomness: every handshake seeded from getrandom(2)
+
+
+def _handshake(d, ctx):
+    with Smtp.implicit(d.subs, ctx) as c:
+        c.expect("QUIT", "221")
+
+
+def _seam_calls(d, op):
+    return d.log(1 << 20).count("fault seam: %s #" % op)
+
+
+def test_each_handshake_is_seeded_from_getrandom(make_daemon, pki, ctx, picomail_test_bin):
+    d = tls_daemon(make_daemon, pki, binary=picomail_test_bin,
+                   env={"PICOMAIL_FAULT_TRACE": "1"})
+    before = _seam_calls(d, "getrandom")
+    assert before >= 1, "no getrandom at start-up:\n%s" % d.log()
+    for _ in range(3):
+        _handshake(d, ctx)
+    # One call per server engine, whatever else asks (none here: no DNS).
+    assert _seam_calls(d, "getrandom") == before + 3, d.log()
+
+
+def test_start_waits_for_the_kernels_random_pool(make_daemon, pki, ctx, picomail_test_bin):
+    """Early in a router's boot getrandom says EAGAIN: the daemon says so,
+    waits (a blocking getrandom) instead of failing, and then serves."""
+    d = tls_daemon(make_daemon, pki, binary=picomail_test_bin,
+                   env={"PICOMAIL_FAULT": "getrandom:1:EAGAIN"})
+    log = d.log()
+    assert "waiting for the kernel's random pool to be initialised" in log, log
+    assert "random pool is ready after" in log, log
+    assert log.count("waiting for the kernel's random pool") == 1
+    _handshake(d, ctx)
+
+
+def test_kernel_without_getrandom_falls_back_to_urandom(make_daemon, pki, ctx,
+                                                        picomail_test_bin):
+    d = tls_daemon(make_daemon, pki, binary=picomail_test_bin,
+                   env={"PICOMAIL_FAULT": "getrandom:1:ENOSYS", "PICOMAIL_FAULT_TRACE": "1"})
+    assert "no getrandom(2) in this kernel: random bytes from /dev/urandom" in d.log(), d.log()
+    before = _seam_calls(d, "getrandom")
+    _handshake(d, ctx)
+    _handshake(d, ctx)
+    assert _seam_calls(d, "getrandom") == before, "getrandom asked again after ENOSYS"

@@ -77,10 +77,10 @@ $(UNIT_OUT)/test_smtp_data: tests/unit/test_smtp_data.c src/smtp_data.c src/smtp
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
 $(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c \
-                     src/pool.c src/dns.h src/dnsbl.h src/loop.h src/io.h src/log.h src/pool.h \
-                     src/conf.h tests/unit/check.h
+                     src/pool.c src/random.c src/dns.h src/dnsbl.h src/loop.h src/io.h src/log.h \
+                     src/pool.h src/random.h src/conf.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c \
-		src/io.c src/log.c src/pool.c
+		src/io.c src/log.c src/pool.c src/random.c
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)
