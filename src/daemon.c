@@ -12,6 +12,7 @@
 #include "queue.h"
 #include "quota.h"
 #include "random.h"
+#include "unixuser.h"
 #include "scanner.h"
 #include "smtp_client.h"
 #include "smtp_server.h"
@@ -298,6 +299,27 @@ static void refuse(const struct conf_listen *l, int fd, const char *text)
 	close(fd);
 }
 
+/* A connection refused before it has a session: busy, or one address
+ * holding too many. */
+static void log_refused(const struct sockaddr_storage *peer, const char *reason)
+{
+	char ip[INET6_ADDRSTRLEN] = "local";
+	struct log_kv kv;
+
+	if (peer->ss_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, ip, sizeof ip);
+	} else if (peer->ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, ip, sizeof ip);
+	}
+	log_kv_start(&kv, "refused");
+	log_kv_str(&kv, "client", ip);
+	log_kv_str(&kv, "reason", reason);
+	if (strcmp(reason, "busy") == 0) {
+		log_kv_u64(&kv, "sessions", sessions.size);
+	}
+	log_kv_end(&kv, LOG_WARNING);
+}
+
 static void accept_one(const struct conf_listen *l, int lfd)
 {
 	const struct conf *c = daemon_conf();
@@ -321,6 +343,7 @@ static void accept_one(const struct conf_listen *l, int lfd)
 	if (!conf_net_match(c->relay_from, c->nrelay_from, (struct sockaddr *)&peer) &&
 	    sessions_from(&peer) >= c->max_per_address) {
 		daemon_stats.refused_per_address++;
+		log_refused(&peer, "per-address");
 		refuse(l, fd, l->proto == PROTO_POP3 ?
 		               "-ERR [SYS/TEMP] Too many connections from your address\r\n" :
 		               "421 4.7.0 Error: too many connections from your address\r\n");
@@ -329,7 +352,7 @@ static void accept_one(const struct conf_listen *l, int lfd)
 	mem = pool_take(&sessions);
 	if (mem == NULL) {
 		daemon_stats.refused_busy++;
-		log_msg(LOG_WARNING, "session pool full (%u): refusing a connection", sessions.size);
+		log_refused(&peer, "busy");
 		refuse(l, fd, l->proto == PROTO_POP3 ? "-ERR [SYS/TEMP] Too busy, try again later\r\n" :
 		                                    "421 4.3.2 Error: too busy, try again later\r\n");
 		return;
@@ -457,10 +480,23 @@ static void control_send(int fd, const char *buf, size_t n)
 	(void)io_write_all(fd, buf, n);
 }
 
+/* Who is at the other end of a local socket: "root", "uid:1000". */
+static void peer_label(int fd, char *out, size_t len)
+{
+	struct ucred cred;
+	socklen_t clen = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+		snprintf(out, len, "unknown");
+		return;
+	}
+	unixuser_label(cred.uid, out, len);
+}
+
 static void control_ready(void *ctx, int revents)
 {
 	static char buf[65536];
-	char cmd[128];
+	char cmd[128], who[UNIXUSER_NAME_MAX + 16];
 	int fd, n, r;
 	size_t len;
 
@@ -480,7 +516,8 @@ static void control_ready(void *ctx, int revents)
 			len = (size_t)snprintf(buf, sizeof buf, "Mail queue is empty\n");
 		}
 	} else if (strcmp(cmd, "flush") == 0) {
-		queue_flush();
+		peer_label(fd, who, sizeof who);
+		queue_flush(who);
 		len = (size_t)snprintf(buf, sizeof buf, "queue flushed\n");
 	} else if (strncmp(cmd, "queued ", 7) == 0) {
 		/* The sendmail command queued a message itself (the daemon
@@ -489,7 +526,8 @@ static void control_ready(void *ctx, int revents)
 		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n", r == 0 ? "queued" : "no such message",
 		                       cmd + 7);
 	} else if (strncmp(cmd, "delete ", 7) == 0) {
-		r = queue_delete(cmd + 7);
+		peer_label(fd, who, sizeof who);
+		r = queue_delete(cmd + 7, who);
 		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n",
 		                       r == 0 ? "deleted" : r == -2 ? "busy, try again:" : "no such message",
 		                       cmd + 7);

@@ -30,6 +30,8 @@
 #define POP3_PASS_MAX   256
 #define PUMP_ROOM       128   /* output kept free for a listing line */
 #define TLS_HANDSHAKE_MS 30000
+#define TLS_WAIT_MS      10000   /* implicit TLS: how long a client waits for a free slot */
+#define TLS_RETRY_MS     100
 
 enum pop3_state {
 	ST_AUTH     = 1 << 0,   /* AUTHORIZATION, no USER yet */
@@ -39,6 +41,7 @@ enum pop3_state {
 	ST_TRANS    = 1 << 4,   /* TRANSACTION */
 	ST_SEND     = 1 << 5,   /* pumping a multi-line answer */
 	ST_QUIT     = 1 << 6,   /* closing once the output is sent */
+	ST_TLSWAIT  = 1 << 7,   /* implicit TLS: waiting for a free TLS slot */
 };
 
 enum pump_kind { PUMP_MSG, PUMP_LIST, PUMP_UIDL };
@@ -59,6 +62,13 @@ struct pop3_session {
 	int bol;                /* at the start of a line */
 	int in_headers;
 	long lines_left;        /* TOP: body lines still to send; -1 for RETR */
+	/* for the disconnect line */
+	int64_t started;
+	int64_t tls_wait_end;   /* ST_TLSWAIT: when to give up */
+	unsigned retrieved;     /* RETR and TOP answered */
+	unsigned deleted;       /* removed at QUIT */
+	uint64_t bytes_out;     /* message octets sent */
+	const char *end_why;
 	struct conn conn;
 };
 
@@ -71,6 +81,7 @@ struct pop3_command {
 static struct pool mailboxes;
 
 static int session_update(struct pop3_session *s);
+static void tls_wait(struct pop3_session *s);
 static void session_process(struct pop3_session *s);
 static void idle_deadline(struct pop3_session *s);
 
@@ -117,6 +128,7 @@ static void reply_error(struct pop3_session *s, const char *text)
 	if (++s->errors >= POP3_ERRORS_MAX) {
 		reply(s, "-ERR Too many errors, closing");
 		s->state = ST_QUIT;
+		s->end_why = "errors";
 	}
 }
 
@@ -144,8 +156,38 @@ static void pump_stop(struct pop3_session *s)
 	}
 }
 
+static void kv_session(struct log_kv *l, const char *event, const struct pop3_session *s)
+{
+	log_kv_start(l, event);
+	log_kv_fmt(l, "session", "%08" PRIx32, s->id);
+	log_kv_str(l, "client", s->conn.peer_ip);
+}
+
+static void log_disconnect(const struct pop3_session *s)
+{
+	struct log_kv l;
+
+	kv_session(&l, "disconnect", s);
+	log_kv_str(&l, "proto", "pop3");
+	if (s->user[0] != '\0' && s->mb != NULL) {
+		log_kv_str(&l, "user", s->user);
+	}
+	log_kv_u64(&l, "retrieved", s->retrieved);
+	log_kv_u64(&l, "deleted", s->deleted);
+	log_kv_u64(&l, "bytes", s->bytes_out);
+	log_kv_ms(&l, "duration", loop_now() - s->started);
+	log_kv_str(&l, "end", s->end_why != NULL ? s->end_why : "closed");
+	if (s->conn.tls_error != 0) {
+		log_kv_str(&l, "error", tls_error_text(s->conn.tls_error));
+	} else if (s->conn.err != 0 && s->conn.err != ENOTCONN) {
+		log_kv_str(&l, "error", strerror(s->conn.err));
+	}
+	log_kv_end(&l, LOG_INFO);
+}
+
 static void session_end(struct pop3_session *s)
 {
+	log_disconnect(s);
 	pump_stop(s);
 	if (s->mb != NULL) {
 		/* A dropped connection deletes nothing (RFC 1939 6). */
@@ -263,8 +305,14 @@ static void login(struct pop3_session *s, const char *user, const char *pass)
 	int i = auth_login(u, &s->conn.peer, user, pass, loop_now(), &delay);
 
 	if (i < 0) {
-		log_msg(LOG_NOTICE, "s=%08" PRIx32 " pop3 login failed for '%s' from %s", s->id, user,
-		        s->conn.peer_ip);
+		struct log_kv l;
+
+		kv_session(&l, "refused", s);
+		log_kv_str(&l, "reason", "auth");
+		log_kv_str(&l, "proto", "pop3");
+		log_kv_str(&l, "user", user);
+		log_kv_str(&l, "reply", "-ERR [AUTH] Authentication failed");
+		log_kv_end(&l, LOG_NOTICE);
 		s->state = ST_DELAY;
 		loop_deadline(s->slot, loop_now() + delay);
 		return;
@@ -282,15 +330,25 @@ static void login(struct pop3_session *s, const char *user, const char *pass)
 		return;
 	}
 	if (mailbox_open(s->mb, cf()->pop3_max_messages, cf()->maildir_root, s->user) < 0) {
-		log_msg(LOG_ERR, "s=%08" PRIx32 " mailbox %s: %m", s->id, s->user);
+		log_msg(LOG_ERR, "session=%08" PRIx32 " mailbox %s: %m", s->id, s->user);
 		pool_give(&mailboxes, s->mb);
 		s->mb = NULL;
 		s->state = ST_AUTH;
 		reply(s, "-ERR [SYS/TEMP] Cannot open the mailbox, try again later");
 		return;
 	}
-	log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 login %s from %s, %u messages", s->id, s->user,
-	        s->conn.peer_ip, s->mb->n);
+	{
+		struct log_kv l;
+
+		kv_session(&l, "login", s);
+		log_kv_str(&l, "proto", "pop3");
+		log_kv_str(&l, "user", s->user);
+		if (s->conn.tls != NULL) {
+			log_kv_str(&l, "tls", tls_suite(s->conn.tls));
+		}
+		log_kv_u64(&l, "messages", s->mb->n);
+		log_kv_end(&l, LOG_INFO);
+	}
 	s->state = ST_TRANS;
 	reply(s, "+OK Logged in, %u messages", s->mb->n);
 }
@@ -404,18 +462,19 @@ static void cmd_quit(struct pop3_session *s, char *arg)
 	if (s->mb == NULL) {
 		reply(s, "+OK Bye");
 		s->state = ST_QUIT;
+		s->end_why = "quit";
 		return;
 	}
 	/* UPDATE (RFC 1939 6): remove, sync the directory, then +OK. */
 	err = mailbox_expunge(s->mb, cf()->maildir_root);
 	if (err != 0) {
-		log_msg(LOG_ERR, "s=%08" PRIx32 " expunge %s: %s", s->id, s->user, strerror(err));
+		log_msg(LOG_ERR, "session=%08" PRIx32 " expunge %s: %s", s->id, s->user, strerror(err));
 		reply(s, "-ERR [SYS/TEMP] Some deleted messages were not removed");
 	} else {
-		log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 logout %s, %u deleted", s->id, s->user,
-		        s->mb->ndeleted);
+		s->deleted = s->mb->ndeleted;
 		reply(s, "+OK Bye");
 	}
+	s->end_why = "quit";
 	s->state = ST_QUIT;
 }
 
@@ -494,10 +553,11 @@ static void start_message(struct pop3_session *s, long i, long lines)
 {
 	s->fd = mailbox_open_msg(s->mb, cf()->maildir_root, (unsigned)i);
 	if (s->fd < 0) {
-		log_msg(LOG_ERR, "s=%08" PRIx32 " %s message %ld: %m", s->id, s->user, i + 1);
+		log_msg(LOG_ERR, "session=%08" PRIx32 " %s message %ld: %m", s->id, s->user, i + 1);
 		reply(s, "-ERR [SYS/TEMP] Cannot read the message");
 		return;
 	}
+	s->retrieved++;
 	s->kind = PUMP_MSG;
 	s->bol = 1;
 	s->in_headers = 1;
@@ -681,6 +741,7 @@ static void pump_message(struct pop3_session *s)
 		if (!s->in_headers && s->lines_left == 0) {
 			pump_finish(s, out, &o);
 			conn_put(&s->conn, out, o);
+			s->bytes_out += o;
 			return;
 		}
 		/* Each byte read becomes at most two, plus the ending. */
@@ -691,13 +752,14 @@ static void pump_message(struct pop3_session *s)
 		n = io_read(s->fd, in, want);
 		if (n < 0) {
 			/* +OK is already out: the only honest end is to close. */
-			log_msg(LOG_ERR, "s=%08" PRIx32 " read error in RETR: %m", s->id);
+			log_msg(LOG_ERR, "session=%08" PRIx32 " read error in RETR: %m", s->id);
 			s->conn.err = errno ? errno : EIO;
 			return;
 		}
 		if (n == 0) {
 			pump_finish(s, out, &o);
 			conn_put(&s->conn, out, o);
+			s->bytes_out += o;
 			return;
 		}
 		for (k = 0; k < (size_t)n; k++) {
@@ -724,6 +786,7 @@ static void pump_message(struct pop3_session *s)
 			s->bol = 0;
 		}
 		conn_put(&s->conn, out, o);
+		s->bytes_out += o;
 	}
 }
 
@@ -744,7 +807,7 @@ static void session_process(struct pop3_session *s)
 	size_t len;
 
 	for (;;) {
-		if (s->conn.err || s->state & (ST_DELAY | ST_QUIT)) {
+		if (s->conn.err || s->state & (ST_DELAY | ST_QUIT | ST_TLSWAIT)) {
 			return;
 		}
 		if (s->state == ST_SEND) {
@@ -791,7 +854,7 @@ static int flush_and_continue(struct pop3_session *s)
 
 	for (rounds = 0;; rounds++) {
 		r = conn_flush(&s->conn);
-		if (r != 0 || rounds == 64 || s->state & (ST_QUIT | ST_DELAY) ||
+		if (r != 0 || rounds == 64 || s->state & (ST_QUIT | ST_DELAY | ST_TLSWAIT) ||
 		    (conn_unread(&s->conn) == 0 && s->state != ST_SEND)) {
 			return r;
 		}
@@ -808,16 +871,19 @@ static int session_update(struct pop3_session *s)
 	int r = flush_and_continue(s);
 
 	if (r < 0) {
-		log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id, s->conn.peer_ip,
-		        strerror(s->conn.err));
+		s->end_why = s->conn.tls_error != 0 ? "tls-error" : "lost";
 		session_end(s);
 		return -1;
 	}
 	if (r == 0 && (s->state == ST_QUIT || s->conn.eof)) {
+		if (s->end_why == NULL && s->state != ST_QUIT) {
+			s->end_why = "closed";   /* by the client, without QUIT */
+		}
 		session_end(s);
 		return -1;
 	}
-	loop_events(s->slot, conn_poll_events(&s->conn, !(s->state & (ST_QUIT | ST_DELAY | ST_SEND)) &&
+	loop_events(s->slot, conn_poll_events(&s->conn, !(s->state & (ST_QUIT | ST_DELAY | ST_SEND |
+	                                                               ST_TLSWAIT)) &&
 	                                                   conn_room(&s->conn) >= PUMP_ROOM * 4) |
 	                         (s->state == ST_SEND ? POLLOUT : 0));
 	return 0;
@@ -833,6 +899,15 @@ static void session_io(void *ctx, int revents)
 	struct pop3_session *s = ctx;
 	int n;
 
+	if (s->state == ST_TLSWAIT) {
+		if (revents & (POLLERR | POLLHUP)) {
+			s->end_why = "lost";
+			session_end(s);
+		} else {
+			tls_wait(s);
+		}
+		return;
+	}
 	if (revents & LOOP_TIMEOUT) {
 		if (s->state == ST_DELAY) {
 			/* The throttle delay is over: answer the failed login. */
@@ -843,7 +918,7 @@ static void session_io(void *ctx, int revents)
 			(void)session_update(s);
 			return;
 		}
-		log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 timeout from %s", s->id, s->conn.peer_ip);
+		s->end_why = "timeout";
 		reply(s, "-ERR Idle timeout, closing");
 		(void)conn_flush(&s->conn);
 		session_end(s);
@@ -859,6 +934,7 @@ static void session_io(void *ctx, int revents)
 			}
 		}
 		if (n < 0 && s->conn.err) {
+			s->end_why = s->conn.tls_error != 0 ? "tls-error" : "lost";
 			session_end(s);
 			return;
 		}
@@ -867,10 +943,39 @@ static void session_io(void *ctx, int revents)
 	(void)session_update(s);
 }
 
+/* Implicit TLS (995): takes a TLS slot, or waits a little for one, since
+ * nothing can be said in clear on this port; after TLS_WAIT_MS the client
+ * is closed (logged). */
+static void tls_wait(struct pop3_session *s)
+{
+	struct tls *t = tls_server_take();
+	struct log_kv l;
+
+	if (t != NULL) {
+		s->state = ST_AUTH;
+		conn_tls_now(&s->conn, t);
+		loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
+		reply(s, "+OK picomail POP3 ready");
+		(void)session_update(s);
+		return;
+	}
+	if (loop_now() >= s->tls_wait_end) {
+		kv_session(&l, "refused", s);
+		log_kv_str(&l, "reason", "tls-busy");
+		log_kv_end(&l, LOG_NOTICE);
+		s->end_why = "refused";
+		session_end(s);
+		return;
+	}
+	loop_events(s->slot, 0);
+	loop_deadline(s->slot, loop_now() + TLS_RETRY_MS);
+}
+
 void pop3_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_t len,
                         const struct conf_listen *l, uint32_t id)
 {
 	struct pop3_session *s = mem;
+	struct log_kv kv;
 
 	memset(s, 0, offsetof(struct pop3_session, conn));
 	conn_init(&s->conn, fd, peer, len);
@@ -884,20 +989,21 @@ void pop3_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 		daemon_release(s);
 		return;
 	}
-	idle_deadline(s);
+	s->started = loop_now();
+	kv_session(&kv, "connect", s);
+	log_kv_str(&kv, "listener", "pop3");
 	if (l->tls == TLS_IMPLICIT) {
-		struct tls *t = tls_server_take();
-
-		if (t == NULL) {
-			log_msg(LOG_WARNING, "s=%08" PRIx32 " TLS pool full: closing %s", id,
-			        s->conn.peer_ip);
-			session_end(s);
-			return;
-		}
-		conn_tls_now(&s->conn, t);
-		loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
+		log_kv_str(&kv, "tls", "implicit");
 	}
-	log_msg(LOG_INFO, "s=%08" PRIx32 " pop3 connect from %s", id, s->conn.peer_ip);
+	log_kv_end(&kv, LOG_INFO);
+	if (l->tls == TLS_IMPLICIT) {
+		/* The ClientHello waits in the socket until a slot is free. */
+		s->state = ST_TLSWAIT;
+		s->tls_wait_end = loop_now() + TLS_WAIT_MS;
+		tls_wait(s);
+		return;
+	}
+	idle_deadline(s);
 	reply(s, "+OK picomail POP3 ready");
 	(void)session_update(s);
 }
@@ -906,7 +1012,8 @@ void pop3_session_shutdown(void *mem)
 {
 	struct pop3_session *s = mem;
 
-	if (s->state != ST_SEND) {
+	s->end_why = "shutdown";
+	if (s->state != ST_SEND && s->state != ST_TLSWAIT) {
 		reply(s, "-ERR [SYS/TEMP] Server shutting down");
 		(void)conn_flush(&s->conn);
 	}

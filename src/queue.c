@@ -35,7 +35,6 @@ struct qitem {
 
 struct runner {
 	int busy;
-	uint32_t id;
 	struct qitem *item;
 	int data_fd;
 	struct queue_env env;
@@ -56,7 +55,6 @@ static struct runner *runners;
 static unsigned nrunners;
 static int timer_slot = -1;
 static int shutting;
-static uint32_t run_counter;
 
 /* Copies src if it fits; -1 (dst untouched) if not. */
 static int copy(char *dst, size_t size, const char *src)
@@ -165,10 +163,15 @@ void queue_added(const char *id)
 	arm(now_s());
 }
 
-void queue_flush(void)
+void queue_flush(const char *who)
 {
+	struct log_kv l;
 	unsigned i;
 
+	log_kv_start(&l, "flush");
+	log_kv_str(&l, "by", who);
+	log_kv_u64(&l, "messages", queue_length());
+	log_kv_end(&l, LOG_INFO);
 	for (i = 0; i < nitems_max; i++) {
 		if (items[i].used) {
 			items[i].next = 0;
@@ -252,7 +255,7 @@ static void resolve(struct runner *r)
 		snprintf(e->rcpt[i].addr, sizeof e->rcpt[i].addr, "%s", x.target[0]);
 		for (k = 1; k < x.n; k++) {
 			if (env_add(e, x.remote[k] ? 'R' : 'L', x.target[k]) < 0) {
-				log_msg(LOG_WARNING, "q=%s: too many recipients after aliases", e->id);
+				log_msg(LOG_WARNING, "id=%s: too many recipients after aliases", e->id);
 			}
 		}
 	}
@@ -276,7 +279,7 @@ static void save_progress(struct runner *r)
 	int e = queue_env_write(cf()->spool, &r->env);
 
 	if (e != 0) {
-		log_msg(LOG_ERR, "q=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
+		log_msg(LOG_ERR, "id=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
 	}
 }
 
@@ -293,9 +296,25 @@ static int remote_left(const struct runner *r)
 	return 0;
 }
 
+/* The start of an outcome line for recipient i of the run's message. */
+static void kv_outcome(struct log_kv *l, const char *event, const struct runner *r)
+{
+	log_kv_start(l, event);
+	log_kv_str(l, "id", r->env.id);
+}
+
+/* The end of an outcome line: how long since the message arrived, and
+ * which attempt this is. */
+static void kv_delay(struct log_kv *l, const struct runner *r)
+{
+	log_kv_ms(l, "delay", (now_s() - r->env.arrival) * 1000);
+	log_kv_u64(l, "attempt", r->env.attempts + 1);
+}
+
 static void local_done(void *ctx, int err)
 {
 	struct runner *r = ctx;
+	struct log_kv l;
 	unsigned i;
 
 	for (i = 0; i < r->env.nrcpt; i++) {
@@ -312,11 +331,20 @@ static void local_done(void *ctx, int err)
 			         strerror(err));
 		}
 	}
-	if (err == 0) {
-		for (i = 0; i < r->msg.nusers; i++) {
+	for (i = 0; i < r->msg.nusers; i++) {
+		kv_outcome(&l, "delivered", r);
+		log_kv_str(&l, "mailbox", r->msg.users[i]);
+		log_kv_str(&l, "status", err == 0 ? "sent" : "deferred");
+		if (err != 0) {
+			log_kv_fmt(&l, "reply", "451 4.3.0 local delivery failed: %s", strerror(err));
+		}
+		kv_delay(&l, r);
+		log_kv_end(&l, err == 0 ? LOG_INFO : LOG_NOTICE);
+		if (err == 0) {
 			quota_delivered(cf()->maildir_root, r->msg.users[i], r->msg.size);
 		}
-		log_msg(LOG_INFO, "q=%s delivered to %u local user(s)", r->env.id, r->msg.nusers);
+	}
+	if (err == 0) {
 		save_progress(r);
 	}
 	remote_next(r);
@@ -333,6 +361,7 @@ static void local_phase(struct runner *r)
 	struct stat st;
 	uint64_t octets;
 	const struct users_table *u = daemon_users();
+	struct log_kv l;
 
 	/* The Maildir copy: the spooled data and a Return-Path line. */
 	octets = (fstat(r->data_fd, &st) == 0 ? (uint64_t)st.st_size : 0) + 16 +
@@ -349,7 +378,12 @@ static void local_phase(struct runner *r)
 			/* Left pending: retried later, bounced at queue_lifetime. */
 			r->tried[i] = 1;
 			snprintf(q->why, sizeof q->why, "452 4.2.2 mailbox full");
-			log_msg(LOG_NOTICE, "q=%s to=<%s> deferred: mailbox full", r->env.id, q->addr);
+			kv_outcome(&l, "delivered", r);
+			log_kv_str(&l, "mailbox", q->addr);
+			log_kv_str(&l, "status", "deferred");
+			log_kv_str(&l, "reply", q->why);
+			kv_delay(&l, r);
+			log_kv_end(&l, LOG_NOTICE);
 			continue;
 		}
 		snprintf(r->msg.users[r->msg.nusers++], sizeof r->msg.users[0], "%s", q->addr);
@@ -390,26 +424,37 @@ static const char *domain_of(const char *addr)
 static void remote_done(void *ctx)
 {
 	struct runner *r = ctx;
+	const char *relay = smtp_client_relay(r->client), *tls = smtp_client_tls(r->client);
+	struct log_kv l;
 	unsigned k;
 
 	for (k = 0; k < r->ngroup; k++) {
 		struct queue_rcpt *q = &r->env.rcpt[r->group[k]];
 		int code = r->results[k].code;
+		const char *status;
 
 		if (code >= 200 && code < 300) {
 			q->state = 'S';
 			q->why[0] = '\0';
-			log_msg(LOG_INFO, "q=%s to=<%s> sent: %s", r->env.id, q->addr, r->results[k].text);
+			status = "sent";
 		} else if (code >= 500) {
 			char why[QUEUE_WHY_MAX];
 
 			snprintf(why, sizeof why, "%d %s", code, r->results[k].text);
 			fail_rcpt(r, r->group[k], why);
-			log_msg(LOG_NOTICE, "q=%s to=<%s> failed: %s", r->env.id, q->addr, why);
+			status = "bounced";
 		} else {
 			snprintf(q->why, sizeof q->why, "%d %s", code ? code : 451, r->results[k].text);
-			log_msg(LOG_NOTICE, "q=%s to=<%s> deferred: %s", r->env.id, q->addr, q->why);
+			status = "deferred";
 		}
+		kv_outcome(&l, "relayed", r);
+		log_kv_addr(&l, "to", q->addr);
+		log_kv_str(&l, "relay", relay[0] != '\0' ? relay : "none");
+		log_kv_str(&l, "tls", tls[0] != '\0' ? tls : "none");
+		log_kv_str(&l, "status", status);
+		log_kv_fmt(&l, "reply", "%d %s", code ? code : 451, r->results[k].text);
+		kv_delay(&l, r);
+		log_kv_end(&l, code >= 200 && code < 300 ? LOG_INFO : LOG_NOTICE);
 	}
 	if (remote_left(r)) {
 		save_progress(r);   /* other domains follow: keep this one's outcome */
@@ -447,7 +492,7 @@ static void remote_next(struct runner *r)
 		run_finish(r);
 		return;
 	}
-	smtp_client_start(r->client, r->id, r->env.sender, r->group_addr, r->ngroup, r->data_fd,
+	smtp_client_start(r->client, r->env.id, r->env.sender, r->group_addr, r->ngroup, r->data_fd,
 	                  r->results, remote_done, r);
 }
 
@@ -468,9 +513,9 @@ static void run_finish(struct runner *r)
 	const struct conf *c = cf();
 	int64_t now = now_s();
 	unsigned i, pending = 0;
+	struct log_kv l;
 	int e;
 
-	r->env.attempts++;
 	for (i = 0; i < r->env.nrcpt; i++) {
 		pending += r->env.rcpt[i].state == 'P';
 	}
@@ -481,11 +526,17 @@ static void run_finish(struct runner *r)
 
 				snprintf(why, sizeof why, "4.4.7 delivery time expired; last error: %s",
 				         r->env.rcpt[i].why[0] ? r->env.rcpt[i].why : "none");
+				kv_outcome(&l, "expired", r);
+				log_kv_addr(&l, "to", r->env.rcpt[i].addr);
+				log_kv_str(&l, "last", r->env.rcpt[i].why);
+				kv_delay(&l, r);
+				log_kv_end(&l, LOG_NOTICE);
 				fail_rcpt(r, i, why);
 			}
 		}
 		pending = 0;
 	}
+	r->env.attempts++;
 	if (make_bounce(r) < 0) {
 		/* The sender must hear of the failure: with no bounce written,
 		 * those recipients stay pending and fail again at a later run,
@@ -499,22 +550,26 @@ static void run_finish(struct runner *r)
 	}
 	if (pending == 0 && queue_remove(c->spool, r->env.id) == 0) {
 		r->item->used = 0;
-		log_msg(LOG_INFO, "q=%s done", r->env.id);
+		kv_outcome(&l, "removed", r);
+		log_kv_end(&l, LOG_INFO);
 	} else if (pending == 0) {
 		/* A file could not go: keep the item, and the next run removes
 		 * what is left (run_start).  The message file goes even when
 		 * the envelope stays, so a restart finds nothing to send. */
 		r->item->next = now + c->retry_min;
-		log_msg(LOG_NOTICE, "q=%s done; its files are removed at the next run", r->env.id);
+		log_msg(LOG_NOTICE, "id=%s done; its files are removed at the next run", r->env.id);
 	} else {
 		r->env.next = now + backoff(c, r->env.attempts);
 		r->item->next = r->env.next;
 		e = queue_env_write(c->spool, &r->env);
 		if (e != 0) {
-			log_msg(LOG_ERR, "q=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
+			log_msg(LOG_ERR, "id=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
 		}
-		log_msg(LOG_INFO, "q=%s %u recipient(s) pending, next try in %us", r->env.id, pending,
-		        (unsigned)(r->env.next - now));
+		kv_outcome(&l, "retry", r);
+		log_kv_u64(&l, "pending", pending);
+		log_kv_ms(&l, "next", (r->env.next - now) * 1000);
+		log_kv_u64(&l, "attempts", r->env.attempts);
+		log_kv_end(&l, LOG_INFO);
 	}
 	io_close(r->data_fd);
 	r->data_fd = -1;
@@ -535,7 +590,7 @@ static void run_later(struct runner *r, struct qitem *it, unsigned seconds)
 static void run_drop(struct runner *r, struct qitem *it, const char *why)
 {
 	if (queue_remove(cf()->spool, it->id) == 0) {
-		log_msg(LOG_NOTICE, "q=%s: %s", it->id, why);
+		log_msg(LOG_NOTICE, "id=%s: %s", it->id, why);
 		it->used = 0;
 		it->busy = 0;
 		r->busy = 0;
@@ -551,7 +606,6 @@ static void run_start(struct runner *r, struct qitem *it)
 	it->busy = 1;
 	r->busy = 1;
 	r->item = it;
-	r->id = ++run_counter;
 	memset(r->failed_now, 0, sizeof r->failed_now);
 	memset(r->tried, 0, sizeof r->tried);
 	if (queue_env_read(cf()->spool, it->id, &r->env) < 0) {
@@ -559,10 +613,10 @@ static void run_start(struct runner *r, struct qitem *it)
 			/* Done (or deleted) before: a message file may be left. */
 			run_drop(r, it, "removed");
 		} else if (errno == EINVAL) {
-			log_msg(LOG_ERR, "q=%s: unreadable envelope, left for the administrator", it->id);
+			log_msg(LOG_ERR, "id=%s: unreadable envelope, left for the administrator", it->id);
 			run_later(r, it, cf()->retry_max);
 		} else {
-			log_msg(LOG_ERR, "q=%s: cannot read the envelope: %m; retried later", it->id);
+			log_msg(LOG_ERR, "id=%s: cannot read the envelope: %m; retried later", it->id);
 			run_later(r, it, cf()->retry_min);
 		}
 		return;
@@ -573,7 +627,7 @@ static void run_start(struct runner *r, struct qitem *it)
 			run_drop(r, it, "message file gone; envelope dropped");
 		} else {
 			/* A read error may pass; the message is still there. */
-			log_msg(LOG_ERR, "q=%s: cannot open the message: %m; retried later", it->id);
+			log_msg(LOG_ERR, "id=%s: cannot open the message: %m; retried later", it->id);
 			run_later(r, it, cf()->retry_min);
 		}
 		return;
@@ -703,6 +757,7 @@ static int make_bounce(struct runner *r)
 	char date[64], arrival[64], status[16];
 	time_t now = time(NULL), arr = (time_t)r->env.arrival;
 	struct tm tm;
+	struct log_kv l;
 	unsigned i, n = 0;
 	int e;
 
@@ -714,11 +769,14 @@ static int make_bounce(struct runner *r)
 	}
 	if (r->env.sender[0] == '\0') {
 		/* Never a bounce for a bounce (RFC 5321 6.1). */
-		log_msg(LOG_NOTICE, "q=%s: %u recipient(s) failed; null sender, no bounce", r->env.id, n);
+		kv_outcome(&l, "bounce", r);
+		log_kv_str(&l, "dsn", "none: null sender");
+		log_kv_u64(&l, "failed", n);
+		log_kv_end(&l, LOG_NOTICE);
 		return 0;
 	}
 	if (queue_open(&m, c->spool) < 0) {
-		log_msg(LOG_ERR, "q=%s: cannot write a bounce: %m", r->env.id);
+		log_msg(LOG_ERR, "id=%s: cannot write a bounce: %m", r->env.id);
 		return -1;
 	}
 	localtime_r(&now, &tm);
@@ -772,11 +830,14 @@ static int make_bounce(struct runner *r)
 	env_add(&env, 'U', r->env.sender);
 	e = queue_commit(&m, c->spool, &env);
 	if (e != 0) {
-		log_msg(LOG_ERR, "q=%s: cannot queue the bounce: %s", r->env.id, strerror(e));
+		log_msg(LOG_ERR, "id=%s: cannot queue the bounce: %s", r->env.id, strerror(e));
 		return -1;
 	}
-	log_msg(LOG_INFO, "q=%s: bounce %s to <%s> for %u recipient(s)", r->env.id, env.id,
-	        r->env.sender, n);
+	kv_outcome(&l, "bounce", r);
+	log_kv_str(&l, "dsn", env.id);
+	log_kv_addr(&l, "to", r->env.sender);
+	log_kv_u64(&l, "failed", n);
+	log_kv_end(&l, LOG_INFO);
 	queue_added(env.id);
 	return 0;
 }
@@ -814,6 +875,20 @@ static void each_name(const char *dir, void (*fn)(const char *name, void *ctx), 
 	io_close(fd);
 }
 
+/* A message the sendmail command wrote into the spool itself (the
+ * daemon was down, or answered 4xx): its received line. */
+static void log_picked_up(const struct queue_env *e)
+{
+	struct log_kv l;
+
+	log_kv_start(&l, "received");
+	log_kv_str(&l, "id", e->id);
+	log_kv_str(&l, "via", "spool");
+	log_kv_addr(&l, "from", e->sender);
+	log_kv_u64(&l, "rcpts", e->nrcpt);
+	log_kv_end(&l, LOG_INFO);
+}
+
 static void index_one(const char *name, void *ctx)
 {
 	static struct queue_env e;
@@ -825,6 +900,10 @@ static void index_one(const char *name, void *ctx)
 	}
 	if (item_add(name, e.next) == NULL) {
 		log_msg(LOG_WARNING, "queue: index full, %s waits", name);
+		return;
+	}
+	if (e.attempts == 0) {
+		log_picked_up(&e);
 	}
 }
 
@@ -975,12 +1054,14 @@ int queue_adopt(const char *id)
 			return 0;
 		}
 	}
+	log_picked_up(&e);
 	queue_added(id);
 	return 0;
 }
 
-int queue_delete(const char *id)
+int queue_delete(const char *id, const char *who)
 {
+	struct log_kv l;
 	unsigned i;
 
 	for (i = 0; i < nitems_max; i++) {
@@ -990,6 +1071,10 @@ int queue_delete(const char *id)
 			}
 			queue_remove(cf()->spool, id);
 			items[i].used = 0;
+			log_kv_start(&l, "deleted");
+			log_kv_str(&l, "id", id);
+			log_kv_str(&l, "by", who);
+			log_kv_end(&l, LOG_NOTICE);
 			return 0;
 		}
 	}

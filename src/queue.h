@@ -83,8 +83,8 @@ int queue_init(const struct conf *c);
 /* A message was just committed by this process: run it now. */
 void queue_added(const char *id);
 
-/* Retry everything now ("picomail queue flush", SIGUSR2-style). */
-void queue_flush(void);
+/* Retry everything now ("picomail queue flush"); who asked is logged. */
+void queue_flush(const char *who);
 
 /* Number of messages in the queue, and runs in progress. */
 unsigned queue_length(void);
@@ -99,8 +99,9 @@ size_t queue_list(char *buf, size_t len);
  * there is no such envelope. */
 int queue_adopt(const char *id);
 
-/* Removes a message that is not being delivered: 0, -1 unknown, -2 busy. */
-int queue_delete(const char *id);
+/* Removes a message that is not being delivered, logging who asked: 0,
+ * -1 unknown, -2 busy. */
+int queue_delete(const char *id, const char *who);
 
 /* Shutdown: ends the deliveries in progress (4xx: retried later). */
 void queue_shutdown(void);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
+#include "unixuser.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -499,6 +500,23 @@ static int queue_flush_run(const char *path)
 	return EX_UNAVAILABLE;
 }
 
+/* With the daemon down, the command deleted the message itself: the line
+ * the daemon would have written goes to syslog from here. */
+static void log_deleted(const char *id)
+{
+	char who[UNIXUSER_NAME_MAX + 16];
+	struct log_kv l;
+
+	unixuser_label(getuid(), who, sizeof who);
+	log_open("picomail", 0);
+	log_kv_start(&l, "deleted");
+	log_kv_str(&l, "id", id);
+	log_kv_str(&l, "by", who);
+	log_kv_str(&l, "daemon", "down");
+	log_kv_end(&l, LOG_NOTICE);
+	log_open("picomail", 1);
+}
+
 static int queue_delete_run(const char *path, const char *id)
 {
 	static struct conf c;
@@ -551,6 +569,7 @@ static int queue_delete_run(const char *path, const char *id)
 		return EX_NOPERM;
 	}
 	printf("deleted %s\n", id);
+	log_deleted(id);
 	return EX_OK;
 }
 

@@ -65,7 +65,7 @@ struct smtp_client {
 	enum client_state state;
 	unsigned run;                     /* bumped by each start: done() may start the
 	                                   * next attempt on this object at once */
-	uint32_t id;
+	const char *id;                   /* the queue id, for the log */
 	int slot;                         /* loop slot of the socket, or of the timer */
 	int dns;                          /* query in flight, or -1 */
 	const char *sender;
@@ -82,7 +82,9 @@ struct smtp_client {
 	uint16_t port;
 	unsigned naddr, addr_i;
 	struct sockaddr_storage addr[DNS_ADDR_MAX];
-	char where[DNS_NAME_MAX + 64];    /* "host[addr]" for the logs */
+	char where[DNS_NAME_MAX + 64];    /* "host[addr]:port" for the logs */
+	char relay[DNS_NAME_MAX + 64];    /* where the last connection went */
+	char relay_tls[48];               /* and its TLS suite, or "" */
 	int permanent;                    /* the domain cannot take mail at all */
 	/* the session */
 	unsigned ext;
@@ -187,6 +189,15 @@ static void set_rest(struct smtp_client *cl, int code, const char *text)
 	}
 }
 
+/* Remembers where the connection now closing went, and under which TLS
+ * suite, for the outcome lines (smtp_client_relay). */
+static void note_relay(struct smtp_client *cl)
+{
+	snprintf(cl->relay, sizeof cl->relay, "%s", cl->where);
+	snprintf(cl->relay_tls, sizeof cl->relay_tls, "%s",
+	         cl->conn.tls != NULL && conn_tls_ready(&cl->conn) ? tls_suite(cl->conn.tls) : "");
+}
+
 static void finish(struct smtp_client *cl)
 {
 	unsigned i;
@@ -206,6 +217,7 @@ static void finish(struct smtp_client *cl)
 		cl->slot = -1;
 	}
 	if (cl->conn.fd >= 0) {
+		note_relay(cl);
 		conn_close(&cl->conn);
 	}
 	cl->state = C_DONE;
@@ -218,13 +230,17 @@ static void error_text(struct smtp_client *cl, const char *fmt, ...)
 {
 	va_list ap;
 	char buf[QUEUE_WHY_MAX];
+	struct log_kv l;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 	clean_copy(cl->last_error, sizeof cl->last_error, buf);
-	log_msg(LOG_NOTICE, "q=%08" PRIx32 " %s: %s", cl->id, cl->where[0] ? cl->where : cl->domain,
-	        cl->last_error);
+	log_kv_start(&l, "attempt");
+	log_kv_str(&l, "id", cl->id);
+	log_kv_str(&l, cl->where[0] ? "relay" : "domain", cl->where[0] ? cl->where : cl->domain);
+	log_kv_str(&l, "error", cl->last_error);
+	log_kv_end(&l, LOG_NOTICE);
 }
 
 /* ---- targets -------------------------------------------------------------- */
@@ -329,6 +345,7 @@ static void next_address(struct smtp_client *cl)
 		cl->slot = -1;
 	}
 	if (cl->conn.fd >= 0) {
+		note_relay(cl);
 		conn_close(&cl->conn);
 	}
 	cl->where[0] = '\0';
@@ -387,7 +404,7 @@ static void try_address(struct smtp_client *cl)
 	cl->lines = 0;
 }
 
-void smtp_client_start(struct smtp_client *cl, uint32_t id, const char *sender,
+void smtp_client_start(struct smtp_client *cl, const char *id, const char *sender,
                        const char *const *rcpt, unsigned n, int data_fd,
                        struct smtp_client_result *results, smtp_client_done_fn done, void *ctx)
 {
@@ -430,6 +447,16 @@ void smtp_client_start(struct smtp_client *cl, uint32_t id, const char *sender,
 		error_text(cl, "4.3.0 resolver busy");
 		finish(cl);
 	}
+}
+
+const char *smtp_client_relay(const struct smtp_client *cl)
+{
+	return cl->relay;
+}
+
+const char *smtp_client_tls(const struct smtp_client *cl)
+{
+	return cl->relay_tls;
 }
 
 void smtp_client_abort(struct smtp_client *cl)
@@ -760,7 +787,6 @@ static void on_reply(struct smtp_client *cl)
 				set_result(cl, i, cl->code, cl->text);
 			}
 		}
-		log_msg(LOG_INFO, "q=%08" PRIx32 " %s: %d %s", cl->id, cl->where, cl->code, cl->text);
 		/* The outcome is known: hand it to the queue now rather than
 		 * after QUIT's round trip, which would widen the window in
 		 * which a crash sends the message twice (RFC 1047).  QUIT goes

@@ -28,11 +28,18 @@ size_t smtp_client_size(void);
 
 /* Starts delivering the message in data_fd (LF line ends) from sender to
  * the addresses rcpt[0..n-1], all of one domain (or any, through the
- * smarthost).  done(ctx) is called from the loop once results[] are set;
- * the client then holds no descriptor. */
-void smtp_client_start(struct smtp_client *cl, uint32_t id, const char *sender,
+ * smarthost); id is the queue id, named in the log (kept, not copied).
+ * done(ctx) is called from the loop once results[] are set; the client
+ * then holds no descriptor. */
+void smtp_client_start(struct smtp_client *cl, const char *id, const char *sender,
                        const char *const *rcpt, unsigned n, int data_fd,
                        struct smtp_client_result *results, smtp_client_done_fn done, void *ctx);
+
+/* After done(): where the last connection of the attempt went
+ * ("host[addr]:port", "" if none was made) and its TLS suite ("" for none).
+ * Valid until the next start. */
+const char *smtp_client_relay(const struct smtp_client *cl);
+const char *smtp_client_tls(const struct smtp_client *cl);
 
 /* Stops at once (shutdown): results say 4xx. */
 void smtp_client_abort(struct smtp_client *cl);

@@ -38,6 +38,8 @@
 #define SMTP_ERRORS_MAX 10    /* then 421 and close */
 #define SMTP_REPLY_ROOM 600   /* output kept free before taking a command */
 #define TLS_HANDSHAKE_MS 30000 /* a client that never finishes its handshake */
+#define TLS_WAIT_MS      10000 /* implicit TLS: how long a client waits for a free slot */
+#define TLS_RETRY_MS     100   /* and how often a slot is looked for meanwhile */
 
 enum smtp_state {
 	ST_GREETED = 1 << 0,  /* banner sent, no EHLO yet */
@@ -52,11 +54,12 @@ enum smtp_state {
 	ST_PAUSE   = 1 << 9,  /* before the banner: greet_pause, blocklist lookups */
 	ST_REFUSED = 1 << 10, /* blocklisted: 554 banner, only QUIT (RFC 5321 3.1) */
 	ST_SCAN    = 1 << 11, /* the content scanner has the message */
+	ST_TLSWAIT = 1 << 12, /* implicit TLS: waiting for a free TLS slot */
 };
 
 /* States in which the session reads no command: it waits for something
  * of its own (the commit, the scanner, the throttle) or is closing. */
-#define ST_WAITING (ST_COMMIT | ST_SCAN | ST_QUIT | ST_DELAY)
+#define ST_WAITING (ST_COMMIT | ST_SCAN | ST_QUIT | ST_DELAY | ST_TLSWAIT)
 
 enum sasl_step { SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
 
@@ -72,6 +75,8 @@ struct smtp_tx {
 	int write_err;                 /* errno of the first file error */
 	int too_big;
 	int queued;                    /* the message goes to the queue */
+	int64_t began;                 /* loop_now() at DATA, for the delay */
+	int crowd_logged;              /* "too many recipients" logged once */
 	unsigned nremote;              /* entries of remote[] in use */
 	struct smtp_data data;
 };
@@ -96,6 +101,11 @@ struct smtp_session {
 	int64_t pause_end, dnsbl_end;        /* loop_now() times, in ST_PAUSE */
 	int scan;                            /* scanner handle in ST_SCAN; -1 */
 	int gone;                            /* closed in ST_COMMIT: committed() gives it back */
+	int64_t started;                     /* loop_now() at connect */
+	int64_t tls_wait_end;                /* ST_TLSWAIT: when to give up */
+	unsigned acked;                      /* messages answered 250 */
+	uint64_t acked_bytes;
+	const char *end_why;                 /* how it ended, for the disconnect line */
 	struct smtp_tx tx;
 	struct conn conn;
 	struct maildir_msg msg;
@@ -112,6 +122,7 @@ struct smtp_command {
 };
 
 static void session_io(void *ctx, int revents);
+static void tls_wait(struct smtp_session *s);
 static void session_process(struct smtp_session *s);
 static int session_update(struct smtp_session *s);
 
@@ -136,15 +147,66 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The start of an event line about this session (log.h). */
+static void kv_session(struct log_kv *l, const char *event, const struct smtp_session *s)
+{
+	log_kv_start(l, event);
+	log_kv_fmt(l, "session", "%08" PRIx32, s->id);
+	log_kv_str(l, "client", s->conn.peer_ip);
+}
+
+/* One line for a refusal: why (a word), whom it concerns, and the reply
+ * the client got.  Every refusal of mail or of a client is logged once. */
+static void log_refusal(const struct smtp_session *s, const char *reason, const char *rcpt,
+                        const char *text)
+{
+	struct log_kv l;
+
+	kv_session(&l, "refused", s);
+	log_kv_str(&l, "reason", reason);
+	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA | ST_SCAN) || s->tx.from[0] != '\0') {
+		log_kv_addr(&l, "from", s->tx.from);
+	}
+	if (rcpt != NULL) {
+		log_kv_addr(&l, "to", rcpt);
+	}
+	if (s->auth_user[0] != '\0') {
+		log_kv_str(&l, "auth", s->auth_user);
+	}
+	if (text != NULL) {
+		log_kv_str(&l, "reply", text);
+	}
+	log_kv_end(&l, LOG_NOTICE);
+}
+
+static void refuse(struct smtp_session *s, const char *reason, const char *rcpt, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+
+/* A refusal: the reply, and its log line. */
+static void refuse(struct smtp_session *s, const char *reason, const char *rcpt, const char *fmt,
+                   ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vsnprintf(text, sizeof text, fmt, ap) < 0) {
+		text[0] = '\0';
+	}
+	va_end(ap);
+	log_refusal(s, reason, rcpt, text);
+	reply(s, "%s", text);
+}
+
 /* A 5xx for the client's mistake: counted, and too many end the session. */
 static void reply_error(struct smtp_session *s, const char *text)
 {
 	reply(s, "%s", text);
 	if (++s->errors >= SMTP_ERRORS_MAX) {
-		reply(s, "421 4.7.0 %s Error: too many errors", daemon_conf()->hostname);
-		log_msg(LOG_NOTICE, "s=%08" PRIx32 " too many errors from %s", s->id,
-		        s->conn.peer_ip);
+		refuse(s, "errors", NULL, "421 4.7.0 %s Error: too many errors",
+		       daemon_conf()->hostname);
 		s->state = ST_QUIT;
+		s->end_why = "errors";
 	}
 }
 
@@ -179,11 +241,30 @@ static void tx_reset(struct smtp_session *s)
  * back from a batch: the object then stays taken, marked gone, and
  * committed() gives it back when the batch is done.  Either way it goes
  * back to the pool exactly once, and a second call does nothing. */
+static void log_disconnect(const struct smtp_session *s)
+{
+	struct log_kv l;
+
+	kv_session(&l, "disconnect", s);
+	log_kv_str(&l, "proto", s->listener->proto == PROTO_SUBMISSION ? "submission" : "smtp");
+	log_kv_u64(&l, "messages", s->acked);
+	log_kv_u64(&l, "bytes", s->acked_bytes);
+	log_kv_ms(&l, "duration", loop_now() - s->started);
+	log_kv_str(&l, "end", s->end_why != NULL ? s->end_why : "closed");
+	if (s->conn.tls_error != 0) {
+		log_kv_str(&l, "error", tls_error_text(s->conn.tls_error));
+	} else if (s->conn.err != 0 && s->conn.err != ENOTCONN) {
+		log_kv_str(&l, "error", strerror(s->conn.err));
+	}
+	log_kv_end(&l, LOG_INFO);
+}
+
 static void session_end(struct smtp_session *s)
 {
 	if (s->gone) {
 		return;
 	}
+	log_disconnect(s);
 	if (s->dnsbl_on) {
 		(void)dnsbl_cancel(&s->dnsbl, 0);
 		s->dnsbl_on = 0;
@@ -238,11 +319,17 @@ static void greet(struct smtp_session *s, char *arg, int esmtp)
 		return;
 	}
 	if (c->helo_check && !addr_helo_ok(arg)) {
+		static const char text[] = "501 5.5.2 Helo command rejected: need a domain name or "
+		                           "an address literal";
+		struct log_kv l;
+
 		daemon_stats.helo_refused++;
-		log_msg(LOG_NOTICE, "s=%08" PRIx32 " HELO '%s' from %s refused: not a domain or an "
-		        "address literal", s->id, arg, s->conn.peer_ip);
-		reply_error(s, "501 5.5.2 Helo command rejected: need a domain name or an address "
-		            "literal");
+		kv_session(&l, "refused", s);
+		log_kv_str(&l, "reason", "helo");
+		log_kv_str(&l, "helo", arg);
+		log_kv_str(&l, "reply", text);
+		log_kv_end(&l, LOG_NOTICE);
+		reply_error(s, text);
 		return;
 	}
 	tx_reset(s);
@@ -335,7 +422,7 @@ static int mail_params(struct smtp_session *s, const char *p)
 				return -1;
 			}
 			if (size > c->max_message_size) {
-				reply(s, "552 5.3.4 Message size exceeds fixed limit");
+				refuse(s, "size", NULL, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
 			s->tx.size_hint = size;
@@ -388,6 +475,7 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 
 	/* RFC 6409 4.3: the submission port takes mail from users only. */
 	if (s->listener->proto == PROTO_SUBMISSION && s->auth_user[0] == '\0') {
+		log_refusal(s, "auth-required", NULL, "530 5.7.0 Authentication required");
 		reply_error(s, "530 5.7.0 Authentication required");
 		return;
 	}
@@ -399,6 +487,8 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 	case ADDR_OK:
 		break;
 	case ADDR_ROUTE:
+		log_refusal(s, "source-route", NULL, "553 5.7.1 Source routes and %-hacks are not "
+		            "accepted");
 		reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
 		return;
 	default:
@@ -410,8 +500,9 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		return;
 	}
 	if (s->auth_user[0] != '\0' && !sender_owned(s, s->tx.from)) {
-		reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", s->tx.from,
-		      s->auth_user);
+		refuse(s, "sender-not-owned", NULL,
+		       "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", s->tx.from,
+		       s->auth_user);
 		s->tx.from[0] = '\0';
 		return;
 	}
@@ -475,6 +566,20 @@ static int queue_has_room(void)
 	return 1;
 }
 
+/* 452 4.5.3: the transaction holds no more recipients.  Not an error
+ * (RFC 5321 4.5.3.1.10: the client sends the rest later); logged once per
+ * transaction, so that 10000 RCPTs make one line. */
+static void too_many(struct smtp_session *s, const char *rcpt)
+{
+	static const char text[] = "452 4.5.3 Too many recipients";
+
+	if (!s->tx.crowd_logged) {
+		log_refusal(s, "too-many-recipients", rcpt, text);
+		s->tx.crowd_logged = 1;
+	}
+	reply(s, "%s", text);
+}
+
 static int is_user(const char *name)
 {
 	/* (declared above for sender_owned) */
@@ -508,9 +613,9 @@ static int greylisted(struct smtp_session *s, const char *rcpt)
 		return 0;
 	}
 	daemon_stats.greylist_deferred++;
-	log_msg(LOG_NOTICE, "s=%08" PRIx32 " from=<%s> to=<%s> greylisted from %s: retry in %us",
-	        s->id, s->tx.from, rcpt, s->conn.peer_ip, wait);
-	reply(s, "451 4.7.1 <%s>: Recipient address rejected: Greylisted, try again later", rcpt);
+	refuse(s, "greylist", rcpt, "451 4.7.1 <%s>: Recipient address rejected: Greylisted, "
+	       "try again later", rcpt);
+	(void)wait;
 	return 1;
 }
 
@@ -528,11 +633,12 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		n = addr_expand(daemon_aliases(), "*", is_user, NULL, daemon_conf(), &x);
 	}
 	if (n < 0) {
-		reply(s, "550 5.4.6 Alias loop or too many targets for <%s>", addr);
+		refuse(s, "alias-loop", addr, "550 5.4.6 Alias loop or too many targets for <%s>", addr);
 		return;
 	}
 	if (n == 0) {
-		reply(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", addr);
+		refuse(s, "unknown-user", addr, "550 5.1.1 <%s>: Recipient address rejected: User "
+		       "unknown", addr);
 		return;
 	}
 	if (greylisted(s, addr)) {
@@ -544,9 +650,7 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		if (!x.remote[i] && over_quota(x.target[i], s->tx.size_hint)) {
 			s->msg.nusers = before;
 			s->tx.nremote = before_remote;
-			log_msg(LOG_NOTICE, "s=%08" PRIx32 " to=<%s> refused: mailbox of %s full", s->id,
-			        addr, x.target[i]);
-			reply(s, "452 4.2.2 <%s>: Mailbox full", addr);
+			refuse(s, "quota", addr, "452 4.2.2 <%s>: Mailbox full", addr);
 			return;
 		}
 		/* An alias may send mail on: that is the box's own doing, not
@@ -554,13 +658,13 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		if (x.remote[i] && !queue_has_room()) {
 			s->msg.nusers = before;
 			s->tx.nremote = before_remote;
-			reply(s, "452 4.3.1 Insufficient system storage");
+			refuse(s, "queue-full", addr, "452 4.3.1 Insufficient system storage");
 			return;
 		}
 		if ((x.remote[i] ? add_remote(s, x.target[i]) : add_user(s, x.target[i])) < 0) {
 			s->msg.nusers = before;
 			s->tx.nremote = before_remote;
-			reply(s, "452 4.5.3 Too many recipients");
+			too_many(s, addr);
 			return;
 		}
 	}
@@ -576,15 +680,15 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 static void rcpt_remote(struct smtp_session *s, const char *addr)
 {
 	if (!s->relay_ok && s->auth_user[0] == '\0') {
-		reply(s, "554 5.7.1 <%s>: Relay access denied", addr);
+		refuse(s, "relay-denied", addr, "554 5.7.1 <%s>: Relay access denied", addr);
 		return;
 	}
 	if (!queue_has_room()) {
-		reply(s, "452 4.3.1 Insufficient system storage: the queue is full");
+		refuse(s, "queue-full", addr, "452 4.3.1 Insufficient system storage: the queue is full");
 		return;
 	}
 	if (add_remote(s, addr) < 0) {
-		reply(s, "452 4.5.3 Too many recipients");
+		too_many(s, addr);
 		return;
 	}
 	if (s->tx.nrcpt++ == 0) {
@@ -605,13 +709,15 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 		return;
 	}
 	if (s->tx.nrcpt >= daemon_conf()->max_recipients) {
-		reply(s, "452 4.5.3 Too many recipients");
+		too_many(s, NULL);
 		return;
 	}
 	switch (addr_parse_path(p, addr, &rest, 0, 1)) {
 	case ADDR_OK:
 		break;
 	case ADDR_ROUTE:
+		log_refusal(s, "source-route", NULL, "553 5.7.1 Source routes and %-hacks are not "
+		            "accepted");
 		reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
 		return;
 	default:
@@ -684,14 +790,22 @@ static void write_trace(struct smtp_session *s)
 /* The reply for a failed write: a full disk or quota is 452, the rest 451. */
 static void reply_write_error(struct smtp_session *s, int err)
 {
+	struct log_kv l;
+
 	daemon_stats.write_errors++;
-	log_msg(LOG_ERR, "s=%08" PRIx32 " m=%08" PRIX32 ".%u write failed: %s", s->id, s->id,
-	        s->tx.msgno, strerror(err));
+	kv_session(&l, "refused", s);
+	log_kv_str(&l, "reason", "write-error");
+	log_kv_fmt(&l, "id", "%08" PRIX32 ".%u", s->id, s->tx.msgno);
+	log_kv_addr(&l, "from", s->tx.from);
+	log_kv_str(&l, "error", strerror(err));
 	if (err == ENOSPC || err == EDQUOT) {
+		log_kv_str(&l, "reply", "452 4.3.1 Insufficient system storage");
 		reply(s, "452 4.3.1 Insufficient system storage");
 	} else {
+		log_kv_str(&l, "reply", "451 4.3.0 Local error in processing, try again later");
 		reply(s, "451 4.3.0 Local error in processing, try again later");
 	}
+	log_kv_end(&l, LOG_ERR);
 }
 
 static void cmd_data(struct smtp_session *s, char *arg)
@@ -701,6 +815,7 @@ static void cmd_data(struct smtp_session *s, char *arg)
 		return;
 	}
 	s->tx.msgno = ++s->msgs;
+	s->tx.began = loop_now();
 	/* Anything leaving the host, and so the whole message, goes through
 	 * the queue; purely local mail goes straight to the Maildirs. */
 	s->tx.queued = s->tx.nremote > 0;
@@ -746,6 +861,7 @@ static void cmd_quit(struct smtp_session *s, char *arg)
 	(void)arg;
 	tx_reset(s);
 	reply(s, "221 2.0.0 Bye");
+	s->end_why = "quit";
 	s->state = ST_QUIT;
 }
 
@@ -795,14 +911,25 @@ static void auth_check(struct smtp_session *s, const char *user, const char *pas
 	int i = auth_login(u, &s->conn.peer, user, pass, loop_now(), &delay);
 
 	if (i < 0) {
-		log_msg(LOG_NOTICE, "s=%08" PRIx32 " AUTH failed for '%s' from %s", s->id, user,
-		        s->conn.peer_ip);
+		struct log_kv l;
+
+		kv_session(&l, "refused", s);
+		log_kv_str(&l, "reason", "auth");
+		log_kv_str(&l, "user", user);
+		log_kv_str(&l, "reply", "535 5.7.8 Authentication credentials invalid");
+		log_kv_end(&l, LOG_NOTICE);
 		s->state = ST_DELAY;
 		loop_deadline(s->slot, loop_now() + delay);
 		return;
 	}
 	snprintf(s->auth_user, sizeof s->auth_user, "%s", u->u[i].name);
-	log_msg(LOG_INFO, "s=%08" PRIx32 " AUTH %s from %s", s->id, s->auth_user, s->conn.peer_ip);
+	{
+		struct log_kv l;
+
+		kv_session(&l, "auth", s);
+		log_kv_str(&l, "user", s->auth_user);
+		log_kv_end(&l, LOG_INFO);
+	}
 	s->state = s->sasl_return;
 	reply(s, "235 2.7.0 Authentication successful");
 }
@@ -1002,9 +1129,38 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 
 /* ---- DATA -------------------------------------------------------------- */
 
+/* The received line: the message, who sent it and how (log.h). */
+static void log_received(const struct smtp_session *s, const char *id, unsigned rcpts)
+{
+	struct log_kv l;
+
+	log_kv_start(&l, "received");
+	log_kv_str(&l, "id", id);
+	log_kv_fmt(&l, "session", "%08" PRIx32, s->id);
+	log_kv_str(&l, "client", s->conn.peer_ip);
+	log_kv_str(&l, "helo", s->helo);
+	if (s->auth_user[0] != '\0') {
+		log_kv_str(&l, "auth", s->auth_user);
+	}
+	if (s->conn.tls != NULL) {
+		log_kv_str(&l, "tls", tls_suite(s->conn.tls));
+	}
+	log_kv_addr(&l, "from", s->tx.from);
+	log_kv_u64(&l, "size", s->msg.size);
+	log_kv_u64(&l, "rcpts", rcpts);
+	if (s->tx.nrcpt == 1) {
+		log_kv_addr(&l, "to", s->tx.first_rcpt);
+	}
+	if (s->gone) {
+		log_kv_str(&l, "ack", "none: the client was gone before the reply");
+	}
+	log_kv_end(&l, LOG_INFO);
+}
+
 static void committed(void *ctx, int err)
 {
 	struct smtp_session *s = ctx;
+	char id[24];
 	unsigned i;
 
 	s->tx.file_open = 0;
@@ -1012,29 +1168,35 @@ static void committed(void *ctx, int err)
 	if (err != 0) {
 		reply_write_error(s, err);
 	} else {
+		snprintf(id, sizeof id, "%08" PRIX32 ".%u", s->id, s->tx.msgno);
+		log_received(s, id, s->tx.nrcpt);
 		for (i = 0; i < s->msg.nusers; i++) {
+			struct log_kv l;
+
 			quota_delivered(daemon_conf()->maildir_root, s->msg.users[i], s->msg.size);
+			log_kv_start(&l, "delivered");
+			log_kv_str(&l, "id", id);
+			log_kv_str(&l, "mailbox", s->msg.users[i]);
+			log_kv_str(&l, "status", "sent");
+			log_kv_ms(&l, "delay", loop_now() - s->tx.began);
+			log_kv_end(&l, LOG_INFO);
 		}
 		daemon_stats.bytes_written += s->msg.size;
-		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> users=%u size=%" PRIu64
-		        " delivered", s->id, s->id, s->tx.msgno, s->tx.from, s->msg.nusers, s->msg.size);
 	}
 	if (s->gone) {
 		/* The connection dropped after the final dot: the message is
 		 * in the Maildir, but nobody heard 250, so a client that sends
 		 * it again delivers it twice (RFC 5321 6.1 prefers that to a
 		 * loss).  The session was waiting only for this. */
-		if (err == 0) {
-			log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u delivered, but the "
-			        "client was gone before the reply", s->id, s->id, s->tx.msgno);
-		}
 		tx_reset(s);
 		daemon_release(s);
 		return;
 	}
 	if (err == 0) {
 		daemon_stats.messages_in++;
-		reply(s, "250 2.0.0 Ok: queued as %08" PRIX32 ".%u", s->id, s->tx.msgno);
+		s->acked++;
+		s->acked_bytes += s->msg.size;
+		reply(s, "250 2.0.0 Ok: queued as %s", id);
 	}
 	tx_reset(s);
 	/* Commands pipelined after the dot are waiting in the buffer. */
@@ -1080,9 +1242,9 @@ static void queue_tx(struct smtp_session *s)
 	} else {
 		daemon_stats.messages_in++;
 		daemon_stats.bytes_written += s->msg.size;
-		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> queued as %s, %u local, "
-		        "%u remote", s->id, s->id, s->tx.msgno, s->tx.from, env.id, s->msg.nusers,
-		        s->tx.nremote);
+		s->acked++;
+		s->acked_bytes += s->msg.size;
+		log_received(s, env.id, env.nrcpt);
 		reply(s, "250 2.0.0 Ok: queued as %s", env.id);
 		queue_added(env.id);
 	}
@@ -1099,9 +1261,15 @@ static int over_quota_any(struct smtp_session *s)
 
 	for (i = 0; i < s->msg.nusers; i++) {
 		if (over_quota(s->msg.users[i], s->msg.size == 0 ? 1 : s->msg.size)) {
-			log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u refused: mailbox of %s "
-			        "full (%" PRIu64 " octets more)", s->id, s->id, s->tx.msgno,
-			        s->msg.users[i], s->msg.size);
+			struct log_kv l;
+
+			kv_session(&l, "refused", s);
+			log_kv_str(&l, "reason", "quota");
+			log_kv_addr(&l, "from", s->tx.from);
+			log_kv_str(&l, "mailbox", s->msg.users[i]);
+			log_kv_u64(&l, "size", s->msg.size);
+			log_kv_str(&l, "reply", "452 4.2.2 Mailbox full");
+			log_kv_end(&l, LOG_NOTICE);
 			return 1;
 		}
 	}
@@ -1128,22 +1296,18 @@ static void scanned(void *ctx, int status)
 	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
 	if (status == 0) {
 		daemon_stats.scanner_accepted++;
-		log_msg(LOG_INFO, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner: accepted", s->id, s->id,
-		        s->tx.msgno);
 		data_accept(s);
 	} else if (status == 1) {
 		daemon_stats.scanner_rejected++;
 		daemon_stats.messages_refused++;
-		log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u from=<%s> refused by the "
-		        "scanner", s->id, s->id, s->tx.msgno, s->tx.from);
-		reply(s, "554 5.7.0 Message rejected by the content scanner");
+		refuse(s, "scanner", NULL, "554 5.7.0 Message rejected by the content scanner");
 		tx_reset(s);
 	} else {
+		char why[48];
+
 		daemon_stats.scanner_tempfail++;
-		log_msg(LOG_WARNING, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner failed (%s %d): "
-		        "temporary failure", s->id, s->id, s->tx.msgno,
-		        status < 0 ? "signal or" : "exit", status);
-		reply(s, "451 4.3.0 Content scan failed, try again later");
+		snprintf(why, sizeof why, status < 0 ? "scanner-killed" : "scanner-exit-%d", status);
+		refuse(s, why, NULL, "451 4.3.0 Content scan failed, try again later");
 		tx_reset(s);
 	}
 	session_process(s);
@@ -1157,9 +1321,7 @@ static void scan_timeout(struct smtp_session *s)
 	scanner_cancel(s->scan);
 	s->scan = -1;
 	daemon_stats.scanner_timeouts++;
-	log_msg(LOG_WARNING, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner killed after %us",
-	        s->id, s->id, s->tx.msgno, daemon_conf()->scanner_timeout);
-	reply(s, "451 4.3.0 Content scan timed out, try again later");
+	refuse(s, "scanner-timeout", NULL, "451 4.3.0 Content scan timed out, try again later");
 	tx_reset(s);
 	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
 	session_process(s);
@@ -1180,9 +1342,9 @@ static void scan_start(struct smtp_session *s)
 	s->scan = scanner_start(c->scanner, s->msg.tmp, scanned, s);
 	if (s->scan < 0) {
 		daemon_stats.scanner_tempfail++;
-		log_msg(LOG_ERR, "s=%08" PRIx32 " m=%08" PRIX32 ".%u scanner %s cannot run: %m",
-		        s->id, s->id, s->tx.msgno, c->scanner);
-		reply(s, "451 4.3.0 Content scanner unavailable, try again later");
+		log_msg(LOG_ERR, "scanner %s cannot run: %m", c->scanner);
+		refuse(s, "scanner-unavailable", NULL, "451 4.3.0 Content scanner unavailable, try "
+		       "again later");
 		tx_reset(s);
 		return;
 	}
@@ -1201,13 +1363,15 @@ static void data_end(struct smtp_session *s)
 	if (flags != 0 || s->tx.too_big || s->tx.write_err != 0) {
 		daemon_stats.messages_refused++;
 		if (flags != 0) {
-			log_msg(LOG_NOTICE, "s=%08" PRIx32 " m=%08" PRIX32 ".%u refused: %s%s%s", s->id,
-			        s->id, s->tx.msgno, flags & DATA_BARE_LF ? "bare LF " : "",
-			        flags & DATA_BARE_CR ? "bare CR " : "", flags & DATA_NUL ? "NUL" : "");
-			reply(s, "550 5.6.0 Message refused: bare CR, bare LF or NUL in message "
-			      "(lines must end with CRLF)");
+			char what[48];
+
+			snprintf(what, sizeof what, "bad-bytes:%s%s%s", flags & DATA_BARE_LF ? "bare-LF," : "",
+			         flags & DATA_BARE_CR ? "bare-CR," : "", flags & DATA_NUL ? "NUL," : "");
+			what[strlen(what) - 1] = '\0';
+			refuse(s, what, NULL, "550 5.6.0 Message refused: bare CR, bare LF or NUL in "
+			       "message (lines must end with CRLF)");
 		} else if (s->tx.too_big) {
-			reply(s, "552 5.3.4 Message size exceeds fixed limit");
+			refuse(s, "size", NULL, "552 5.3.4 Message size exceeds fixed limit");
 		} else {
 			reply_write_error(s, s->tx.write_err);
 		}
@@ -1218,7 +1382,7 @@ static void data_end(struct smtp_session *s)
 	if (over_quota_any(s)) {
 		/* One reply for the whole message: keep none of it. */
 		daemon_stats.messages_refused++;
-		reply(s, "452 4.2.2 Mailbox full");
+		reply(s, "452 4.2.2 Mailbox full");   /* logged by over_quota_any */
 		s->state = ST_READY;
 		tx_reset(s);
 		return;
@@ -1345,13 +1509,7 @@ static int session_update(struct smtp_session *s)
 	short ev;
 
 	if (r < 0) {
-		if (s->conn.tls_error != 0) {
-			log_msg(LOG_INFO, "s=%08" PRIx32 " TLS failed with %s: %s", s->id,
-			        s->conn.peer_ip, tls_error_text(s->conn.tls_error));
-		} else {
-			log_msg(LOG_INFO, "s=%08" PRIx32 " lost connection from %s: %s", s->id,
-			        s->conn.peer_ip, strerror(s->conn.err));
-		}
+		s->end_why = s->conn.tls_error != 0 ? "tls-error" : "lost";
 		session_end(s);
 		return -1;
 	}
@@ -1359,6 +1517,9 @@ static int session_update(struct smtp_session *s)
 	 * transaction, then shutdown) still hears how it ended: the commit
 	 * is over within this round. */
 	if (r == 0 && (s->state == ST_QUIT || (s->conn.eof && s->state != ST_COMMIT))) {
+		if (s->end_why == NULL && s->state != ST_QUIT) {
+			s->end_why = "closed";   /* by the client, without QUIT */
+		}
 		session_end(s);
 		return -1;
 	}
@@ -1370,7 +1531,7 @@ static int session_update(struct smtp_session *s)
 
 static void session_timeout(struct smtp_session *s)
 {
-	log_msg(LOG_INFO, "s=%08" PRIx32 " timeout from %s", s->id, s->conn.peer_ip);
+	s->end_why = "timeout";
 	tx_reset(s);
 	reply(s, "421 4.4.2 %s Error: timeout exceeded", daemon_conf()->hostname);
 	(void)conn_flush(&s->conn);
@@ -1393,10 +1554,8 @@ static void banner(struct smtp_session *s)
 			const char *zone = s->dnsbl.zone[s->dnsbl.listed];
 
 			daemon_stats.dnsbl_listed++;
-			log_msg(LOG_NOTICE, "s=%08" PRIx32 " %s refused: listed by %s", s->id,
-			        s->conn.peer_ip, zone);
-			reply(s, "554 5.7.1 Service unavailable; client [%s] blocked using %s",
-			      s->conn.peer_ip, zone);
+			refuse(s, "dnsbl", NULL, "554 5.7.1 Service unavailable; client [%s] blocked using "
+			       "%s", s->conn.peer_ip, zone);
 			s->state = ST_REFUSED;
 			return;
 		}
@@ -1443,14 +1602,14 @@ static void pause_event(struct smtp_session *s, int revents)
 	}
 	if (conn_fill(&s->conn) > 0 || conn_unread(&s->conn) > 0) {
 		daemon_stats.pregreet++;
-		log_msg(LOG_NOTICE, "s=%08" PRIx32 " %s refused: talked before the greeting", s->id,
-		        s->conn.peer_ip);
 		if (s->dnsbl_on) {
 			(void)dnsbl_cancel(&s->dnsbl, 0);
 			s->dnsbl_on = 0;
 		}
-		reply(s, "554 5.5.1 Error: protocol error, talked before the greeting");
+		refuse(s, "pregreet", NULL, "554 5.5.1 Error: protocol error, talked before the "
+		       "greeting");
 		s->state = ST_QUIT;
+		s->end_why = "refused";
 	}
 	(void)session_update(s);
 }
@@ -1474,8 +1633,18 @@ static void pause_start(struct smtp_session *s)
 static void session_io(void *ctx, int revents)
 {
 	struct smtp_session *s = ctx;
+	struct log_kv l;
 	int n;
 
+	if (s->state == ST_TLSWAIT) {
+		if (revents & (POLLERR | POLLHUP)) {
+			s->end_why = "lost";
+			session_end(s);
+		} else {
+			tls_wait(s);
+		}
+		return;
+	}
 	if (s->state == ST_PAUSE) {
 		pause_event(s, revents);
 		return;
@@ -1500,11 +1669,11 @@ static void session_io(void *ctx, int revents)
 	if (revents & (POLLIN | POLLERR | POLLHUP)) {
 		n = conn_fill(&s->conn);
 		if (!s->tls_logged && conn_tls_ready(&s->conn)) {
-			char desc[96];
-
 			/* Handshake over: from now on the idle timeout counts. */
-			tls_describe(s->conn.tls, desc, sizeof desc);
-			log_msg(LOG_INFO, "s=%08" PRIx32 " TLS from %s: %s", s->id, s->conn.peer_ip, desc);
+			kv_session(&l, "tls", s);
+			log_kv_str(&l, "version", "TLSv1.2");
+			log_kv_str(&l, "cipher", tls_suite(s->conn.tls));
+			log_kv_end(&l, LOG_INFO);
 			s->tls_logged = 1;
 			if (s->state != ST_DELAY) {
 				loop_deadline(s->slot,
@@ -1513,14 +1682,61 @@ static void session_io(void *ctx, int revents)
 		}
 		session_process(s);
 		if (n < 0 && s->conn.err) {
-			log_msg(LOG_INFO, "s=%08" PRIx32 " lost %s: %s", s->id, s->conn.peer_ip,
-			        s->conn.tls_error ? tls_error_text(s->conn.tls_error) :
-			                            strerror(s->conn.err));
+			s->end_why = s->conn.tls_error ? "tls-error" : "lost";
 			session_end(s);
 			return;
 		}
 	}
 	(void)session_update(s);
+}
+
+static void log_connect(const struct smtp_session *s)
+{
+	struct log_kv l;
+
+	kv_session(&l, "connect", s);
+	log_kv_str(&l, "listener", s->conn.peer.ss_family == AF_UNIX ? "sendmail" :
+	                           s->listener->proto == PROTO_SUBMISSION ? "submission" : "smtp");
+	if (s->listener->tls == TLS_IMPLICIT) {
+		log_kv_str(&l, "tls", "implicit");
+	}
+	log_kv_end(&l, LOG_INFO);
+}
+
+/* The banner, or first the pause for strangers on port 25. */
+static void greet_or_pause(struct smtp_session *s)
+{
+	if (s->screened && (daemon_conf()->greet_pause > 0 || daemon_conf()->ndnsbl > 0)) {
+		pause_start(s);
+	} else {
+		reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
+	}
+	(void)session_update(s);
+}
+
+/* Implicit TLS (465): takes a TLS slot, or waits a little for one, since
+ * nothing can be said in clear on this port: a full pool makes a client
+ * wait rather than be cut off without a word; after TLS_WAIT_MS it is
+ * closed (logged). */
+static void tls_wait(struct smtp_session *s)
+{
+	struct tls *t = tls_server_take();
+
+	if (t != NULL) {
+		s->state = ST_GREETED;
+		conn_tls_now(&s->conn, t);
+		loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
+		greet_or_pause(s);
+		return;
+	}
+	if (loop_now() >= s->tls_wait_end) {
+		log_refusal(s, "tls-busy", NULL, NULL);
+		s->end_why = "refused";
+		session_end(s);
+		return;
+	}
+	loop_events(s->slot, 0);
+	loop_deadline(s->slot, loop_now() + TLS_RETRY_MS);
 }
 
 void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_t len,
@@ -1549,28 +1765,17 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 		daemon_release(s);
 		return;
 	}
+	s->started = loop_now();
+	log_connect(s);
 	if (l->tls == TLS_IMPLICIT) {
-		struct tls *t = tls_server_take();
-
-		if (t == NULL) {
-			/* No slot: nothing can be said in clear on a TLS port. */
-			log_msg(LOG_WARNING, "s=%08" PRIx32 " TLS pool full: closing %s", id,
-			        s->conn.peer_ip);
-			session_end(s);
-			return;
-		}
-		conn_tls_now(&s->conn, t);
-		loop_deadline(s->slot, loop_now() + TLS_HANDSHAKE_MS);
-	} else {
-		loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+		/* The ClientHello waits in the socket until a slot is free. */
+		s->state = ST_TLSWAIT;
+		s->tls_wait_end = loop_now() + TLS_WAIT_MS;
+		tls_wait(s);
+		return;
 	}
-	log_msg(LOG_INFO, "s=%08" PRIx32 " connect from %s", id, s->conn.peer_ip);
-	if (s->screened && (daemon_conf()->greet_pause > 0 || daemon_conf()->ndnsbl > 0)) {
-		pause_start(s);
-	} else {
-		reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
-	}
-	(void)session_update(s);
+	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	greet_or_pause(s);
 }
 
 void smtp_session_shutdown(void *mem)
@@ -1578,7 +1783,12 @@ void smtp_session_shutdown(void *mem)
 	struct smtp_session *s = mem;
 
 	tx_reset(s);
-	reply(s, "421 4.3.2 %s Service shutting down", daemon_conf()->hostname);
-	(void)conn_flush(&s->conn);
+	/* Not on an implicit TLS port before TLS: clear text would only
+	 * confuse the client. */
+	if (s->state != ST_TLSWAIT) {
+		reply(s, "421 4.3.2 %s Service shutting down", daemon_conf()->hostname);
+		(void)conn_flush(&s->conn);
+	}
+	s->end_why = "shutdown";
 	session_end(s);
 }

@@ -913,12 +913,17 @@ static const char *suite_name(uint16_t s)
 	}
 }
 
-void tls_describe(struct tls *t, char *out, size_t len)
+const char *tls_suite(struct tls *t)
 {
 	br_ssl_session_parameters sp;
 
 	br_ssl_engine_get_session_parameters(tls_engine(t), &sp);
-	snprintf(out, len, "TLSv1.2 with cipher %s", suite_name(sp.cipher_suite));
+	return suite_name(sp.cipher_suite);
+}
+
+void tls_describe(struct tls *t, char *out, size_t len)
+{
+	snprintf(out, len, "TLSv1.2 with cipher %s", tls_suite(t));
 }
 
 /* Why a certificate was refused, for the log. */

@@ -60,6 +60,9 @@ br_ssl_engine_context *tls_engine(struct tls *t);
  * text for Received: headers and logs. */
 void tls_describe(struct tls *t, char *out, size_t len);
 
+/* The suite in OpenSSL's spelling ("ECDHE-RSA-AES128-GCM-SHA256"). */
+const char *tls_suite(struct tls *t);
+
 /* Text of a BearSSL error code, for the log. */
 const char *tls_error_text(int err);
 

@@ -246,6 +246,68 @@ class Client:
         return False
 
 
+# --------------------------------------------------------------------------
+# The daemon's event lines (src/log.h): "<event> key=value ..." after the
+# "picomail[pid]: prio: " prefix; a value is bare, or in double quotes
+# with \" \\ and \xNN inside.
+
+EVENT_RE = re.compile(r"picomail\[\d+\]: (?:\w+): ([a-z][a-z-]*)((?: [a-z_]+=(?:\"(?:[^\"\\]|\\.)*\"|\S+))*)"
+                      r"(?: truncated=yes)?$")
+FIELD_RE = re.compile(r' ([a-z_]+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def log_unquote(v):
+    """A field's value as the daemon had it (the inverse of log_value)."""
+    if not v.startswith('"'):
+        return v
+    out, i, body = [], 0, v[1:-1]
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and body[i + 1] == "x":
+            out.append(chr(int(body[i + 2:i + 4], 16)))
+            i += 4
+        elif c == "\\":
+            out.append(body[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def log_value(text):
+    """How the daemon writes a value (src/log.c log_value), for tests that
+    look for one in the raw log."""
+    if text and all(0x20 < ord(c) < 0x7f and c not in '"\\' for c in text):
+        return text
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif 0x20 <= ord(c) < 0x7f:
+            out.append(c)
+        else:
+            out.append("\\x%02x" % ord(c))
+    return '"' + "".join(out) + '"'
+
+
+def log_events(text, event=None, **match):
+    """The event lines of a log text, parsed: a list of dicts with the
+    event's name under "event"; only those named event, and whose fields
+    equal the keyword arguments, when given."""
+    out = []
+    for line in text.splitlines():
+        m = EVENT_RE.search(line)
+        if not m or (event is not None and m.group(1) != event):
+            continue
+        fields = {"event": m.group(1)}
+        for k, v in FIELD_RE.findall(m.group(2)):
+            fields[k] = log_unquote(v)
+        if all(fields.get(k) == v for k, v in match.items()):
+            out.append(fields)
+    return out
+
+
 def shorten(line, n=120):
     s = repr(line)
     return s if len(s) <= n else s[:n] + "...(%d bytes)" % len(line)
@@ -548,6 +610,10 @@ class Daemon:
             self.proc.wait(10)
         if getattr(self, "logf", None):
             self.logf.close()
+
+    def events(self, event=None, **match):
+        """The daemon's event lines so far, parsed (log_events)."""
+        return log_events(self.log(1 << 24), event, **match)
 
     def log(self, tail=4000):
         try:

@@ -41,7 +41,8 @@ import pytest
 
 from hostile import Hostile, no_greet_pause, self_signed
 from picotest import (BIN, Client, assert_reply, free_port,
-                      ipv6_loopback_available, message, send_transaction, smtp_send, stuff)
+                      ipv6_loopback_available, log_value, message, send_transaction, smtp_send,
+                      stuff)
 from relaytest import Spool, queue_length, relay_daemon, wait_for
 from test_open_relay import TRICKS
 from test_sendmail import EX_USAGE, assert_spool_empty, delivered, headers_of, sendmail, \
@@ -307,11 +308,12 @@ def test_shell_metacharacters_in_mail_from(make_daemon, hostile_peer, workdir):
     assert not os.path.exists(tag), "a shell ran an address"
     assert not [p for p in os.listdir(workdir) if "pwned" in p]
     assert "pwned" not in " ".join(os.listdir("/tmp"))
-    # The log names each sender whole, on its line (a backslash shown
-    # doubled, as the log escapes it).
+    # The log names each sender whole, on its line, in its from= field
+    # (quoted and escaped as src/log.h says).
     log = d.log(1 << 22)
     for a in accepted:
-        assert ("from=<%s>" % a.replace("\\", "\\\\")) in log, a
+        assert ("from=%s" % log_value("<%s>" % a)) in log, a
+    assert sorted(e["from"] for e in d.events("received")) == sorted("<%s>" % a for a in accepted)
 
 
 @pytest.fixture

@@ -613,13 +613,13 @@ def test_auth_brute_force_is_throttled_and_logged(subd):
     # after 3.2 s more: no more than a handful fit in the window.
     assert 3 <= len(codes) <= 8, "%d verdicts in 4 s from one address" % len(codes)
     deadline = time.monotonic() + 3
-    while len(log_lines(d, "AUTH failed for")) < len(codes) and time.monotonic() < deadline:
+    while len(d.events("refused", reason="auth")) < len(codes) and time.monotonic() < deadline:
         time.sleep(0.05)
-    failed = log_lines(d, "AUTH failed for")
+    failed = d.events("refused", reason="auth")
     # Each verdict's failure was logged (and those cut off at the window's
     # end too: they failed before their delay began).
     assert len(codes) <= len(failed) <= len(codes) + 4, (len(codes), failed)
-    assert all("from 127.0.0.1" in l for l in failed), failed[:3]
+    assert all(e["client"] == "127.0.0.1" for e in failed), failed[:3]
     # Another address is not slowed by this one's failures, and a right
     # password works at once.
     with _from(d, d.sub, "127.0.0.2") as c:
@@ -653,8 +653,9 @@ def test_auth_user_name_cannot_forge_log_lines(subd, user):
         ir = b64(b"\0" + user.encode("latin-1") + b"\0wrong")
         c.expect("AUTH PLAIN " + ir, "535 5.7.8")
     log = d.log(1 << 20)
-    [line] = [l for l in log.splitlines() if "AUTH failed for" in l]
-    assert "from 127.0.0.1" in line, line
+    [line] = [l for l in log.splitlines() if "reason=auth" in l]
+    [event] = d.events("refused", reason="auth")
+    assert event["client"] == "127.0.0.1" and event["user"] == user, (event, line)
     for bad in ("\r", "\x1b", "\xff"):
         assert bad not in log, "raw %r from the client reached the log: %r" % (bad, line)
     assert "fake: AUTH ok" not in log.replace(line, ""), "a forged log line"

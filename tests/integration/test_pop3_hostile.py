@@ -251,4 +251,5 @@ def test_failed_logins_logged_and_throttled(pd):
             times.append(time.monotonic() - t)
             assert r.startswith("-ERR [AUTH]"), r
         assert times[0] < times[1] < times[2], times
-    assert len(log_lines(pd, "pop3 login failed for 'alice' from 127.0.0.1")) == 3
+    assert len(pd.events("refused", reason="auth", proto="pop3", user="alice",
+                         client="127.0.0.1")) == 3

@@ -158,7 +158,9 @@ def test_4xx_then_250(make_daemon, peers):
     wait_queue_empty(d)
     ev = [e for _, e, _ in peer.events() if e in ("deferred", "accepted")]
     assert ev == ["deferred", "accepted"], peer.describe()
-    assert "deferred: 451 4.3.0 try later" in d.log(20000), d.log()
+    assert d.events("relayed", status="deferred", reply="451 4.3.0 try later"), d.log()
+    [sent] = d.events("relayed", status="sent")
+    assert sent["to"] == "<bob@remote.test>" and sent["attempt"] == "2", sent
     time.sleep(1.2)
     assert len(peer.messages()) == 1, peer.describe()
     assert dsns(d) == [], "a 4xx is no bounce"
@@ -244,7 +246,7 @@ def test_null_sender_never_bounced(make_daemon, peers):
     peer = peers(reject_rcpt=["nobody@remote.test"])
     d = relay_daemon(make_daemon, smarthost_of(peer))
     submit(d, ["nobody@remote.test"], message("a bounce"), sender="")
-    wait_for(lambda: "null sender, no bounce" in d.log(20000), 5,
+    wait_for(lambda: d.events("bounce", dsn="none: null sender"), 5,
              "the log line for a failed null-sender message")
     wait_queue_empty(d)
     time.sleep(0.5)
@@ -433,7 +435,8 @@ def test_no_busy_wait_while_runners_are_busy(make_daemon, peers):
     d = relay_daemon(make_daemon, smarthost_of(peer), extra=["queue_runners 1"])
     for i in range(3):
         submit(d, ["slow%d@remote.test" % i], message("slow %d" % i))
-    wait_for(lambda: d.log(20000).count("deferred: 451 4.4.1") >= 3, 6,
+    wait_for(lambda: len([e for e in d.events("relayed", status="deferred")
+                          if e["reply"].startswith("451 4.4.1")]) >= 3, 6,
              "a failed first attempt for each message")
     peer.start()
     # The retries fall due while the only runner talks to the slow peer.

@@ -988,16 +988,50 @@ def test_tls_pool_exhausted(make_daemon, pki, ctx):
         assert r.startswith("-ERR"), "STLS with the TLS pool full: %r" % r
         p.lines("CAPA")
         p.ok("QUIT")
-    # implicit TLS: closed without a word (nothing in clear on a TLS port)
+    # implicit TLS: nothing can be said in clear on a TLS port, so the
+    # client waits for a slot (TLS_WAIT_MS, 10 s), then is closed without
+    # a word; the refusal is logged.
+    t0 = time.monotonic()
+    got = {}
+
+    def refused(port):
+        got[port] = closed_without_a_word(port, seconds=15, send=client_hello())
+
+    waiters = [threading.Thread(target=refused, args=(p,)) for p in (d.subs, d.pops)]
+    for w in waiters:
+        w.start()
+    for w in waiters:
+        w.join(20)
+    assert 9 <= time.monotonic() - t0 < 14, "closed after %.1f s" % (time.monotonic() - t0)
     for port in (d.subs, d.pops):
-        got = closed_without_a_word(port)
-        assert got == b"", "implicit TLS with the pool full: got %r" % got[:100]
-        got = closed_without_a_word(port, send=client_hello())
-        assert got == b"" or got[:1] == b"\x15", "got %r" % got[:100]
-    assert "TLS pool full" in d.log()
+        assert got[port] == b"", "implicit TLS with the pool full: got %r" % got[port][:100]
+    assert len(d.events("refused", reason="tls-busy")) == 2, d.log()
+    # A slot freed while a client waits: it is served, late but whole.
+    served = {}
+
+    def waits_then_served(port, kind):
+        t = time.monotonic()
+        if kind == "smtp":
+            with Smtp.implicit(port, ctx, timeout=15) as c:
+                c.expect("EHLO client.lan", "250")
+                c.expect("QUIT", "221")
+        else:
+            with PopTls.implicit(port, ctx, timeout=15) as p:
+                p.ok("QUIT")
+        served[port] = time.monotonic() - t
+
+    waiters = [threading.Thread(target=waits_then_served, args=(d.subs, "smtp")),
+               threading.Thread(target=waits_then_served, args=(d.pops, "pop3"))]
+    for w in waiters:
+        w.start()
+    time.sleep(1)
     a.expect("NOOP", "250")
     a.expect("QUIT", "221")
     a.close()
+    for w in waiters:
+        w.join(20)
+    assert sorted(served) == sorted((d.subs, d.pops)), "a waiting client was not served"
+    assert all(0.9 < v < 8 for v in served.values()), served
     assert wait_pool_used(d, 0) == 0
     with Smtp.implicit(d.subs, ctx) as c:
         c.ehlo()

@@ -162,7 +162,8 @@ def test_queue_delivery_over_quota_stays_pending(make_daemon):
                        input=b"Subject: queued\n\nhello\n", capture_output=True, timeout=30)
     assert p.returncode == 0, p
     d.start()
-    assert wait_for(lambda: "deferred: mailbox full" in d.log(), 5), d.log()
+    assert wait_for(lambda: d.events("delivered", status="deferred",
+                                     reply="452 4.2.2 mailbox full"), 5), d.log()
     q = tool(d, "mailq")
     assert b"452 4.2.2 mailbox full" in q.stdout, q.stdout
     assert os.listdir(os.path.join(d.mail_root, "alice", "new")) == []

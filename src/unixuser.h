@@ -1,0 +1,19 @@
+/* unixuser.h - the name of a local user id, from /etc/passwd, without
+ * the C library's getpwuid (which allocates, and may consult NSS): the
+ * daemon asks while running, for the log and for local submission. */
+#ifndef PICOMAIL_UNIXUSER_H
+#define PICOMAIL_UNIXUSER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define UNIXUSER_NAME_MAX 32
+
+/* The login name of uid into out (len bytes): 0, or -1 when /etc/passwd
+ * has no such uid or cannot be read. */
+int unixuser_name(uid_t uid, char *out, size_t len);
+
+/* "root", or "uid:1234" when the uid has no name: for the log. */
+void unixuser_label(uid_t uid, char *out, size_t len);
+
+#endif
