@@ -834,7 +834,7 @@ void conf_defaults(struct conf *c)
 	c->retry_min = 5 * 60;
 	c->retry_max = 4 * 3600;
 	c->queue_lifetime = 5 * 86400;
-	c->tls_sessions = 4;
+	c->tls_sessions = 8;
 	c->max_connections = 32;
 	c->max_per_address = 10;
 	c->max_message_size = 10 * 1024 * 1024;
@@ -906,6 +906,13 @@ int conf_line(struct conf *c, char *line, char *err, size_t errlen)
 	return conf_fail(err, errlen, "unknown key '%s'", w[0]);
 }
 
+int conf_is_address(const char *host)
+{
+	unsigned char a[16];
+
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
 /* Checks what no single line can: relations between keys, and what the
  * file left out. */
 static int conf_finish(struct conf *c, const char *path, char *err, size_t errlen)
@@ -932,6 +939,14 @@ static int conf_finish(struct conf *c, const char *path, char *err, size_t errle
 	if (tls && c->tls_cert[0] == '\0') {
 		return conf_fail(err, errlen, "%s: a starttls or tls listener needs tls_cert and tls_key",
 		                 path);
+	}
+	if (c->smarthost.host[0] != '\0' && c->smarthost.tls != TLS_NONE && c->smarthost_verify &&
+	    conf_is_address(c->smarthost.host)) {
+		/* BearSSL checks a certificate against host names only (and an
+		 * address is no name for SNI either, RFC 6066 3). */
+		return conf_fail(err, errlen, "%s: smarthost %s is an address: its certificate cannot "
+		                 "be checked against it; name it by host name (an /etc/hosts line will "
+		                 "do) or set smarthost_verify no", path, c->smarthost.host);
 	}
 	if (c->control[0] == '\0') {
 		len = strlen(c->spool);

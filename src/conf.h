@@ -119,6 +119,9 @@ int conf_parse_time(const char *s, unsigned *out);
 /* Parses "1.2.3.4:25", "[::1]:25", "0.0.0.0:25"; -1 if bad. */
 int conf_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
+/* 1 if host is an IPv4 or IPv6 address literal (no brackets). */
+int conf_is_address(const char *host);
+
 /* 1 if the address is inside one of the nets. */
 int conf_net_match(const struct conf_net *nets, unsigned n, const struct sockaddr *sa);
 

@@ -888,6 +888,11 @@ struct tls *tls_client_take(const char *server_name, int verify)
 	}
 	memset(t->u.c.any.guard, 0, sizeof t->u.c.any.guard);
 	br_ssl_engine_set_buffers_bidi(&cc->eng, t->ibuf, sizeof t->ibuf, t->obuf, sizeof t->obuf);
+	/* An address is no name for SNI (RFC 6066 3), nor one BearSSL can
+	 * check a certificate against (conf.c refuses that with verify). */
+	if (conf_is_address(server_name)) {
+		server_name = NULL;
+	}
 	if (seed(&cc->eng) < 0 || !br_ssl_client_reset(cc, server_name, 0)) {
 		pool_give(&slots, t);
 		return NULL;
@@ -950,8 +955,37 @@ static const char *x509_error_text(int err)
 	}
 }
 
+/* A TLS alert's name (RFC 5246 7.2), with what it usually means here. */
+static const char *alert_name(int alert)
+{
+	switch (alert) {
+	case 10: return "unexpected message";
+	case 20: return "bad record MAC";
+	case 22: return "record overflow";
+	case 40: return "handshake failure (no common cipher suite, curve or signature)";
+	case 42: return "bad certificate";
+	case 43: return "unsupported certificate";
+	case 45: return "certificate expired";
+	case 46: return "certificate unknown";
+	case 47: return "illegal parameter";
+	case 48: return "unknown CA";
+	case 50: return "decode error";
+	case 51: return "decrypt error";
+	case 70: return "protocol version (TLS 1.2 only)";
+	case 71: return "insufficient security";
+	case 80: return "internal error";
+	case 90: return "user canceled";
+	case 100: return "no renegotiation";
+	case 110: return "unsupported extension";
+	case 112: return "unrecognized name";
+	default: return "alert";
+	}
+}
+
 const char *tls_error_text(int err)
 {
+	static char text[96];   /* alerts: one caller at a time, single-threaded */
+
 	switch (err) {
 	case BR_ERR_OK: return "closed";
 	case BR_ERR_BAD_VERSION: return "unsupported protocol version";
@@ -963,10 +997,14 @@ const char *tls_error_text(int err)
 	case BR_ERR_TOO_LARGE: return "record too large";
 	default:
 		if (err >= BR_ERR_RECV_FATAL_ALERT && err < BR_ERR_RECV_FATAL_ALERT + 256) {
-			return "fatal alert from the peer";
+			snprintf(text, sizeof text, "fatal alert from the peer: %s",
+			         alert_name(err - BR_ERR_RECV_FATAL_ALERT));
+			return text;
 		}
 		if (err >= BR_ERR_SEND_FATAL_ALERT && err < BR_ERR_SEND_FATAL_ALERT + 256) {
-			return "fatal alert sent";
+			snprintf(text, sizeof text, "fatal alert sent: %s",
+			         alert_name(err - BR_ERR_SEND_FATAL_ALERT));
+			return text;
 		}
 		if (err > BR_ERR_X509_OK && err < BR_ERR_X509_OK + 64) {
 			return x509_error_text(err);

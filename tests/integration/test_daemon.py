@@ -306,3 +306,18 @@ def test_restart_after_kill9_on_the_same_port(daemon):
     daemon.start()      # same port, stale control socket in the spool
     assert smtp_send(daemon.port, ["alice@lan"], message("again")) == (250, "")
     assert "uptime" in daemon.status()
+
+
+@pytest.mark.parametrize("smarthost", ["192.0.2.1:587 starttls", "[2001:db8::1]:465 tls"])
+def test_verified_smarthost_by_address_is_refused(make_daemon, smarthost):
+    """BearSSL checks a certificate against host names only: a smarthost
+    named by address with verification on could never be delivered to.
+    check and serve say so, and what to do; smarthost_verify no takes it."""
+    d = make_daemon(start=False, smarthost=smarthost)
+    p = d.run("check", "-C", d.conf_path)
+    err = p.stderr.decode("latin-1")
+    assert p.returncode == 1, err
+    assert "is an address" in err and "smarthost_verify no" in err, err
+    d.extra.append("smarthost_verify no")
+    d.write_config()
+    assert d.run("check", "-C", d.conf_path).returncode == 0

@@ -61,6 +61,8 @@ def test_system_ca_bundle_loads(make_daemon):
     if not os.path.exists(bundle):
         pytest.skip("no %s (Debian package ca-certificates)" % bundle)
     from picotest import free_port
-    d = make_daemon(smarthost="127.0.0.1:%d starttls" % free_port(), ca_file=bundle)
+    from relaytest import dead_udp_port
+    d = make_daemon(smarthost="smtp.example.test:%d starttls" % free_port(), ca_file=bundle,
+                    resolver="127.0.0.1:%d" % dead_udp_port())
     assert d.alive()
     assert "ready" in d.log()

@@ -292,7 +292,7 @@ def test_sighup_reloads_keys_and_keeps_them_when_bad(make_daemon, pki, workdir, 
 @pytest.mark.parametrize("kind", ["rsa", "ec"])
 def test_starttls_raw_session(make_daemon, pki, ctx, kind):
     d = tls_daemon(make_daemon, pki, kind=kind)
-    assert d.status()["pool.tls"] == "0/4", "default tls_sessions is 4"
+    assert d.status()["pool.tls"] == "0/8", "default tls_sessions is 8"
     with Smtp.greeted(d.port) as c:
         assert "STARTTLS" in c.keywords, "EHLO before TLS on a starttls listener: %r" % c.keywords
         assert "AUTH" not in c.keywords, "AUTH offered in clear with plaintext_auth no"
@@ -301,7 +301,7 @@ def test_starttls_raw_session(make_daemon, pki, ctx, kind):
         c.expect("RSET", "250")
         c.starttls(ctx)
         assert_tls12(c, kind)
-        assert pool_tls(d) == (1, 4)
+        assert pool_tls(d) == (1, 8)
         # RFC 3207 4.2: everything before TLS is forgotten, EHLO needed again
         c.expect("MAIL FROM:<sender@example.org>", "503")
         c.ehlo()

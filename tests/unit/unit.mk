@@ -20,7 +20,7 @@ UNIT_CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
 UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main(void) { return crypt("a", "ab") == 0; }\n' | \
                  $(UNIT_CC) -x c - -o /dev/null >/dev/null 2>&1 || echo -lcrypt)
 UNIT_OUT     = build/unit
-UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_dns
+UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_dns test_log
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -66,6 +66,10 @@ $(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/textfile
 
 $(UNIT_BEARSSL_LIB):
 	@bash board/common/bearssl.sh $(UNIT_CC) $(UNIT_BEARSSL)
+
+$(UNIT_OUT)/test_log: tests/unit/test_log.c src/log.c src/log.h tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_log.c src/log.c $(UNIT_LDLIBS)
 
 $(UNIT_OUT)/test_pool: tests/unit/test_pool.c src/pool.c $(UNIT_HDRS)
 	@mkdir -p $(UNIT_OUT)
