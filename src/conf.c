@@ -375,6 +375,11 @@ static int conf_set_path(struct conf *c, const struct conf_key *k, char **v,
 	if (len >= k->size) {
 		return conf_fail(err, errlen, "%s: value too long (max %zu)", k->name, k->size - 1);
 	}
+	/* The daemon works from / (and reloads as run_as): a relative path
+	 * would name another file then. */
+	if (v[0][0] != '/') {
+		return conf_fail(err, errlen, "%s: '%s' is not an absolute path", k->name, v[0]);
+	}
 	memcpy(conf_field(c, k), v[0], len + 1);
 	return 0;
 }

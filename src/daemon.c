@@ -12,6 +12,7 @@
 #include "queue.h"
 #include "quota.h"
 #include "random.h"
+#include "runas.h"
 #include "unixuser.h"
 #include "scanner.h"
 #include "smtp_client.h"
@@ -744,36 +745,41 @@ static int make_dirs(const struct conf *c, const struct passwd *pw)
 	return 0;
 }
 
+/* What run_as cannot reach is said in the log: the spool and Maildir
+ * root stop the start, the files a reload reads only warn. */
+static void runas_fatal(void *ctx, int fatal, const char *text)
+{
+	log_msg(fatal ? LOG_ERR : LOG_WARNING, "%s", text);
+	if (fatal) {
+		*(int *)ctx = 1;
+	}
+}
+
 static int drop_privileges(const struct passwd *pw)
 {
+	char path[CONF_PATH_MAX + 16], err[CONF_ERR_MAX];
+	int fatal = 0;
+
 	if (pw == NULL) {
 		if (geteuid() == 0) {
 			log_msg(LOG_WARNING, "running as root: set run_as to drop privileges");
 		}
 		return 0;
 	}
-	char path[CONF_PATH_MAX + 16];
-
 	submit_path(&confs[cur], path, sizeof path);
 	if (chown(confs[cur].control, pw->pw_uid, pw->pw_gid) < 0 ||
 	    chown(path, pw->pw_uid, pw->pw_gid) < 0) {
 		log_msg(LOG_ERR, "cannot chown the control and submit sockets: %m");
 		return -1;
 	}
-	if (pw->pw_uid == 0) {
-		/* Dropping "to root" would keep every privilege. */
-		log_msg(LOG_ERR, "run_as %s is root: name an unprivileged user", pw->pw_name);
-		return -1;
-	}
-	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-		log_msg(LOG_ERR, "cannot become %s: %m", pw->pw_name);
-		return -1;
-	}
-	if (pw->pw_uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
-		log_msg(LOG_ERR, "could still regain root after dropping to %s", pw->pw_name);
+	if (runas_become(pw, err, sizeof err) < 0) {
+		log_msg(LOG_ERR, "%s", err);
 		return -1;
 	}
 	log_msg(LOG_INFO, "running as %s", pw->pw_name);
+	if (runas_check(&confs[cur], conf_path, pw, runas_fatal, &fatal) > 0 && fatal) {
+		return -1;
+	}
 	return 0;
 }
 
@@ -892,6 +898,12 @@ int daemon_serve(const char *path, int foreground)
 		return 1;
 	}
 	if (drop_privileges(pw) < 0) {
+		return 1;
+	}
+	/* Paths are absolute (conf.c): the daemon holds no directory of
+	 * whoever started it, which run_as might not even be able to enter. */
+	if (chdir("/") < 0) {
+		log_msg(LOG_ERR, "cannot enter /: %m");
 		return 1;
 	}
 	if (!foreground) {

@@ -6,14 +6,17 @@
 #include "log.h"
 #include "sendmail.h"
 #include "smtp_client.h"
+#include "runas.h"
 #include "tls.h"
 #include "users_admin.h"
 #include "version.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define EX_USAGE       64
@@ -61,6 +64,58 @@ static int options(int argc, char **argv, const char **conf, int *foreground)
 	return 0;
 }
 
+static void runas_printed(void *ctx, int fatal, const char *text)
+{
+	(void)ctx;
+	(void)fatal;
+	fprintf(stderr, "%s\n", text);
+}
+
+/* The files and directories as run_as will meet them, checked by a child
+ * that has become run_as.  1 when any problem was found. */
+static int check_as_runas(const struct conf *c, const char *path)
+{
+	char err[CONF_ERR_MAX];
+	struct passwd *pw;
+	pid_t pid;
+	int st;
+
+	if (c->run_as[0] == '\0') {
+		return 0;
+	}
+	pw = getpwnam(c->run_as);
+	if (pw == NULL) {
+		fprintf(stderr, "%s: run_as user '%s' does not exist; add it or change run_as in %s\n",
+		        path, c->run_as, path);
+		return 1;
+	}
+	if (geteuid() != 0) {
+		if (geteuid() != pw->pw_uid) {
+			fprintf(stderr, "picomail check: not root, so the files were not checked as "
+			        "run_as %s\n", c->run_as);
+			return 0;
+		}
+		return runas_check(c, path, pw, runas_printed, NULL) > 0;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "picomail check: fork: %s\n", strerror(errno));
+		return 1;
+	}
+	if (pid == 0) {
+		if (runas_become(pw, err, sizeof err) < 0) {
+			fprintf(stderr, "%s\n", err);
+			_exit(1);
+		}
+		_exit(runas_check(c, path, pw, runas_printed, NULL) > 0);
+	}
+	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st)) {
+		return 1;
+	}
+	return WEXITSTATUS(st) != 0;
+}
+
 static int cmd_check(const char *path)
 {
 	static struct conf c;
@@ -74,6 +129,9 @@ static int cmd_check(const char *path)
 	    alias_load(&a, c.aliases, err, sizeof err) < 0 || tls_check(&c, err, sizeof err) < 0 ||
 	    smtp_client_init(&c, err, sizeof err) < 0) {
 		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (check_as_runas(&c, path)) {
 		return 1;
 	}
 	printf("%s: ok (%u listeners, %u users, %u aliases)\n", path, c.nlisten, u.n, a.n);

@@ -141,7 +141,9 @@ static int pem_feed(br_pem_decoder_context *pc, struct pem_sink *sink, const uns
 			}
 			break;
 		case BR_PEM_ERROR:
-			return fail(err, errlen, "%s: malformed PEM", path);
+			return fail(err, errlen, "%s: malformed PEM (or a key encrypted the old way, "
+			            "with Proc-Type headers: picomail needs it in clear, openssl pkey "
+			            "-in %s -out KEY)", path, path);
 		default:
 			break;
 		}
@@ -346,6 +348,12 @@ static int add_key(void *ctx, const char *name, const unsigned char *der, size_t
 	const br_ec_private_key *ec;
 	size_t used = 0;
 
+	if (strcmp(name, "ENCRYPTED PRIVATE KEY") == 0) {
+		return fail(err, errlen, "%s: the private key is encrypted (PKCS#8 with a password); "
+		            "the daemon starts unattended and needs it in clear: openssl pkey -in %s "
+		            "-out KEY, then protect KEY by its mode (0640, group of run_as)", k->path,
+		            k->path);
+	}
 	if (strcmp(name, "RSA PRIVATE KEY") != 0 && strcmp(name, "EC PRIVATE KEY") != 0 &&
 	    strcmp(name, "PRIVATE KEY") != 0) {
 		return 0;

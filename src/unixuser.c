@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define PASSWD_PATH "/etc/passwd"
+#define GROUP_PATH  "/etc/group"
 
 struct lookup {
 	uid_t uid;
@@ -16,8 +17,8 @@ struct lookup {
 	int found;
 };
 
-/* "name:x:uid:gid:...": the first line with this uid wins, as for
- * getpwuid. */
+/* "name:x:id:...", as /etc/passwd and /etc/group both start: the first
+ * line with this id wins, as for getpwuid and getgrgid. */
 static int passwd_line(void *ctx, char *line, unsigned *lineno, char *msg, size_t msglen)
 {
 	struct lookup *k = ctx;
@@ -48,22 +49,34 @@ static int passwd_line(void *ctx, char *line, unsigned *lineno, char *msg, size_
 	return 0;
 }
 
-int unixuser_name(uid_t uid, char *out, size_t len)
+static int lookup_name(const char *path, unsigned long id, char *out, size_t len)
 {
 	static const struct textfile_opts opts = { TEXTFILE_LINE_MAX, 64, 0 };
-	struct lookup k = { uid, out, len, 0 };
+	struct lookup k = { (uid_t)id, out, len, 0 };
 	char err[128];
 
-	if (len == 0 || textfile_read(PASSWD_PATH, &opts, passwd_line, &k, err, sizeof err) < 0 ||
+	if (len == 0 || textfile_read(path, &opts, passwd_line, &k, err, sizeof err) < 0 ||
 	    !k.found) {
 		return -1;
 	}
 	return 0;
 }
 
+int unixuser_name(uid_t uid, char *out, size_t len)
+{
+	return lookup_name(PASSWD_PATH, uid, out, len);
+}
+
 void unixuser_label(uid_t uid, char *out, size_t len)
 {
 	if (unixuser_name(uid, out, len) < 0) {
 		snprintf(out, len, "uid:%lu", (unsigned long)uid);
+	}
+}
+
+void unixgroup_label(gid_t gid, char *out, size_t len)
+{
+	if (lookup_name(GROUP_PATH, gid, out, len) < 0) {
+		snprintf(out, len, "gid:%lu", (unsigned long)gid);
 	}
 }

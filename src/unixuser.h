@@ -1,6 +1,7 @@
-/* unixuser.h - the name of a local user id, from /etc/passwd, without
- * the C library's getpwuid (which allocates, and may consult NSS): the
- * daemon asks while running, for the log and for local submission. */
+/* unixuser.h - the names of local user and group ids, from /etc/passwd
+ * and /etc/group, without the C library's getpwuid (which allocates, and
+ * may consult NSS): the daemon asks while running, for the log and for
+ * local submission. */
 #ifndef PICOMAIL_UNIXUSER_H
 #define PICOMAIL_UNIXUSER_H
 
@@ -15,5 +16,8 @@ int unixuser_name(uid_t uid, char *out, size_t len);
 
 /* "root", or "uid:1234" when the uid has no name: for the log. */
 void unixuser_label(uid_t uid, char *out, size_t len);
+
+/* The same for a group, from /etc/group: "mail", or "gid:8". */
+void unixgroup_label(gid_t gid, char *out, size_t len);
 
 #endif

@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -159,19 +160,30 @@ def test_page_documents_every_command():
 # ---------------------------------------------------------------- device defaults
 
 
-def test_device_conf_is_valid(host_bin, tmp_path):
-    """`picomail check` accepts it (users and aliases pointed at test files)."""
-    text = read(DEVICE_CONF)
-    users = tmp_path / "users"
-    users.write_text("")
-    aliases = tmp_path / "aliases"
-    aliases.write_text("postmaster: root\n")
-    text = re.sub(r"(?m)^users\s.*$", "users %s" % users, text)
-    text = re.sub(r"(?m)^aliases\s.*$", "aliases %s" % aliases, text)
-    path = tmp_path / "picomail.conf"
-    path.write_text(text)
-    p = run([host_bin, "check", "-C", str(path)])
-    assert p.returncode == 0, p.stderr
+def test_device_conf_is_valid(host_bin):
+    """`picomail check` accepts it (users and aliases pointed at test files).
+    check reads them as the configuration's run_as, so they go in a
+    directory it can reach (pytest's own are root's alone)."""
+    top = tempfile.mkdtemp(prefix="pm-ship-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        users, aliases = os.path.join(top, "users"), os.path.join(top, "aliases")
+        with open(users, "w") as f:
+            f.write("")
+        with open(aliases, "w") as f:
+            f.write("postmaster: root\n")
+        text = read(DEVICE_CONF)
+        text = re.sub(r"(?m)^users\s.*$", "users %s" % users, text)
+        text = re.sub(r"(?m)^aliases\s.*$", "aliases %s" % aliases, text)
+        path = os.path.join(top, "picomail.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        for p in (users, aliases, path):
+            os.chmod(p, 0o644)
+        p = run([host_bin, "check", "-C", path])
+        assert p.returncode == 0, p.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_device_conf_is_safe_out_of_the_box():

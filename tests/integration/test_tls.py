@@ -173,6 +173,12 @@ def _bad(pki, workdir, case):
 
 def _oversized(pki, workdir, case):
     key = os.path.join(workdir, case + ".key")
+    if case.startswith("key-encrypted"):
+        cmd = (["openssl", "pkey", "-in", pki.key["ec"], "-aes256"] if case.endswith("pkcs8")
+               else ["openssl", "ec", "-in", pki.ec_sec1, "-aes256"])
+        subprocess.run(cmd + ["-passout", "pass:secret", "-out", key], check=True,
+                       capture_output=True, timeout=30)
+        return pki.cert["ec"], key, key
     nlen, crtlen, pkcs8 = {
         "rsa-8192-bits": (1024, 300, False),
         "rsa-8192-bits-pkcs8": (1024, 300, True),
@@ -186,7 +192,8 @@ def _oversized(pki, workdir, case):
                                   "ec-key-for-rsa-cert", "key-not-pem", "key-truncated",
                                   "key-missing", "cert-is-a-key", "rsa-8192-bits",
                                   "rsa-8192-bits-pkcs8", "rsa-components-overflow",
-                                  "rsa-components-overflow-pkcs8"])
+                                  "rsa-components-overflow-pkcs8", "key-encrypted-pkcs8",
+                                  "key-encrypted-traditional"])
 def test_bad_key_or_certificate_is_a_startup_error(make_daemon, pki, workdir, case):
     cert, key, named = _bad(pki, workdir, case)
     d = tls_daemon(make_daemon, pki, cert=cert, key=key, start=False)
@@ -206,6 +213,8 @@ def test_bad_key_or_certificate_is_a_startup_error(make_daemon, pki, workdir, ca
         assert "at most 4096" in e.value.log and "at most 4096" in out, e.value.log
     if case.startswith("rsa-components"):
         assert "RSA key components too large" in e.value.log, e.value.log
+    if case.startswith("key-encrypted"):
+        assert "openssl pkey -in %s -out KEY" % named in out, out
 
 
 def test_rsa_4096_key_is_taken(make_daemon, pki, workdir, ctx):

@@ -296,6 +296,9 @@ static const struct {
 	{ "scanner /usr/bin/clamdscan --no-summary -", NULL },
 	{ "scanner none", NULL },
 	{ "scanner clamdscan -", "scanner: 'clamdscan' is not an absolute path" },
+	{ "spool var/spool/picomail", "spool: 'var/spool/picomail' is not an absolute path" },
+	{ "maildir_root ./mail", "maildir_root: './mail' is not an absolute path" },
+	{ "tls_key key.pem", "tls_key: 'key.pem' is not an absolute path" },
 	{ "scanner /a 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15", "scanner: too many arguments (max 15)" },
 	{ "scanner", "scanner: missing value" },
 	{ "scanner_timeout 2m", NULL },
@@ -573,7 +576,7 @@ static void test_defaults(void)
 	CHECK_INT(c.retry_max, 14400);
 	CHECK_INT(c.queue_lifetime, 432000);
 	CHECK_INT(c.resolver.ss_family, 0);
-	CHECK_INT(c.tls_sessions, 4);
+	CHECK_INT(c.tls_sessions, 8);
 	CHECK_INT(c.max_connections, 32);
 	CHECK_INT(c.max_per_address, 10);
 	CHECK(c.max_message_size == 10485760);
