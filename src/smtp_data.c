@@ -64,7 +64,9 @@ size_t smtp_data_feed(struct smtp_data *d, const unsigned char *in, size_t n,
 			if (ch == '\r') {
 				d->state = DATA_DOTCR;
 			} else {
-				/* Stuffed line: the first dot goes (4.5.2). */
+				/* Stuffed line: the first dot goes (4.5.2), and is no
+				 * part of the message's size (RFC 1870 section 3). */
+				d->octets--;
 				if (ch == '\n') {
 					d->flags |= DATA_BARE_LF;
 				}

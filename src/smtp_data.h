@@ -28,7 +28,12 @@ enum smtp_data_state {
 struct smtp_data {
 	enum smtp_data_state state;
 	unsigned flags;       /* DATA_BARE_CR | DATA_BARE_LF | DATA_NUL */
-	uint64_t octets;      /* input octets, the final dot line excluded */
+	/* The message size of RFC 1870 section 3, which MAIL's SIZE= declares
+	 * and max_message_size bounds: the octets received after the 354,
+	 * CRLF line ends included, the stuffing dots and the final ".\r\n"
+	 * excluded.  For a message without flags it is the output's length
+	 * plus one for each LF (stored LF, sent CRLF). */
+	uint64_t octets;
 };
 
 void smtp_data_init(struct smtp_data *d);

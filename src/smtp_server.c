@@ -375,14 +375,46 @@ static char *after_keyword(char *arg, const char *kw)
 	return arg + n;
 }
 
+/* SIZE=<digits> (RFC 1870): 0 and the size, saturated at UINT64_MAX, or
+ * -1 when it is not all digits.  A value too large to hold is still a
+ * number, and a size no limit takes: the caller answers 552, not 501. */
+static int size_value(const char *v, size_t n, uint64_t *size)
+{
+	uint64_t x = 0;
+	size_t i;
+
+	if (n == 0) {
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9') {
+			return -1;
+		}
+		if (x > (UINT64_MAX - (uint64_t)(v[i] - '0')) / 10) {
+			x = UINT64_MAX;
+		} else {
+			x = x * 10 + (uint64_t)(v[i] - '0');
+		}
+	}
+	*size = x;
+	return 0;
+}
+
+/* 1 if the n octets at v are word, in any case. */
+static int value_is(const char *v, size_t n, const char *word)
+{
+	return strlen(word) == n && strncasecmp(v, word, n) == 0;
+}
+
 /* MAIL parameters (RFC 5321 4.1.2 esmtp-param): SIZE and BODY.  0 or -1
- * with the reply sent. */
+ * with the reply sent.  SIZE= declares the size that DATA counts
+ * (smtp_data.h: octets) and is held to the same max_message_size. */
 static int mail_params(struct smtp_session *s, const char *p)
 {
 	const struct conf *c = daemon_conf();
-	char kw[32], val[64];
-	unsigned long long size;
-	char *end;
+	char kw[32];
+	const char *val;
+	uint64_t size;
 	size_t k, v;
 
 	for (;;) {
@@ -401,23 +433,16 @@ static int mail_params(struct smtp_session *s, const char *p)
 		memcpy(kw, p, k);
 		kw[k] = '\0';
 		p += k;
-		val[0] = '\0';
+		val = p;
+		v = 0;
 		if (*p == '=') {
-			p++;
+			val = ++p;
 			for (v = 0; p[v] != '\0' && p[v] != ' '; v++) {
 			}
-			if (v >= sizeof val) {
-				reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
-				return -1;
-			}
-			memcpy(val, p, v);
-			val[v] = '\0';
 			p += v;
 		}
-		if (strcasecmp(kw, "SIZE") == 0 && val[0] != '\0') {
-			errno = 0;
-			size = strtoull(val, &end, 10);
-			if (errno != 0 || *end != '\0' || val[0] < '0' || val[0] > '9') {
+		if (strcasecmp(kw, "SIZE") == 0 && v > 0) {
+			if (size_value(val, v, &size) < 0) {
 				reply_error(s, "501 5.5.4 Bad SIZE parameter");
 				return -1;
 			}
@@ -427,7 +452,7 @@ static int mail_params(struct smtp_session *s, const char *p)
 			}
 			s->tx.size_hint = size;
 		} else if (strcasecmp(kw, "BODY") == 0 &&
-		           (strcasecmp(val, "7BIT") == 0 || strcasecmp(val, "8BITMIME") == 0)) {
+		           (value_is(val, v, "7BIT") || value_is(val, v, "8BITMIME"))) {
 			/* Stored as received: nothing to convert. */
 		} else {
 			reply_error(s, "555 5.5.4 Unsupported MAIL parameter");

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from picotest import (CRLF, SENDER, assert_reply, expect_replies, lf, message,
-                      send_transaction, smtp_send)
+                      send_transaction, smtp_send, stuff)
 
 
 def only_message(d, user):
@@ -247,6 +247,85 @@ def test_message_over_max_size_refused_after_the_dot(daemon):
         r = send_transaction(c, ["alice@lan"], message("after big"))
         assert_reply(r, "250", "next message")
     assert only_message(daemon, "alice").body == lf(message("after big"))
+
+
+# RFC 1870 section 3: the size is the octets sent after the 354, CRLF line
+# ends included, without the stuffing dots or the final dot line.  Both
+# SIZE= and the DATA count measure that, against max_message_size (1M here).
+LIMIT = 1048576
+
+
+def dotted_message(size):
+    """A message of exactly size octets (CRLF line ends, before stuffing),
+    every other line starting with a dot: stuffed, it is longer on the wire."""
+    head = message("dots", b"")
+    lines = []
+    n = len(head)
+    i = 0
+    while n < size:
+        left = size - n
+        line = (b"." if i % 2 == 0 else b"x") + b"d" * 76 + CRLF
+        if left < len(line) + 2 + 3:
+            line = b"." * (left - 2) + CRLF if left >= 3 else b"z" * (left - 2) + CRLF
+        lines.append(line)
+        n += len(line)
+        i += 1
+    data = head + b"".join(lines)
+    assert len(data) == size, (len(data), size)
+    return data
+
+
+@pytest.mark.parametrize("extra,want", [(0, 250), (1, 552)], ids=["at-limit", "one-over"])
+def test_size_counts_unstuffed_octets_smtplib(daemon, extra, want):
+    """smtplib declares SIZE=len(message) and stuffs the dots itself."""
+    data = dotted_message(LIMIT + extra)
+    assert len(stuff(data)) > LIMIT + 5000, "the stuffed message is not longer"
+    code, text = smtp_send(daemon.port, ["alice@lan"], data, timeout=30)
+    assert code == want, (code, text)
+    if want == 250:
+        assert only_message(daemon, "alice").body == lf(data)
+    else:
+        assert text.startswith("5.3.4"), text
+        assert daemon.maildir("alice").messages() == []
+
+
+@pytest.mark.parametrize("extra,want", [(0, "250 2.0.0"), (1, "552 5.3.4")],
+                         ids=["at-limit", "one-over"])
+def test_size_counts_unstuffed_octets_in_data(daemon, extra, want):
+    """Without SIZE=, the count after the dot decides, on the same measure."""
+    data = dotted_message(LIMIT + extra)
+    with daemon.session() as c:
+        r = send_transaction(c, ["alice@lan"], data)
+        assert_reply(r, want, "a message of %d octets with stuffed lines" % len(data))
+        r = send_transaction(c, ["alice@lan"], message("after"))
+        assert_reply(r, "250", "the session goes on")
+    msgs = daemon.maildir("alice").messages()
+    bodies = sorted(m.body for m in msgs)
+    want_bodies = [lf(message("after"))] + ([lf(data)] if extra == 0 else [])
+    assert bodies == sorted(want_bodies)
+    daemon.maildir("alice").assert_clean()
+
+
+@pytest.mark.parametrize("param,want", [
+    ("SIZE=%d" % LIMIT, "250"),
+    ("SIZE=%d" % (LIMIT + 1), "552 5.3.4"),
+    ("SIZE=0", "250"),
+    ("SIZE=000000000000000000000000001", "250"),
+    ("SIZE=18446744073709551615", "552 5.3.4"),          # 2^64 - 1
+    ("SIZE=18446744073709551616", "552 5.3.4"),          # 2^64: too large to hold
+    ("SIZE=99999999999999999999999", "552 5.3.4"),
+    ("SIZE=" + "9" * 200, "552 5.3.4"),
+    ("SIZE=12a", "501 5.5.4"),
+    ("SIZE=-1", "501 5.5.4"),
+    ("SIZE=+1", "501 5.5.4"),
+    ("SIZE=", "555 5.5.4"),
+    ("SIZE", "555 5.5.4"),
+])
+def test_size_parameter_values(daemon, param, want):
+    with daemon.session() as c:
+        c.expect("MAIL FROM:<%s> %s" % (SENDER, param), want)
+        assert c.quiet(0.2), "more than one reply to %s" % param[:40]
+        c.expect("RSET", "250")
 
 
 # ---------------------------------------------------------------- pipelining

@@ -75,17 +75,43 @@ static void run_row(const struct row *r)
 	}
 }
 
-/* Octet counting for the size limit excludes the final ".\r\n". */
+/* The size that max_message_size bounds and SIZE= declares (RFC 1870
+ * section 3): CRLF line ends count, the stuffing dots and the final
+ * ".\r\n" do not. */
+static const struct size_row {
+	const char *name;
+	const char *wire;
+	size_t len;
+	uint64_t octets;
+} size_rows[] = {
+	{ "empty", W(".\r\n"), 0 },
+	{ "one line", W("abc\r\n.\r\n"), 5 },
+	{ "stuffed dot not counted", W("..x\r\n.\r\n"), 4 },
+	{ "lone stuffed dot", W("..\r\n.\r\n"), 3 },
+	{ "every line stuffed", W("..a\r\n..\r\n...\r\n.\r\n"), 11 },
+	{ "dot inside a line counts", W("a.\r\n.\r\n"), 4 },
+	{ "blank lines", W("\r\n\r\n.\r\n"), 4 },
+	{ "not ended yet", W("..a\r\n"), 4 },
+};
+
 static void test_octets(void)
 {
-	struct smtp_data d;
+	size_t i, split, a, outlen;
 	unsigned char out[64];
-	size_t outlen;
+	struct smtp_data d;
 
-	check_row = "octets";
-	smtp_data_init(&d);
-	smtp_data_feed(&d, (const unsigned char *)"abc\r\n.\r\n", 8, out, &outlen);
-	CHECK_INT(d.octets, 5);
+	for (i = 0; i < sizeof size_rows / sizeof size_rows[0]; i++) {
+		const struct size_row *r = &size_rows[i];
+
+		check_row = r->name;
+		for (split = 0; split <= r->len; split++) {
+			smtp_data_init(&d);
+			a = smtp_data_feed(&d, (const unsigned char *)r->wire, split, out, &outlen);
+			smtp_data_feed(&d, (const unsigned char *)r->wire + a, r->len - a, out,
+			               &outlen);
+			CHECK_INT(d.octets, r->octets);
+		}
+	}
 }
 
 int main(void)
