@@ -30,31 +30,99 @@ static int addr_atext(unsigned char ch)
 	return isalnum(ch) || (ch != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", ch) != NULL);
 }
 
-/* The local part at p: a dot-string or a quoted string (RFC 5321 4.1.2:
- * qtextSMTP and quoted-pairSMTP are printable ASCII, space included).
- * Sets *end after it, *route if it holds '%' or '!' (the % hack and bang
- * paths), or '@' inside quotes. */
-static enum addr_err addr_local(const char *p, const char **end, int *route)
+/* A local part as it is written out: at most ADDR_LOCAL_MAX octets are
+ * kept, n counts them all, so that a longer one is refused, never cut. */
+struct addr_lbuf {
+	char b[ADDR_LOCAL_MAX + 1];
+	size_t n;
+};
+
+static void addr_put(struct addr_lbuf *l, char ch)
 {
-	unsigned char ch;
+	if (l->n < ADDR_LOCAL_MAX) {
+		l->b[l->n] = ch;
+	}
+	l->n++;
+}
+
+/* Walks the quoted string at p (after its opening quote; RFC 5321 4.1.2:
+ * qtextSMTP and quoted-pairSMTP are printable ASCII, space included).
+ * Sets *end after the closing quote, *route if the content holds '@', '%'
+ * or '!', and *dots if the content is a dot-string: then the quotes are
+ * needless and "bob" is the mailbox bob. */
+static enum addr_err addr_quoted(const char *p, const char **end, int *route, int *dots)
+{
+	unsigned char ch, prev = '.';
+
+	*dots = 1;
+	for (; *p != '"'; p++) {
+		ch = (unsigned char)*p;
+		if (ch == '\\') {
+			p++;
+			ch = (unsigned char)*p;
+		}
+		if (ch < ' ' || ch >= 0x7f) {
+			return ADDR_SYNTAX;
+		}
+		if (ch == '@' || ch == '%' || ch == '!') {
+			*route = 1;
+		}
+		if (!addr_atext(ch) && !(ch == '.' && prev != '.')) {
+			*dots = 0;   /* a special, a space, or an empty atom */
+		}
+		prev = ch;
+	}
+	if (prev == '.') {
+		*dots = 0;       /* empty, or a dot at the end */
+	}
+	*end = p + 1;
+	return ADDR_OK;
+}
+
+/* Writes the content of the quoted string at p (after its opening quote)
+ * in its canonical form: bare when it is a dot-string, else quoted with a
+ * backslash only where one is needed, before '"' and '\\'.  So every way
+ * of writing one mailbox gives the same string, for the users, the
+ * aliases and the relay alike. */
+static void addr_unquote(const char *p, int dots, struct addr_lbuf *l)
+{
+	if (!dots) {
+		addr_put(l, '"');
+	}
+	for (; *p != '"'; p++) {
+		if (*p == '\\') {
+			p++;
+		}
+		if (!dots && (*p == '"' || *p == '\\')) {
+			addr_put(l, '\\');
+		}
+		addr_put(l, *p);
+	}
+	if (!dots) {
+		addr_put(l, '"');
+	}
+}
+
+/* The local part at p: a dot-string or a quoted string, written to l in
+ * its canonical form (RFC 5321 4.1.2: a quoted string and its unquoted
+ * form, where one exists, are the same local part).  Sets *end after it,
+ * *route if it holds '%' or '!' (the % hack and bang paths), or '@'
+ * inside quotes. */
+static enum addr_err addr_local(const char *p, const char **end, int *route,
+                                struct addr_lbuf *l)
+{
+	enum addr_err e;
+	const char *start = p;
+	int dots;
 
 	*route = 0;
+	l->n = 0;
 	if (*p == '"') {
-		for (p++; *p != '"'; p++) {
-			ch = (unsigned char)*p;
-			if (ch == '\\') {
-				p++;
-				ch = (unsigned char)*p;
-			}
-			if (ch < ' ' || ch >= 0x7f) {
-				return ADDR_SYNTAX;
-			}
-			if (ch == '@' || ch == '%' || ch == '!') {
-				*route = 1;
-			}
+		e = addr_quoted(p + 1, end, route, &dots);
+		if (e == ADDR_OK) {
+			addr_unquote(p + 1, dots, l);
 		}
-		*end = p + 1;
-		return ADDR_OK;
+		return e;
 	}
 	for (;;) {
 		if (!addr_atext((unsigned char)*p)) {
@@ -72,6 +140,9 @@ static enum addr_err addr_local(const char *p, const char **end, int *route)
 		p++;
 	}
 	*end = p;
+	for (; start < p; start++) {
+		addr_put(l, *start);
+	}
 	return ADDR_OK;
 }
 
@@ -170,7 +241,8 @@ enum addr_err addr_parse_path(const char *s, char *out, const char **rest,
                               int null_ok, int postmaster_ok)
 {
 	const char *p = s, *local, *lend, *dom, *dend;
-	size_t llen, dlen, i;
+	struct addr_lbuf l;
+	size_t dlen, i;
 	enum addr_err e;
 	int route;
 
@@ -197,14 +269,15 @@ enum addr_err addr_parse_path(const char *s, char *out, const char **rest,
 		return addr_route(p);
 	}
 	local = p;
-	e = addr_local(p, &lend, &route);
+	e = addr_local(p, &lend, &route, &l);
 	if (e != ADDR_OK) {
 		return e;
 	}
-	llen = (size_t)(lend - local);
 	p = lend;
-	/* RFC 5321 4.1.1.3: "Postmaster" with no domain, RCPT only. */
-	if (*p == '>' && postmaster_ok && llen == 10 && strncasecmp(local, "postmaster", 10) == 0) {
+	/* RFC 5321 4.1.1.3: "Postmaster" with no domain, RCPT only, written
+	 * exactly so (the grammar's literal, not a quoted string). */
+	if (*p == '>' && postmaster_ok && lend - local == 10 &&
+	    strncasecmp(local, "postmaster", 10) == 0) {
 		memcpy(out, "postmaster", sizeof "postmaster");
 		if (rest != NULL) {
 			*rest = p + 1;
@@ -223,19 +296,21 @@ enum addr_err addr_parse_path(const char *s, char *out, const char **rest,
 		return ADDR_SYNTAX;
 	}
 	dlen = (size_t)(dend - dom);
-	/* The 256 of RFC 5321 4.5.3.1.3 counts the angle brackets. */
-	if (llen > ADDR_LOCAL_MAX || dlen > ADDR_DOMAIN_MAX || llen + dlen + 3 > ADDR_MAX) {
+	/* The limits apply to the canonical form, so that "bob" and bob get
+	 * the same answer.  The 256 of RFC 5321 4.5.3.1.3 counts the angle
+	 * brackets. */
+	if (l.n > ADDR_LOCAL_MAX || dlen > ADDR_DOMAIN_MAX || l.n + dlen + 3 > ADDR_MAX) {
 		return ADDR_TOO_LONG;
 	}
 	if (route) {
 		return ADDR_ROUTE;
 	}
-	memcpy(out, local, llen);
-	out[llen] = '@';
+	memcpy(out, l.b, l.n);
+	out[l.n] = '@';
 	for (i = 0; i < dlen; i++) {
-		out[llen + 1 + i] = (char)tolower((unsigned char)dom[i]);
+		out[l.n + 1 + i] = (char)tolower((unsigned char)dom[i]);
 	}
-	out[llen + 1 + dlen] = '\0';
+	out[l.n + 1 + dlen] = '\0';
 	if (rest != NULL) {
 		*rest = dend + 1;
 	}

@@ -30,6 +30,9 @@ enum addr_err {
  * allowed before '<').  "<>" gives an empty string when null_ok is set.
  * Writes "local@domain" (domain lower-cased, no trailing dot) to out
  * (ADDR_MAX+1 bytes); *rest points after '>' (to the ESMTP parameters).
+ * The local part is canonical (RFC 5321 4.1.2): a quoted string that needs
+ * no quotes loses them ("bob" is bob), one that does is quoted with a
+ * backslash only before '"' and '\'.
  * A bare "Postmaster" (RCPT only) is accepted when postmaster_ok is set. */
 enum addr_err addr_parse_path(const char *s, char *out, const char **rest,
                               int null_ok, int postmaster_ok);

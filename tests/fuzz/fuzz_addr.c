@@ -6,7 +6,10 @@
  *         it accepts must be "local@domain" within ADDR_MAX, with no byte
  *         that could break a reply, an envelope line or a path on disk
  *         (outside a quoted local part, which keeps its quotes), and
- *         addr_split must take it apart again.
+ *         addr_split must take it apart again.  The local part is
+ *         canonical: quoted only when it is no dot-string, and the path
+ *         written out parses to itself (what the relay sends is what was
+ *         accepted).
  *   4     alias_load of the text as an aliases file, then addr_expand of
  *         every alias name, "postmaster", "root" and "*": no expansion may
  *         give more than ADDR_EXPAND_MAX targets, and every local target
@@ -14,6 +17,7 @@
 #include "addr.h"
 #include "fuzz.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +40,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fuzz_fail("%s", err);
 	}
 	return 0;
+}
+
+/* A path given back in canonical form parses to the same string. */
+static void canonical(const char *out)
+{
+	char path[ADDR_MAX + 3], again[ADDR_MAX + 1];
+	const char *rest = NULL, *at;
+
+	snprintf(path, sizeof path, "<%s>", out);
+	if (addr_parse_path(path, again, &rest, 0, 0) != ADDR_OK || strcmp(again, out) != 0 ||
+	    rest == NULL || *rest != '\0') {
+		fuzz_fail("path '%s' does not parse to itself", out);
+	}
+	if (out[0] != '"') {
+		return;
+	}
+	/* Without its quotes, a quoted local part must not parse. */
+	at = strrchr(out, '@');
+	if (at == NULL || at - out < 2 || at[-1] != '"') {
+		fuzz_fail("path '%s' has a bad quoted local part", out);
+	}
+	snprintf(path, sizeof path, "<%.*s%s>", (int)(at - 1 - (out + 1)), out + 1, at);
+	if (addr_parse_path(path, again, &rest, 0, 0) == ADDR_OK) {
+		fuzz_fail("path '%s' is quoted though it needs no quotes", out);
+	}
 }
 
 static void path(const char *text, unsigned mode)
@@ -83,6 +112,7 @@ static void path(const char *text, unsigned mode)
 	if (local[0] == '\0' || (!quoted && (local[0] == '.' || strstr(local, "..") != NULL))) {
 		fuzz_fail("path '%s' has a bad local part", out);
 	}
+	canonical(out);
 }
 
 static int is_user(const char *name)

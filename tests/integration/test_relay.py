@@ -25,6 +25,7 @@ import time
 
 import pytest
 
+from hostile import Hostile
 from picotest import Client, assert_reply, free_port, message, send_transaction, stuff
 from pop3test import PASSWORD
 from relaytest import (Spool, body_of, control, dsn, final_recipients, mailq, proc_cpu_seconds,
@@ -300,6 +301,30 @@ def test_aliases_root_and_catchall_relay(make_daemon, peers):
     wait_for(lambda: d.maildir("bob").messages(), 5, "bob's local copy")
     assert len(d.maildir("bob").messages()) == 1
     assert d.maildir("alice").messages(check=False) == []
+
+
+def test_quoted_local_parts_relayed_in_canonical_form(make_daemon):
+    """RFC 5321 4.1.2: the relay sends each path as it was accepted, in its
+    canonical form: needless quotes gone, needed ones kept.  The smarthost
+    is hostile.Hostile, which records the command lines as they came (aiosmtpd
+    would canonicalise them itself)."""
+    server = Hostile()
+    try:
+        d = relay_daemon(make_daemon, "127.0.0.1:%d" % server.port)
+        data = message("quoted")
+        submit(d, ['"bob"@remote.test', '"john doe"@remote.test', '"a\\"b"@remote.test',
+                   '"al"@lan'], data, sender='"cron"@lan')
+        wait_for(lambda: server.messages, 10, "the message at the smarthost")
+        wait_queue_empty(d)
+        mail, rcpts, body, _ = server.messages[0]
+        assert mail == b"MAIL FROM:<cron@lan>" or mail.startswith(b"MAIL FROM:<cron@lan> "), mail
+        assert sorted(rcpts) == sorted([b"RCPT TO:<bob@remote.test>",
+                                        b'RCPT TO:<"john doe"@remote.test>',
+                                        b'RCPT TO:<"a\\"b"@remote.test>']), rcpts
+        assert body_of(body) == data
+        assert len(d.maildir("alice").messages()) == 1, "the alias al stays local"
+    finally:
+        server.stop()
 
 
 def test_submit_socket_may_relay(make_daemon, peers):

@@ -160,6 +160,70 @@ def test_quoted_local_part_sender(daemon):
     assert only_message(daemon, "alice").return_path == b'<"john doe"@example.org>'
 
 
+# RFC 5321 4.1.2: a quoted local part that needs no quoting is the same
+# local part unquoted; picomail keeps and passes on the canonical form.
+@pytest.mark.parametrize("rcpt,users,canonical", [
+    ('"bob"@lan', ["bob"], "bob@lan"),
+    ('"Bob"@LAN', ["bob"], "Bob@lan"),
+    ('"b\\ob"@lan', ["bob"], "bob@lan"),
+    ('"team"@lan', ["alice", "bob"], "team@lan"),
+    ('"al"@localhost', ["alice"], "al@localhost"),
+    ('"postmaster"@lan', ["alice"], "postmaster@lan"),
+])
+def test_quoted_local_part_that_needs_no_quotes(daemon, rcpt, users, canonical):
+    with daemon.session() as c:
+        c.expect("MAIL FROM:<%s>" % SENDER, "250")
+        c.expect("RCPT TO:<%s>" % rcpt, "250")
+        c.expect("DATA", "354")
+        c.send(message("quoted") + b".\r\n")
+        assert_reply(c.reply(), "250 2.0.0", "end of data")
+    stored = [only_message(daemon, u) for u in users]
+    assert all(m.body == lf(message("quoted")) for m in stored)
+    assert b"for <%s>" % canonical.encode() in stored[0].received, stored[0].received
+    for other in {"alice", "bob"} - set(users):
+        assert daemon.maildir(other).messages() == []
+
+
+def test_quoted_local_part_smtplib_and_swaks(daemon):
+    """smtplib and swaks send the quotes as written; bob gets both."""
+    assert smtp_send(daemon.port, ['"bob"@lan'], message("smtplib")) == (250, "")
+    p = subprocess.run(
+        ["swaks", "--server", "127.0.0.1:%d" % daemon.port, "--to", '"bob"@lan',
+         "--from", '"swaks"@example.org', "--helo", "client.lan", "--timeout", "10"],
+        capture_output=True, timeout=30)
+    out = p.stdout.decode("latin-1")
+    assert p.returncode == 0, out + p.stderr.decode("latin-1")
+    assert 'RCPT TO:<"bob"@lan>' in out, out
+    msgs = daemon.maildir("bob").messages()
+    assert len(msgs) == 2, [m.name for m in msgs]
+    assert sorted(m.return_path for m in msgs) == [b"<sender@example.org>",
+                                                   b"<swaks@example.org>"]
+    assert daemon.maildir("alice").messages() == []
+
+
+@pytest.mark.parametrize("sender,return_path", [
+    ('"sender"@example.org', b"<sender@example.org>"),
+    ('"john\\ doe"@example.org', b'<"john doe"@example.org>'),
+    ('"a\\"b"@example.org', b'<"a\\"b"@example.org>'),
+])
+def test_quoted_sender_in_canonical_form(daemon, sender, return_path):
+    with daemon.session() as c:
+        c.expect("MAIL FROM:<%s>" % sender, "250")
+        c.expect("RCPT TO:<alice@lan>", "250")
+        c.expect("DATA", "354")
+        c.send(message("quoted") + b".\r\n")
+        assert_reply(c.reply(), "250", "end of data")
+    assert only_message(daemon, "alice").return_path == return_path
+
+
+@pytest.mark.parametrize("rcpt", ['"john doe"@lan', '"bob "@lan', '"bob."@lan', '""@lan'])
+def test_quoted_local_part_that_needs_quotes_is_no_user(daemon, rcpt):
+    with daemon.session() as c:
+        c.expect("MAIL FROM:<%s>" % SENDER, "250")
+        c.expect("RCPT TO:<%s>" % rcpt, "550 5.1.1")
+        c.expect("RCPT TO:<bob@lan>", "250")
+
+
 def test_null_sender(daemon):
     with daemon.session() as c:
         c.expect("MAIL FROM:<>", "250")

@@ -37,14 +37,29 @@ static const struct {
 	{ "<>", 0, ADDR_SYNTAX, NULL, NULL },
 	{ "< >", PATH_NULL, ADDR_SYNTAX, NULL, NULL },
 
-	/* Quoted local parts are kept as written. */
-	{ "<\"john.doe\"@x.org>", 0, ADDR_OK, "\"john.doe\"@x.org", "" },
+	/* Quoted local parts in canonical form (RFC 5321 4.1.2): no quotes
+	 * where none are needed, else a backslash only before '"' and '\'. */
+	{ "<\"john.doe\"@x.org>", 0, ADDR_OK, "john.doe@x.org", "" },
+	{ "<\"bob\"@lan>", 0, ADDR_OK, "bob@lan", "" },
+	{ "<\"Bob\"@LAN> SIZE=1", 0, ADDR_OK, "Bob@lan", " SIZE=1" },
+	{ "<\"b\\ob\"@lan>", 0, ADDR_OK, "bob@lan", "" },
+	{ "<\"\\b\\o\\b\"@lan>", 0, ADDR_OK, "bob@lan", "" },
+	{ "<\"a+tag\"@x>", 0, ADDR_OK, "a+tag@x", "" },
+	{ "<\"a#$&'*+-/=?^_`{|}~\"@x>", 0, ADDR_OK, "a#$&'*+-/=?^_`{|}~@x", "" },
 	{ "<\"a\\\"b\"@x>", 0, ADDR_OK, "\"a\\\"b\"@x", "" },
+	{ "<\"a\\\\b\"@x>", 0, ADDR_OK, "\"a\\\\b\"@x", "" },
 	{ "<\"a@b\"@x.org>", 0, ADDR_ROUTE, NULL, NULL },
 	{ "<\"a%b\"@x.org>", 0, ADDR_ROUTE, NULL, NULL },
+	{ "<\"a!b\"@x.org>", 0, ADDR_ROUTE, NULL, NULL },
 	{ "<\"john doe\"@x>", 0, ADDR_OK, "\"john doe\"@x", "" },
-	{ "<\"a\\ b\"@x>", 0, ADDR_OK, "\"a\\ b\"@x", "" },
+	{ "<\"a\\ b\"@x>", 0, ADDR_OK, "\"a b\"@x", "" },
 	{ "<\"\"@x>", 0, ADDR_OK, "\"\"@x", "" },
+	{ "<\".bob\"@x>", 0, ADDR_OK, "\".bob\"@x", "" },
+	{ "<\"bob.\"@x>", 0, ADDR_OK, "\"bob.\"@x", "" },
+	{ "<\"b..ob\"@x>", 0, ADDR_OK, "\"b..ob\"@x", "" },
+	{ "<\".\"@x>", 0, ADDR_OK, "\".\"@x", "" },
+	{ "<\"a(b)\"@x>", 0, ADDR_OK, "\"a(b)\"@x", "" },
+	{ "<\"a,b;c:d[e]<f>\"@x>", 0, ADDR_OK, "\"a,b;c:d[e]<f>\"@x", "" },
 	{ "<\"a\x01" "b\"@x>", 0, ADDR_SYNTAX, NULL, NULL },
 	{ "<\"a\\\x01" "b\"@x>", 0, ADDR_SYNTAX, NULL, NULL },
 	{ "<\"caf\xc3\xa9\"@x>", 0, ADDR_SYNTAX, NULL, NULL },
@@ -205,6 +220,43 @@ static void test_lengths(void)
 			CHECK_INT(strlen(out), lengths[i].local + 1 + lengths[i].domain);
 			CHECK_STR(rest, "");
 		}
+	}
+	check_row = NULL;
+}
+
+/* The local part's limit of 64 octets applies to its canonical form:
+ * "l...l" (66 octets as written) is the 64-octet l...l; a local part that
+ * needs its quotes counts them.  And the canonical form parses to itself. */
+static void test_quoted_lengths(void)
+{
+	static const struct {
+		size_t n;
+		char fill;
+		enum addr_err err;
+	} rows[] = {
+		{ 64, 'l', ADDR_OK },
+		{ 65, 'l', ADDR_TOO_LONG },
+		{ 62, ' ', ADDR_OK },
+		{ 63, ' ', ADDR_TOO_LONG },
+	};
+	char in[200], out[ADDR_MAX + 1], again[ADDR_MAX + 1], path[ADDR_MAX + 3];
+	const char *rest;
+	unsigned i;
+
+	for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		in[0] = '<';
+		in[1] = '"';
+		memset(in + 2, rows[i].fill, rows[i].n);
+		memcpy(in + 2 + rows[i].n, "\"@x>", 5);
+		check_row = in;
+		CHECK_INT(addr_parse_path(in, out, &rest, 0, 0), rows[i].err);
+		if (rows[i].err != ADDR_OK) {
+			continue;
+		}
+		CHECK_INT(strlen(out), rows[i].n + 2 + (rows[i].fill == ' ' ? 2 : 0));
+		snprintf(path, sizeof path, "<%s>", out);
+		CHECK_INT(addr_parse_path(path, again, &rest, 0, 0), ADDR_OK);
+		CHECK_STR(again, out);
 	}
 	check_row = NULL;
 }
@@ -769,6 +821,7 @@ int main(void)
 	}
 	test_paths();
 	test_lengths();
+	test_quoted_lengths();
 	test_split();
 	test_alias_lines();
 	test_alias_limits();
