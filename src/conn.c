@@ -244,6 +244,11 @@ size_t conn_unread(const struct conn *c)
 	return c->in_len - c->in_off;
 }
 
+int conn_line_ready(const struct conn *c)
+{
+	return memchr(c->in + c->in_off, '\n', c->in_len - c->in_off) != NULL;
+}
+
 void conn_drop_input(struct conn *c)
 {
 	c->in_off = c->in_len = 0;

@@ -58,6 +58,9 @@ enum conn_line_result conn_line(struct conn *c, char **line, size_t *len, size_t
 /* Bytes buffered and not yet consumed. */
 size_t conn_unread(const struct conn *c);
 
+/* 1 when a whole line (up to its LF) is buffered and not yet taken. */
+int conn_line_ready(const struct conn *c);
+
 /* Drops everything buffered (after STARTTLS: no plaintext leftovers). */
 void conn_drop_input(struct conn *c);
 

@@ -32,6 +32,7 @@
 #define TLS_HANDSHAKE_MS 30000
 #define TLS_WAIT_MS      10000   /* implicit TLS: how long a client waits for a free slot */
 #define TLS_RETRY_MS     100
+#define POP3_ROUNDS     64    /* output buffers sent per event before others' turn */
 
 enum pop3_state {
 	ST_AUTH     = 1 << 0,   /* AUTHORIZATION, no USER yet */
@@ -801,6 +802,25 @@ static void pump(struct pop3_session *s)
 
 /* ---- the session's I/O -------------------------------------------------- */
 
+/* 1 when the session has work it can do without more input from the
+ * client: the rest of a multi-line answer, or a pipelined command already
+ * buffered (in c->in, or decrypted and waiting in the TLS engine).  What
+ * the loop waits for follows from it, so a batch of commands in one write
+ * is answered whole, however its answers fall across output buffers. */
+static int session_pending(const struct pop3_session *s)
+{
+	if (s->conn.err || s->state & (ST_DELAY | ST_QUIT | ST_TLSWAIT)) {
+		return 0;
+	}
+	if (s->state == ST_SEND) {
+		return 1;
+	}
+	return conn_line_ready(&s->conn) || conn_more(&s->conn);
+}
+
+/* Does what is buffered while the output buffer has room: pumps the
+ * answer being sent, then takes the next command.  Stops when the output
+ * needs draining or no whole command is left. */
 static void session_process(struct pop3_session *s)
 {
 	char *line;
@@ -818,7 +838,7 @@ static void session_process(struct pop3_session *s)
 			continue;
 		}
 		if (conn_room(&s->conn) < PUMP_ROOM * 4) {
-			return;
+			return;   /* room for the next command's first reply lines */
 		}
 		switch (conn_line(&s->conn, &line, &len, POP3_LINE_MAX)) {
 		case CONN_LINE_NONE:
@@ -845,47 +865,49 @@ static void session_process(struct pop3_session *s)
 	}
 }
 
-/* Flushes the output; while that frees room for commands already
- * buffered (a pipelining client waits for nothing more), goes on with them. */
+/* Flushes the output and, while the socket takes all of it, goes on with
+ * the work already buffered (session_pending).  After POP3_ROUNDS output
+ * buffers it returns even with work left, so that one fast reader of a
+ * big RETR does not hold the loop: session_update then asks for POLLOUT,
+ * and the loop comes back to it after serving the others. */
 static int flush_and_continue(struct pop3_session *s)
 {
-	size_t before;
 	int r, rounds;
 
 	for (rounds = 0;; rounds++) {
 		r = conn_flush(&s->conn);
-		if (r != 0 || rounds == 64 || s->state & (ST_QUIT | ST_DELAY | ST_TLSWAIT) ||
-		    (conn_unread(&s->conn) == 0 && s->state != ST_SEND)) {
+		if (r != 0 || rounds == POP3_ROUNDS || !session_pending(s)) {
 			return r;
 		}
-		before = conn_unread(&s->conn);
+		/* The output is empty: the pump or the next command has room. */
 		session_process(s);
-		if (conn_unread(&s->conn) == before && s->state != ST_SEND) {
-			return conn_flush(&s->conn);
-		}
 	}
 }
 
 static int session_update(struct pop3_session *s)
 {
 	int r = flush_and_continue(s);
+	int pending = session_pending(s);
 
 	if (r < 0) {
 		s->end_why = s->conn.tls_error != 0 ? "tls-error" : "lost";
 		session_end(s);
 		return -1;
 	}
-	if (r == 0 && (s->state == ST_QUIT || s->conn.eof)) {
+	/* A client that half-closes after its batch still hears every answer. */
+	if (r == 0 && (s->state == ST_QUIT || (s->conn.eof && !pending))) {
 		if (s->end_why == NULL && s->state != ST_QUIT) {
 			s->end_why = "closed";   /* by the client, without QUIT */
 		}
 		session_end(s);
 		return -1;
 	}
+	/* Work left over (the round's bound, or the output full) waits for
+	 * POLLOUT: the socket's room, not more input, lets it go on. */
 	loop_events(s->slot, conn_poll_events(&s->conn, !(s->state & (ST_QUIT | ST_DELAY | ST_SEND |
 	                                                               ST_TLSWAIT)) &&
 	                                                   conn_room(&s->conn) >= PUMP_ROOM * 4) |
-	                         (s->state == ST_SEND ? POLLOUT : 0));
+	                         (pending ? POLLOUT : 0));
 	return 0;
 }
 

@@ -40,6 +40,7 @@
 #define TLS_HANDSHAKE_MS 30000 /* a client that never finishes its handshake */
 #define TLS_WAIT_MS      10000 /* implicit TLS: how long a client waits for a free slot */
 #define TLS_RETRY_MS     100   /* and how often a slot is looked for meanwhile */
+#define SMTP_ROUNDS     64    /* output buffers sent per event before others' turn */
 
 enum smtp_state {
 	ST_GREETED = 1 << 0,  /* banner sent, no EHLO yet */
@@ -1506,31 +1507,43 @@ static void session_process(struct smtp_session *s)
 	}
 }
 
-/* Flushes the output; while that frees room for commands already
- * buffered (a pipelining client waits for nothing more), goes on with them. */
+/* 1 when the session has work it can do without more input: a command
+ * line, or message data, already buffered (in c->in, or decrypted and
+ * waiting in the TLS engine).  What the loop waits for follows from it,
+ * so a pipelined batch is answered whole however long it is. */
+static int session_pending(const struct smtp_session *s)
+{
+	if (s->conn.err || s->state & (ST_WAITING | ST_PAUSE)) {
+		return 0;
+	}
+	if (s->state == ST_DATA && conn_unread(&s->conn) > 0) {
+		return 1;
+	}
+	return conn_line_ready(&s->conn) || conn_more(&s->conn);
+}
+
+/* Flushes the output and, while the socket takes all of it, goes on with
+ * the work already buffered.  After SMTP_ROUNDS output buffers it returns
+ * even with work left, so that one flood does not hold the loop:
+ * session_update then asks for POLLOUT to come back to it. */
 static int flush_and_continue(struct smtp_session *s)
 {
-	size_t before;
 	int r, rounds;
 
 	for (rounds = 0;; rounds++) {
 		r = conn_flush(&s->conn);
-		if (r != 0 || rounds == 64 || conn_unread(&s->conn) == 0 ||
-		    s->state & ST_WAITING) {
+		if (r != 0 || rounds == SMTP_ROUNDS || !session_pending(s)) {
 			return r;
 		}
-		before = conn_unread(&s->conn);
+		/* The output is empty: room for the next command's reply. */
 		session_process(s);
-		if (conn_unread(&s->conn) == before) {
-			return conn_flush(&s->conn);
-		}
 	}
 }
 
 /* Flushes output and sets what the loop waits for; 0, or -1 if ended. */
 static int session_update(struct smtp_session *s)
 {
-	int r = flush_and_continue(s);
+	int r = flush_and_continue(s), pending;
 	short ev;
 
 	if (r < 0) {
@@ -1541,16 +1554,20 @@ static int session_update(struct smtp_session *s)
 	/* A client that half-closed after its final dot (a pipelined
 	 * transaction, then shutdown) still hears how it ended: the commit
 	 * is over within this round. */
-	if (r == 0 && (s->state == ST_QUIT || (s->conn.eof && s->state != ST_COMMIT))) {
+	pending = session_pending(s);
+	if (r == 0 && (s->state == ST_QUIT ||
+	               (s->conn.eof && s->state != ST_COMMIT && !pending))) {
 		if (s->end_why == NULL && s->state != ST_QUIT) {
 			s->end_why = "closed";   /* by the client, without QUIT */
 		}
 		session_end(s);
 		return -1;
 	}
+	/* Work left over waits for POLLOUT: the socket's room, not more
+	 * input, lets it go on. */
 	ev = conn_poll_events(&s->conn, !(s->state & ST_WAITING) &&
 	                                conn_room(&s->conn) >= SMTP_REPLY_ROOM);
-	loop_events(s->slot, ev);
+	loop_events(s->slot, ev | (pending ? POLLOUT : 0));
 	return 0;
 }
 
