@@ -2,6 +2,7 @@
 #include "mailbox.h"
 #include "io.h"
 #include "log.h"
+#include "msgwire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,35 +97,46 @@ static int move_one(void *ctx, const char *name)
 	return 0;
 }
 
-/* Counts CRLF octets of a file without a ,W= tag (delivered by others). */
-static int crlf_size(const char *path, uint64_t *size)
+/* The size POP3 sends for the file (msgwire.h), counted by streaming it
+ * through fixed buffers: for files whose name does not tell it.  They
+ * come from other programs; picomail's own name their size. */
+static int wire_size(const char *path, uint64_t *size)
 {
-	unsigned char buf[4096];
-	ssize_t n, i;
+	static unsigned char in[4096], out[2 * sizeof in + 2];
+	struct msgwire w;
+	size_t olen;
+	ssize_t n;
 	int fd = io_open(path, O_RDONLY, 0);
 
 	if (fd < 0) {
 		return -1;
 	}
-	*size = 0;
-	while ((n = io_read(fd, buf, sizeof buf)) > 0) {
-		*size += (uint64_t)n;
-		for (i = 0; i < n; i++) {
-			*size += buf[i] == '\n';
+	msgwire_init(&w, -1);
+	while ((n = io_read(fd, in, sizeof in)) > 0) {
+		if (msgwire_feed(&w, in, (size_t)n, out, &olen) != (size_t)n) {
+			n = -1;   /* never for a whole message: only TOP stops early */
+			errno = EIO;
+			break;
 		}
 	}
-	io_close(fd);
-	return n < 0 ? -1 : 0;
+	(void)io_close(fd);
+	if (n < 0) {
+		return -1;
+	}
+	(void)msgwire_end(&w, out);   /* counts the line end a last line owes */
+	*size = w.octets;
+	return 0;
 }
 
-/* The number after tag ("W=") in the name's ",key=value" list. */
+/* The number after tag ("W=") in the name's ",key=value" list, before
+ * the ":2," info. */
 static int name_tag(const char *name, const char *tag, uint64_t *out)
 {
-	const char *p = name;
+	const char *p = name, *info = strchr(name, ':');
 	char *end;
 	size_t tl = strlen(tag);
 
-	while ((p = strchr(p, ',')) != NULL) {
+	while ((p = strchr(p, ',')) != NULL && (info == NULL || p < info)) {
 		p++;
 		if (strncmp(p, tag, tl) == 0 && p[tl] >= '0' && p[tl] <= '9') {
 			*out = strtoull(p + tl, &end, 10);
@@ -132,6 +144,31 @@ static int name_tag(const char *name, const char *tag, uint64_t *out)
 		}
 	}
 	return -1;
+}
+
+/* The size from the name, when its tags describe the file as it is now.
+ * W= is the size with CRLF line ends (picomail and Dovecot write it), which
+ * converting the file's line ends leaves as it was; S= is the file's size
+ * when it was named, so a file rewritten since (a migration that changed
+ * its line ends, or more) shows by an S= that no longer matches, and is
+ * counted instead.  A W= no file of this size could send is not used
+ * either (msgwire sends at most two octets per octet, plus a line end). */
+static int tag_size(const char *name, const char *path, uint64_t *size)
+{
+	struct stat st;
+	uint64_t w, sz;
+
+	if (name_tag(name, "W=", &w) < 0 || stat(path, &st) < 0) {
+		return -1;
+	}
+	if (name_tag(name, "S=", &sz) == 0 && sz != (uint64_t)st.st_size) {
+		return -1;
+	}
+	if (w > 2 * (uint64_t)st.st_size + 2 || (w == 0) != (st.st_size == 0)) {
+		return -1;
+	}
+	*size = w;
+	return 0;
 }
 
 struct list_ctx {
@@ -152,12 +189,12 @@ static int list_one(void *ctx, const char *name)
 		return 0;
 	}
 	m = &mb->msgs[mb->n];
-	if (name_tag(name, "W=", &m->size) < 0) {
-		if (snprintf(path, sizeof path, "%s/%s/cur/%s", l->root, mb->user, name) >=
-		        (int)sizeof path ||
-		    crlf_size(path, &m->size) < 0) {
-			return 0;   /* vanished or unreadable: not listed */
-		}
+	if (snprintf(path, sizeof path, "%s/%s/cur/%s", l->root, mb->user, name) >=
+	        (int)sizeof path) {
+		return 0;   /* a name too long for us: never sent, so not listed */
+	}
+	if (tag_size(name, path, &m->size) < 0 && wire_size(path, &m->size) < 0) {
+		return 0;   /* vanished or unreadable: not listed */
 	}
 	memcpy(mb->arena + mb->arena_used, name, len);
 	m->name = (uint32_t)mb->arena_used;

@@ -1,5 +1,6 @@
 /* mailbox.h - a Maildir as POP3 sees it: locked, snapshotted at login,
- * with sizes read from the file names, and removal at QUIT.
+ * with sizes read from the file names (counted, for files whose names do
+ * not tell them: mailbox.c says when), and removal at QUIT.
  *
  * A mailbox object comes from a pool sized at start-up (pop3_sessions)
  * and holds at most pop3_max_messages entries; a larger Maildir shows its
@@ -17,7 +18,7 @@
 
 struct mailbox_msg {
 	uint32_t name;       /* offset of the file name in the arena */
-	uint64_t size;       /* octets RETR sends: CRLF line ends, before stuffing */
+	uint64_t size;       /* octets RETR sends: CRLF line ends, before stuffing (msgwire.h) */
 	int deleted;
 };
 

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mailbox.h"
+#include "msgwire.h"
 #include "pool.h"
 #include "tls.h"
 
@@ -60,9 +61,7 @@ struct pop3_session {
 	unsigned cursor;        /* PUMP_LIST / PUMP_UIDL: next message */
 	int fd;                 /* PUMP_MSG: the file */
 	int tls_seen;           /* the handshake's end was noticed */
-	int bol;                /* at the start of a line */
-	int in_headers;
-	long lines_left;        /* TOP: body lines still to send; -1 for RETR */
+	struct msgwire wire;    /* PUMP_MSG: the file's bytes as lines on the wire */
 	/* for the disconnect line */
 	int64_t started;
 	int64_t tls_wait_end;   /* ST_TLSWAIT: when to give up */
@@ -560,9 +559,7 @@ static void start_message(struct pop3_session *s, long i, long lines)
 	}
 	s->retrieved++;
 	s->kind = PUMP_MSG;
-	s->bol = 1;
-	s->in_headers = 1;
-	s->lines_left = lines;
+	msgwire_init(&s->wire, lines);
 	s->state = ST_SEND;
 	if (lines < 0) {
 		reply(s, "+OK %" PRIu64 " octets", s->mb->msgs[i].size);
@@ -717,35 +714,34 @@ static void pump_listing(struct pop3_session *s)
 	}
 }
 
-static void pump_finish(struct pop3_session *s, unsigned char *out, size_t *o)
+/* The line end a last line still owes, then the final dot line. */
+static void pump_finish(struct pop3_session *s)
 {
-	if (!s->bol) {
-		out[(*o)++] = '\r';
-		out[(*o)++] = '\n';
-	}
-	memcpy(out + *o, ".\r\n", 3);
-	*o += 3;
+	unsigned char out[8];
+	size_t o = msgwire_end(&s->wire, out);
+
+	memcpy(out + o, ".\r\n", 3);
+	conn_put(&s->conn, out, o + 3);
+	s->bytes_out += o + 3;
 	pump_stop(s);
 	s->state = ST_TRANS;
 }
 
-/* Sends the file with CRLF line ends and dot-stuffing (RFC 1939 3); for
- * TOP, stops after the headers and lines_left body lines. */
+/* Sends the file as lines ending in CRLF, dot-stuffed (RFC 1939 3;
+ * msgwire.h says how any line ends the file holds are read); for TOP,
+ * stops after the header and the body lines asked for. */
 static void pump_message(struct pop3_session *s)
 {
 	unsigned char in[CONN_OUT_SIZE / 2 - 8], out[CONN_OUT_SIZE];
-	size_t room, want, o, k;
+	size_t room, want, o;
 	ssize_t n;
 
 	while ((room = conn_room(&s->conn)) >= PUMP_ROOM) {
-		o = 0;
-		if (!s->in_headers && s->lines_left == 0) {
-			pump_finish(s, out, &o);
-			conn_put(&s->conn, out, o);
-			s->bytes_out += o;
+		if (s->wire.done) {
+			pump_finish(s);
 			return;
 		}
-		/* Each byte read becomes at most two, plus the ending. */
+		/* msgwire writes at most 2 * want + 2 bytes. */
 		want = (room - 8) / 2;
 		if (want > sizeof in) {
 			want = sizeof in;
@@ -758,34 +754,10 @@ static void pump_message(struct pop3_session *s)
 			return;
 		}
 		if (n == 0) {
-			pump_finish(s, out, &o);
-			conn_put(&s->conn, out, o);
-			s->bytes_out += o;
+			pump_finish(s);
 			return;
 		}
-		for (k = 0; k < (size_t)n; k++) {
-			unsigned char ch = in[k];
-
-			if (ch == '\n') {
-				if (s->in_headers && s->bol) {
-					s->in_headers = 0;   /* the blank line ends the headers */
-				} else if (!s->in_headers && s->lines_left > 0) {
-					s->lines_left--;
-				}
-				out[o++] = '\r';
-				out[o++] = '\n';
-				s->bol = 1;
-				if (!s->in_headers && s->lines_left == 0) {
-					break;
-				}
-				continue;
-			}
-			if (s->bol && ch == '.') {
-				out[o++] = '.';
-			}
-			out[o++] = ch;
-			s->bol = 0;
-		}
+		(void)msgwire_feed(&s->wire, in, (size_t)n, out, &o);   /* the rest: past TOP's end */
 		conn_put(&s->conn, out, o);
 		s->bytes_out += o;
 	}

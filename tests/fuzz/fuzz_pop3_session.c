@@ -14,11 +14,13 @@
  *                a reset), instead of a half close: in the middle of a
  *                RETR, after a DELE, wherever the input ends
  *   chunk: as in fuzz_smtp_session.
- * alice (password "secret") has three fixed messages (one with sizes in
- * its name, one without, one empty) and the input's message, so RETR and
- * TOP stuff and end whatever the file holds.  Messages a session deletes
- * are put back after it.  Every LF the server sends must follow a CR
- * (until TLS starts: then the bytes are records). */
+ * alice (password "secret") has five fixed messages (one with sizes in
+ * its name, one without, one empty, one with CRLF line ends named as
+ * Dovecot does, one mixing LF, CRLF and bare CRs) and the input's message,
+ * so RETR and TOP stuff and end whatever the file holds.  Messages a
+ * session deletes are put back after it.  Every LF the server sends must
+ * follow a CR, and every CR be followed by a LF (until TLS starts: then
+ * the bytes are records). */
 #include "fuzz.h"
 #include "pop3.h"
 
@@ -38,6 +40,8 @@ static const struct { const char *name, *text; } fixed[] = {
 	{ "1700000001.M1P1.fuzz,S=40,W=45:2,", "Subject: one\n\nbody line\n.dot line\n..two\n" },
 	{ "1700000002.M2P1.fuzz:2,", "no blank line\n.\nlast line without LF" },
 	{ "1700000004.M4P1.fuzz,S=0,W=0:2,", "" },
+	{ "1700000005.M5P1.fuzz,S=21,W=21:2,", "Subject: crlf\r\n\r\n.a\r\n" },
+	{ "1700000006.M6P1.fuzz:2,", "H: 1\r\nH: 2\n\r\r\nb\rc\r\r\n.d\r.e" },
 };
 #define INPUT_MSG "1700000003.M3P1.fuzz:2,"
 
@@ -87,6 +91,9 @@ static void output(const unsigned char *buf, size_t n, int end)
 	for (i = 0; i < n && plain; i++) {
 		if (buf[i] == '\n' && last != '\r') {
 			fuzz_fail("a line without CR before its LF");
+		}
+		if (buf[i] != '\n' && last == '\r') {
+			fuzz_fail("a CR not followed by LF");
 		}
 		last = buf[i];
 		memmove(tail, tail + 1, sizeof tail - 1);

@@ -20,7 +20,7 @@ UNIT_CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
 UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main(void) { return crypt("a", "ab") == 0; }\n' | \
                  $(UNIT_CC) -x c - -o /dev/null >/dev/null 2>&1 || echo -lcrypt)
 UNIT_OUT     = build/unit
-UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_dns test_log
+UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -78,6 +78,10 @@ $(UNIT_OUT)/test_pool: tests/unit/test_pool.c src/pool.c $(UNIT_HDRS)
 $(UNIT_OUT)/test_smtp_data: tests/unit/test_smtp_data.c src/smtp_data.c src/smtp_data.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_smtp_data.c src/smtp_data.c
+
+$(UNIT_OUT)/test_msgwire: tests/unit/test_msgwire.c src/msgwire.c src/msgwire.h tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_msgwire.c src/msgwire.c
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
 $(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c \
