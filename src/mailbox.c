@@ -99,7 +99,9 @@ static int move_one(void *ctx, const char *name)
 
 /* The size POP3 sends for the file (msgwire.h), counted by streaming it
  * through fixed buffers: for files whose name does not tell it.  They
- * come from other programs; picomail's own name their size. */
+ * come from other programs (picomail's own name their size), and are read
+ * again at each login: nothing is cached, and the file is not renamed,
+ * since another program may know it by its name. */
 static int wire_size(const char *path, uint64_t *size)
 {
 	static unsigned char in[4096], out[2 * sizeof in + 2];
