@@ -102,7 +102,7 @@ clean:
 #
 #   make install DESTDIR=/tmp/root PREFIX=/usr
 #        $(SBINDIR)/picomail, the links $(SBINDIR)/sendmail -> picomail and
-#        $(BINDIR)/mailq -> ../sbin/picomail, $(SYSCONFDIR)/picomail.conf (0640,
+#        $(BINDIR)/mailq -> ../sbin/picomail, $(SYSCONFDIR)/picomail.conf (0644,
 #        the device defaults of rootfs-overlay/), $(SYSCONFDIR)/init.d/S50picomail
 #        (INSTALL_INIT=no leaves it out, as Buildroot does for systemd), and the
 #        manual pages picomail(8) and picomail.conf(5).  BOARD= picks the binary.
@@ -128,7 +128,7 @@ install: $(BUILD)/picomail
 	$(INSTALL) -m 0755 $(BUILD)/picomail $(DESTDIR)$(SBINDIR)/picomail
 	ln -sfn picomail $(DESTDIR)$(SBINDIR)/sendmail
 	ln -sfn $(MAILQ_LINK) $(DESTDIR)$(BINDIR)/mailq
-	$(INSTALL) -m 0640 rootfs-overlay/etc/picomail.conf $(DESTDIR)$(SYSCONFDIR)/picomail.conf
+	$(INSTALL) -m 0644 rootfs-overlay/etc/picomail.conf $(DESTDIR)$(SYSCONFDIR)/picomail.conf
 	$(INSTALL) -m 0644 doc/picomail.8 $(DESTDIR)$(MANDIR)/man8/picomail.8
 	$(INSTALL) -m 0644 doc/picomail.conf.5 $(DESTDIR)$(MANDIR)/man5/picomail.conf.5
 ifeq ($(INSTALL_INIT),yes)

@@ -656,28 +656,62 @@ static int conf_set_resolver(struct conf *c, const struct conf_key *k, char **v,
 	return 0;
 }
 
-/* A system user name, as useradd accepts it. */
-static int conf_set_run_as(struct conf *c, const struct conf_key *k, char **v,
-                           unsigned n, char *err, size_t errlen)
+/* A system user name, as useradd accepts it; -1 with err if not. */
+static int user_name_ok(const struct conf_key *k, const char *name, size_t size, char *err,
+                        size_t errlen)
 {
 	const char *p;
 
-	if (conf_one(k, n, err, errlen) < 0) {
-		return -1;
+	if (strlen(name) >= size) {
+		return conf_fail(err, errlen, "%s: value too long (max %zu)", k->name, size - 1);
 	}
-	if (strlen(v[0]) >= sizeof c->run_as) {
-		return conf_fail(err, errlen, "%s: value too long (max %zu)", k->name,
-		                 sizeof c->run_as - 1);
-	}
-	for (p = v[0]; *p != '\0'; p++) {
+	for (p = name; *p != '\0'; p++) {
 		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
-			return conf_fail(err, errlen, "%s: bad user name '%s'", k->name, v[0]);
+			return conf_fail(err, errlen, "%s: bad user name '%s'", k->name, name);
 		}
 	}
-	if (v[0][0] == '-' || v[0][0] == '.') {
-		return conf_fail(err, errlen, "%s: bad user name '%s'", k->name, v[0]);
+	if (name[0] == '-' || name[0] == '.') {
+		return conf_fail(err, errlen, "%s: bad user name '%s'", k->name, name);
+	}
+	return 0;
+}
+
+static int conf_set_run_as(struct conf *c, const struct conf_key *k, char **v,
+                           unsigned n, char *err, size_t errlen)
+{
+	if (conf_one(k, n, err, errlen) < 0 ||
+	    user_name_ok(k, v[0], sizeof c->run_as, err, errlen) < 0) {
+		return -1;
 	}
 	memcpy(c->run_as, v[0], strlen(v[0]) + 1);
+	return 0;
+}
+
+/* "trusted_users name..." or "trusted_users none". */
+static int conf_set_trusted(struct conf *c, const struct conf_key *k, char **v,
+                            unsigned n, char *err, size_t errlen)
+{
+	unsigned i;
+
+	if (n == 0) {
+		return conf_fail(err, errlen, "%s: missing value", k->name);
+	}
+	if (n == 1 && strcmp(v[0], "none") == 0) {
+		c->ntrusted_users = 0;
+		return 0;
+	}
+	if (n > CONF_TRUSTED_MAX) {
+		return conf_fail(err, errlen, "%s: too many users (max %d)", k->name, CONF_TRUSTED_MAX);
+	}
+	for (i = 0; i < n; i++) {
+		if (user_name_ok(k, v[i], sizeof c->trusted_users[0], err, errlen) < 0) {
+			return -1;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		memcpy(c->trusted_users[i], v[i], strlen(v[i]) + 1);
+	}
+	c->ntrusted_users = n;
 	return 0;
 }
 
@@ -783,6 +817,7 @@ static const struct conf_key conf_keys[] = {
 	CONF_UINT(pop3_sessions, 1, 1024),
 	CONF_UINT(pop3_max_messages, 16, 1000000),
 	{ "run_as", conf_set_run_as, 0, 0, 0, 0 },
+	{ "trusted_users", conf_set_trusted, 0, 0, 0, 0 },
 	{ "plaintext_auth", conf_set_yesno, offsetof(struct conf, plaintext_auth), 0, 0, 0 },
 	{ "sender_check", conf_set_yesno, offsetof(struct conf, sender_check), 0, 0, 0 },
 	{ "smarthost_verify", conf_set_yesno, offsetof(struct conf, smarthost_verify), 0, 0, 0 },
@@ -909,6 +944,14 @@ int conf_line(struct conf *c, char *line, char *err, size_t errlen)
 		}
 	}
 	return conf_fail(err, errlen, "unknown key '%s'", w[0]);
+}
+
+const char *conf_qualify_domain(const struct conf *c)
+{
+	if (c->ndomains == 0 || conf_is_local_domain(c, c->hostname)) {
+		return c->hostname;
+	}
+	return c->domains[0];
 }
 
 int conf_is_address(const char *host)

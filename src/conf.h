@@ -20,6 +20,7 @@
 #define CONF_NETS_MAX     16
 #define CONF_ERR_MAX      320
 #define CONF_DNSBL_MAX    4     /* blocklist zones */
+#define CONF_TRUSTED_MAX   8      /* trusted_users */
 #define CONF_SCANNER_ARGS 16    /* the scanner program and its arguments */
 #define CONF_DEFAULT_PATH "/etc/picomail.conf"
 
@@ -78,6 +79,9 @@ struct conf {
 	unsigned pop3_sessions;         /* mailboxes open at once (POP3 logins) */
 	unsigned pop3_max_messages;     /* messages one POP3 session lists */
 	char run_as[64];                /* empty: stay as started */
+	/* Local users whose sendmail -f is honoured, besides root and run_as. */
+	char trusted_users[CONF_TRUSTED_MAX][64];
+	unsigned ntrusted_users;
 	int plaintext_auth;             /* 0 or 1 */
 	int sender_check;               /* 1: an authenticated user sends only as themself */
 	int smarthost_verify;           /* 1: the smarthost's certificate is checked */
@@ -127,5 +131,10 @@ int conf_net_match(const struct conf_net *nets, unsigned n, const struct sockadd
 
 /* 1 if domain (case-insensitive) is one of c->domains. */
 int conf_is_local_domain(const struct conf *c, const char *domain);
+
+/* The domain given to bare local names ("root"): the host name when it is
+ * a local domain, else the first local domain, so that "root" stays local
+ * (and a bounce to a local user's mail too). */
+const char *conf_qualify_domain(const struct conf *c);
 
 #endif

@@ -1,10 +1,12 @@
 /* daemon.c - start-up, listeners, the session pool, signals, reload and
  * the control socket of "picomail serve". */
 #include "daemon.h"
+#include "control.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
 #include "maildir.h"
+#include "maildrop.h"
 #include "pool.h"
 #include "pop3.h"
 #include "dns.h"
@@ -46,8 +48,8 @@
  * at net.core.somaxconn. */
 #define LISTEN_BACKLOG 1024
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
-#define EXTRA_SLOTS    8     /* signal pipe, control and submit sockets, queue and users timers, spare */
-#define CONTROL_WAIT_MS 200  /* a control client sends its command at once */
+#define EXTRA_SLOTS    9     /* signal pipe, control socket and its client, submit socket,
+                              * queue and users timers, spare */
 #define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
 
 struct daemon_stats daemon_stats;
@@ -155,6 +157,15 @@ static int load_all(int i, int ui, char *err, size_t errlen)
 	return 0;
 }
 
+/* Takes what ordinary users left in the maildrop (maildrop.h); what one
+ * batch leaves waits for the next users_watch tick. */
+static int pickup_more;
+
+static unsigned pickup(void)
+{
+	return maildrop_pickup(daemon_conf(), &pickup_more);
+}
+
 /* Every USERS_CHECK_MS: reloads the users file if it changed, into the
  * spare table (sessions may still hold the running one this round), and
  * saves the greylist when that is due. */
@@ -170,6 +181,9 @@ static void users_watch(void *ctx, int revents)
 	(void)revents;
 	loop_deadline(users_slot, loop_now() + USERS_CHECK_MS);
 	(void)greylist_save(time(NULL), 0);
+	if (pickup_more || maildrop_changed(confs[cur].spool)) {
+		(void)pickup();
+	}
 	users_stamp_of(path, &st);
 	if (users_stamp_same(&st, &users_seen)) {
 		return;
@@ -444,101 +458,51 @@ static int status_text(char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -1 : n;
 }
 
-/* Reads the control client's one command line, waiting briefly: the
- * client (picomail status, mailq, queue) writes it right after connect. */
-static int control_command(int fd, char *cmd, size_t len)
+/* One command of the control socket (control.c), answered into buf.
+ * Anyone local may ask; what an ordinary user may do is their own mail
+ * only (submitter.h). */
+static size_t control_answer(const char *cmd, const struct submitter *who, char *buf, size_t len)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	size_t got = 0;
-	ssize_t n;
+	int n, r;
 
-	while (got < len - 1) {
-		if (poll(&p, 1, CONTROL_WAIT_MS) <= 0) {
-			break;
-		}
-		n = io_recv(fd, cmd + got, len - 1 - got);
-		if (n <= 0) {
-			break;
-		}
-		got += (size_t)n;
-		if (memchr(cmd, '\n', got) != NULL) {
-			break;
-		}
-	}
-	cmd[got] = '\0';
-	cmd[strcspn(cmd, "\r\n")] = '\0';
-	return 0;
-}
-
-/* Sends all of buf on the (blocking for this purpose) control socket. */
-static void control_send(int fd, const char *buf, size_t n)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl >= 0) {
-		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-	}
-	(void)io_write_all(fd, buf, n);
-}
-
-/* Who is at the other end of a local socket: "root", "uid:1000". */
-static void peer_label(int fd, char *out, size_t len)
-{
-	struct ucred cred;
-	socklen_t clen = sizeof cred;
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
-		snprintf(out, len, "unknown");
-		return;
-	}
-	unixuser_label(cred.uid, out, len);
-}
-
-static void control_ready(void *ctx, int revents)
-{
-	static char buf[65536];
-	char cmd[128], who[UNIXUSER_NAME_MAX + 16];
-	int fd, n, r;
-	size_t len;
-
-	(void)ctx;
-	(void)revents;
-	fd = accept4(control_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0) {
-		return;
-	}
-	control_command(fd, cmd, sizeof cmd);
 	if (cmd[0] == '\0' || strcmp(cmd, "status") == 0) {
-		n = status_text(buf, sizeof buf);
-		len = n > 0 ? (size_t)n : 0;
-	} else if (strcmp(cmd, "mailq") == 0) {
-		len = queue_list(buf, sizeof buf);
-		if (len == 0) {
-			len = (size_t)snprintf(buf, sizeof buf, "Mail queue is empty\n");
+		n = status_text(buf, len);
+		return n > 0 ? (size_t)n : 0;
+	}
+	if (strcmp(cmd, "mailq") == 0) {
+		size_t got = queue_list(buf, len, who);
+
+		return got > 0 ? got : (size_t)snprintf(buf, len, "Mail queue is empty\n");
+	}
+	if (strcmp(cmd, "flush") == 0) {
+		if (!who->trusted) {
+			return (size_t)snprintf(buf, len, "not allowed: only root, run_as and "
+			                        "trusted_users flush the queue\n");
 		}
-	} else if (strcmp(cmd, "flush") == 0) {
-		peer_label(fd, who, sizeof who);
 		queue_flush(who);
-		len = (size_t)snprintf(buf, sizeof buf, "queue flushed\n");
-	} else if (strncmp(cmd, "queued ", 7) == 0) {
+		return (size_t)snprintf(buf, len, "queue flushed\n");
+	}
+	if (strcmp(cmd, "maildrop") == 0) {
+		/* The sendmail command left a message in the maildrop (the
+		 * daemon answered 4xx): take it now. */
+		return (size_t)snprintf(buf, len, "picked up %u\n", pickup());
+	}
+	if (strncmp(cmd, "queued ", 7) == 0) {
 		/* The sendmail command queued a message itself (the daemon
 		 * answered 4xx): run it now rather than at the next start. */
-		r = queue_adopt(cmd + 7);
-		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n", r == 0 ? "queued" : "no such message",
-		                       cmd + 7);
-	} else if (strncmp(cmd, "delete ", 7) == 0) {
-		peer_label(fd, who, sizeof who);
-		r = queue_delete(cmd + 7, who);
-		len = (size_t)snprintf(buf, sizeof buf, "%s %s\n",
-		                       r == 0 ? "deleted" : r == -2 ? "busy, try again:" : "no such message",
-		                       cmd + 7);
-	} else {
-		len = (size_t)snprintf(buf, sizeof buf, "unknown command\n");
+		r = who->trusted ? queue_adopt(cmd + 7) : -1;
+		return (size_t)snprintf(buf, len, "%s %s\n", r == 0 ? "queued" : "no such message",
+		                        cmd + 7);
 	}
-	control_send(fd, buf, len);
-	close(fd);
+	if (strncmp(cmd, "delete ", 7) == 0) {
+		r = queue_delete(cmd + 7, who);
+		return (size_t)snprintf(buf, len, "%s %s\n",
+		                        r == 0 ? "deleted" : r == -2 ? "busy, try again:" :
+		                        r == -3 ? "not allowed: not your message:" : "no such message",
+		                        cmd + 7);
+	}
+	return (size_t)snprintf(buf, len, "unknown command\n");
 }
-
 
 static int unix_address(const char *path, struct sockaddr_un *sun)
 {
@@ -552,7 +516,8 @@ static int unix_address(const char *path, struct sockaddr_un *sun)
 	return 0;
 }
 
-/* A listening unix socket at path, owner-only. */
+/* A listening unix socket at path that every local user may reach
+ * (who they are is checked per connection: submitter.h). */
 static int open_unix(const char *path)
 {
 	struct sockaddr_un sun;
@@ -567,7 +532,7 @@ static int open_unix(const char *path)
 		return -1;
 	}
 	(void)unlink(path);   /* left by a daemon that died */
-	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, 0600) < 0 ||
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, 0666) < 0 ||
 	    listen(fd, LISTEN_BACKLOG) < 0) {
 		log_msg(LOG_ERR, "socket %s: %m", path);
 		close(fd);
@@ -742,6 +707,15 @@ static int make_dirs(const struct conf *c, const struct passwd *pw)
 			return -1;
 		}
 	}
+	/* Every local user reaches the submit and control sockets and the
+	 * maildrop through the spool, but lists nothing in it; its queue
+	 * directories stay the daemon's alone. */
+	if (chmod(c->spool, 0711) < 0 ||
+	    maildrop_make_dir(c->spool, pw != NULL ? pw->pw_uid : geteuid(),
+	                      pw != NULL ? pw->pw_gid : getegid()) < 0) {
+		log_msg(LOG_ERR, "cannot set up %s for local users: %m", c->spool);
+		return -1;
+	}
 	return 0;
 }
 
@@ -816,7 +790,7 @@ static int join_loop(void)
 			return -1;
 		}
 	}
-	if (loop_add(control_fd, POLLIN, control_ready, NULL) < 0 ||
+	if (control_start(control_fd, control_answer) < 0 ||
 	    loop_add(submit_fd, POLLIN, listener_ready, (void *)(uintptr_t)CONF_LISTEN_MAX) < 0) {
 		return -1;
 	}
@@ -928,6 +902,8 @@ int daemon_serve(const char *path, int foreground)
 		log_msg(LOG_ERR, "cannot set up the queue: %m");
 		return 1;
 	}
+	(void)maildrop_changed(c->spool);
+	(void)pickup();
 	daemon_stats.started = loop_now();
 	next_id = (uint32_t)time(NULL) << 8;
 	log_msg(LOG_INFO, "picomail %s ready, %u connections at most", PICOMAIL_VERSION,

@@ -10,6 +10,8 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stdint.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_SYNCFS,
@@ -393,4 +395,36 @@ int io_mkdirs(const char *path, mode_t mode)
 		buf[i] = i == len ? '\0' : '/';
 	}
 	return 0;
+}
+
+struct dirent64_raw {
+	uint64_t ino;
+	int64_t off;
+	unsigned short reclen;
+	unsigned char type;
+	char name[];
+};
+
+/* getdents64 itself, not opendir: musl's opendir allocates its buffer,
+ * and the daemon allocates nothing once running. */
+void io_each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx)
+{
+	static _Alignas(8) char buf[4096];
+	long n, off;
+	int fd = io_open(dir, O_RDONLY | O_DIRECTORY, 0);
+
+	if (fd < 0) {
+		return;
+	}
+	while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+		for (off = 0; off < n;) {
+			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
+
+			off += d->reclen;
+			if (d->name[0] != '.') {
+				fn(d->name, ctx);
+			}
+		}
+	}
+	io_close(fd);
 }

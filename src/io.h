@@ -46,6 +46,11 @@ ssize_t io_send(int fd, const void *buf, size_t n);
 /* fsyncs the directory at path; 0 or -1 with errno. */
 int io_fsync_dir(const char *path);
 
+/* Calls fn for each name in dir that does not start with '.', without
+ * allocating; fn must not list a directory itself.  Nothing if dir cannot
+ * be opened. */
+void io_each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx);
+
 /* Creates path and its missing parents, mode for each; 0 or -1. */
 int io_mkdirs(const char *path, mode_t mode);
 

@@ -163,13 +163,13 @@ void queue_added(const char *id)
 	arm(now_s());
 }
 
-void queue_flush(const char *who)
+void queue_flush(const struct submitter *who)
 {
 	struct log_kv l;
 	unsigned i;
 
 	log_kv_start(&l, "flush");
-	log_kv_str(&l, "by", who);
+	log_kv_str(&l, "by", who->name);
 	log_kv_u64(&l, "messages", queue_length());
 	log_kv_end(&l, LOG_INFO);
 	for (i = 0; i < nitems_max; i++) {
@@ -844,46 +844,17 @@ static int make_bounce(struct runner *r)
 
 /* ---- start-up and listing ----------------------------------------------------- */
 
-struct dirent64_raw {
-	uint64_t ino;
-	int64_t off;
-	unsigned short reclen;
-	unsigned char type;
-	char name[];
-};
-
-/* Calls fn for each name in dir (start-up and mailq only). */
-static void each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx)
-{
-	static _Alignas(8) char buf[4096];
-	long n, off;
-	int fd = io_open(dir, O_RDONLY | O_DIRECTORY, 0);
-
-	if (fd < 0) {
-		return;
-	}
-	while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
-		for (off = 0; off < n;) {
-			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
-
-			off += d->reclen;
-			if (d->name[0] != '.') {
-				fn(d->name, ctx);
-			}
-		}
-	}
-	io_close(fd);
-}
-
-/* A message the sendmail command wrote into the spool itself (the
- * daemon was down, or answered 4xx): its received line. */
-static void log_picked_up(const struct queue_env *e)
+void queue_log_received(const struct queue_env *e, const char *via, const struct submitter *who)
 {
 	struct log_kv l;
 
 	log_kv_start(&l, "received");
 	log_kv_str(&l, "id", e->id);
-	log_kv_str(&l, "via", "spool");
+	log_kv_str(&l, "via", via);
+	if (who != NULL) {
+		log_kv_str(&l, "user", who->name);
+		log_kv_u64(&l, "uid", who->uid);
+	}
 	log_kv_addr(&l, "from", e->sender);
 	log_kv_u64(&l, "rcpts", e->nrcpt);
 	log_kv_end(&l, LOG_INFO);
@@ -903,7 +874,7 @@ static void index_one(const char *name, void *ctx)
 		return;
 	}
 	if (e.attempts == 0) {
-		log_picked_up(&e);
+		queue_log_received(&e, "spool", NULL);
 	}
 }
 
@@ -966,11 +937,11 @@ int queue_init(const struct conf *c)
 		}
 	}
 	snprintf(dir, sizeof dir, "%s/tmp", c->spool);
-	each_name(dir, clean_tmp_one, NULL);
+	io_each_name(dir, clean_tmp_one, NULL);
 	snprintf(dir, sizeof dir, "%s/env", c->spool);
-	each_name(dir, index_one, NULL);
+	io_each_name(dir, index_one, NULL);
 	snprintf(dir, sizeof dir, "%s/msg", c->spool);
-	each_name(dir, clean_orphan_one, NULL);
+	io_each_name(dir, clean_orphan_one, NULL);
 	timer_slot = loop_add(-1, 0, timer_fired, NULL);
 	if (timer_slot < 0) {
 		return -1;
@@ -994,7 +965,7 @@ void queue_shutdown(void)
 	}
 }
 
-size_t queue_list(char *buf, size_t len)
+size_t queue_list(char *buf, size_t len, const struct submitter *who)
 {
 	static struct queue_env e;
 	char path[PATH_LEN];
@@ -1006,6 +977,9 @@ size_t queue_list(char *buf, size_t len)
 	for (i = 0; i < nitems_max && o < len; i++) {
 		if (!items[i].used || queue_env_read(cf()->spool, items[i].id, &e) < 0) {
 			continue;
+		}
+		if (!who->trusted && !(who->known && e.local && e.uid == who->uid)) {
+			continue;   /* an ordinary user sees their own mail only */
 		}
 		snprintf(path, sizeof path, "%s/msg/%s", cf()->spool, e.id);
 		n = snprintf(buf + o, len - o, "%s %lld %lld <%s>%s\n", e.id,
@@ -1054,18 +1028,23 @@ int queue_adopt(const char *id)
 			return 0;
 		}
 	}
-	log_picked_up(&e);
+	queue_log_received(&e, "spool", NULL);
 	queue_added(id);
 	return 0;
 }
 
-int queue_delete(const char *id, const char *who)
+int queue_delete(const char *id, const struct submitter *who)
 {
+	static struct queue_env e;
 	struct log_kv l;
 	unsigned i;
 
 	for (i = 0; i < nitems_max; i++) {
 		if (items[i].used && strcmp(items[i].id, id) == 0) {
+			if (!who->trusted && (!who->known || queue_env_read(cf()->spool, id, &e) < 0 ||
+			                      !e.local || e.uid != who->uid)) {
+				return -3;
+			}
 			if (items[i].busy) {
 				return -2;
 			}
@@ -1073,7 +1052,7 @@ int queue_delete(const char *id, const char *who)
 			items[i].used = 0;
 			log_kv_start(&l, "deleted");
 			log_kv_str(&l, "id", id);
-			log_kv_str(&l, "by", who);
+			log_kv_str(&l, "by", who->name);
 			log_kv_end(&l, LOG_NOTICE);
 			return 0;
 		}

@@ -11,6 +11,8 @@
  *   picomail-queue 1
  *   arrival <epoch>          sender <address or empty for <>>
  *   attempts <n>             next <epoch>
+ *   uid <n>                  the local user who submitted it (sendmail),
+ *                            for mailq and queue delete; absent otherwise
  *   rcpt <state><kind> <address>
  *   why <last error of the recipient above>
  *   end
@@ -28,6 +30,7 @@
 #include "addr.h"
 #include "conf.h"
 #include "maildir.h"
+#include "submitter.h"
 
 #define QUEUE_ID_MAX    40
 #define QUEUE_RCPT_MAX  100
@@ -43,6 +46,8 @@ struct queue_rcpt {
 struct queue_env {
 	char id[QUEUE_ID_MAX];
 	int64_t arrival;
+	int local;                      /* submitted by a local user (sendmail): uid is theirs */
+	uint32_t uid;
 	char sender[ADDR_MAX + 1];
 	unsigned attempts;
 	int64_t next;
@@ -65,6 +70,14 @@ int queue_open(struct maildir_msg *m, const char *spool);
  * env/ then). */
 int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env);
 
+/* An envelope as the file holds it, into buf; its length, or -1 if it
+ * does not fit. */
+int queue_env_format(const struct queue_env *e, char *buf, size_t len);
+
+/* Parses an envelope from fd, read to its end (at most 64 KiB); e->id is
+ * left empty.  0, or -1 if it is truncated or bad. */
+int queue_env_parse_fd(int fd, struct queue_env *e);
+
 /* Reads an envelope file; 0, or -1 if it is missing, truncated or bad. */
 int queue_env_read(const char *spool, const char *id, struct queue_env *env);
 
@@ -84,7 +97,7 @@ int queue_init(const struct conf *c);
 void queue_added(const char *id);
 
 /* Retry everything now ("picomail queue flush"); who asked is logged. */
-void queue_flush(const char *who);
+void queue_flush(const struct submitter *who);
 
 /* Number of messages in the queue, and runs in progress. */
 unsigned queue_length(void);
@@ -92,16 +105,23 @@ uint64_t queue_bytes(void);
 unsigned queue_active(void);
 
 /* Writes one "id size age <sender>" line per message, then its pending
- * recipients with their last error, for mailq; bytes written. */
-size_t queue_list(char *buf, size_t len);
+ * recipients with their last error, for mailq; bytes written.  An
+ * untrusted local user sees only the messages they submitted. */
+size_t queue_list(char *buf, size_t len, const struct submitter *who);
+
+/* The received line of a message that came into the queue other than
+ * through SMTP: via "spool" (the sendmail command of root or run_as) or
+ * "maildrop" (an ordinary user's, who). */
+void queue_log_received(const struct queue_env *e, const char *via, const struct submitter *who);
 
 /* Takes in a message another process (sendmail) committed: 0, or -1 if
  * there is no such envelope. */
 int queue_adopt(const char *id);
 
 /* Removes a message that is not being delivered, logging who asked: 0,
- * -1 unknown, -2 busy. */
-int queue_delete(const char *id, const char *who);
+ * -1 unknown, -2 busy, -3 not theirs (an untrusted user removes only what
+ * they submitted). */
+int queue_delete(const char *id, const struct submitter *who);
 
 /* Shutdown: ends the deliveries in progress (4xx: retried later). */
 void queue_shutdown(void);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,7 @@ static void put_clean(char *out, size_t len, const char *in)
 	out[i] = '\0';
 }
 
-static int env_format(const struct queue_env *e, char *buf, size_t len)
+int queue_env_format(const struct queue_env *e, char *buf, size_t len)
 {
 	char clean[QUEUE_WHY_MAX];
 	size_t o = 0;
@@ -111,6 +112,13 @@ static int env_format(const struct queue_env *e, char *buf, size_t len)
 		return -1;
 	}
 	o = (size_t)n;
+	if (e->local) {
+		n = snprintf(buf + o, len - o, "uid %lu\n", (unsigned long)e->uid);
+		if (n < 0 || (size_t)n >= len - o) {
+			return -1;
+		}
+		o += (size_t)n;
+	}
 	for (i = 0; i < e->nrcpt; i++) {
 		put_clean(clean, sizeof clean, e->rcpt[i].why);
 		n = snprintf(buf + o, len - o, "rcpt %c%c %s\n%s%s%s", e->rcpt[i].state, e->rcpt[i].kind,
@@ -147,7 +155,7 @@ int queue_env_write(const char *spool, const struct queue_env *env)
 {
 	static char buf[ENV_BYTES];
 	char tmp[PATH_LEN], dst[PATH_LEN], dir[PATH_LEN];
-	int n = env_format(env, buf, sizeof buf), fd, e = 0;
+	int n = queue_env_format(env, buf, sizeof buf), fd, e = 0;
 
 	if (n < 0) {
 		return E2BIG;
@@ -263,6 +271,14 @@ static int env_line(struct queue_env *e, char *line)
 		e->attempts = (unsigned)n;
 		return 0;
 	}
+	if (strcmp(line, "uid") == 0) {
+		if (parse_i64(v, &n) < 0 || n < 0 || n > UINT32_MAX || e->local) {
+			return -1;
+		}
+		e->local = 1;
+		e->uid = (uint32_t)n;
+		return 0;
+	}
 	if (strcmp(line, "sender") == 0) {
 		if (strlen(v) > ADDR_MAX) {
 			return -1;
@@ -293,33 +309,20 @@ static int env_line(struct queue_env *e, char *line)
 	return -1;
 }
 
-int queue_env_read(const char *spool, const char *id, struct queue_env *e)
+int queue_env_parse_fd(int fd, struct queue_env *e)
 {
 	static char buf[ENV_BYTES + 1];
-	char path[PATH_LEN], *line, *nl;
+	char *line, *nl;
 	ssize_t n, total = 0;
-	int fd, r = 0;
+	int r = 0;
 
 	memset(e, 0, offsetof(struct queue_env, rcpt));
-	if (strlen(id) >= sizeof e->id || spool_path(path, sizeof path, spool, "env", id, NULL) < 0) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	snprintf(e->id, sizeof e->id, "%s", id);
-	fd = io_open(path, O_RDONLY, 0);
-	if (fd < 0) {
-		return -1;
-	}
 	while ((n = io_read(fd, buf + total, ENV_BYTES - (size_t)total)) > 0) {
 		total += n;
 	}
 	if (n < 0) {
-		r = errno;
-		io_close(fd);
-		errno = r;
 		return -1;
 	}
-	io_close(fd);
 	if (total == ENV_BYTES) {
 		errno = EINVAL;
 		return -1;
@@ -335,6 +338,27 @@ int queue_env_read(const char *spool, const char *id, struct queue_env *e)
 		return -1;
 	}
 	return 0;
+}
+
+int queue_env_read(const char *spool, const char *id, struct queue_env *e)
+{
+	char path[PATH_LEN];
+	int fd, r, saved;
+
+	if (strlen(id) >= sizeof e->id || spool_path(path, sizeof path, spool, "env", id, NULL) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = io_open(path, O_RDONLY, 0);
+	if (fd < 0) {
+		return -1;
+	}
+	r = queue_env_parse_fd(fd, e);
+	saved = errno;
+	io_close(fd);
+	errno = saved;
+	snprintf(e->id, sizeof e->id, "%s", id);
+	return r;
 }
 
 int queue_remove(const char *spool, const char *id)

@@ -20,7 +20,9 @@
 #include "io.h"
 #include "log.h"
 #include "maildir.h"
+#include "maildrop.h"
 #include "queue.h"
+#include "submitter.h"
 #include "unixuser.h"
 
 #include <dirent.h>
@@ -377,6 +379,11 @@ static int mailq_spool(const struct conf *c)
 		return EX_OSERR;
 	}
 	d = opendir(path);
+	if (d == NULL && (errno == EACCES || errno == EPERM)) {
+		fprintf(stderr, "mailq: the daemon is not running, and only root and run_as read the "
+		        "queue without it\n");
+		return EX_NOPERM;
+	}
 	if (d == NULL && errno != ENOENT) {
 		fprintf(stderr, "mailq: %s: %s\n", path, strerror(errno));
 		return errno_exit(errno);
@@ -480,16 +487,16 @@ int mailq_main(int argc, char **argv)
 static int queue_flush_run(const char *path)
 {
 	static struct conf c;
-	char err[CONF_ERR_MAX];
+	char err[CONF_ERR_MAX], first[128];
 	int r;
 
 	if (conf_load(&c, path, err, sizeof err) < 0) {
 		fprintf(stderr, "picomail: %s\n", err);
 		return EX_CONFIG;
 	}
-	r = control_request(&c, "picomail", "flush\n", STDOUT_FILENO, NULL, 0);
+	r = control_request(&c, "picomail", "flush\n", STDOUT_FILENO, first, sizeof first);
 	if (r == 0) {
-		return EX_OK;
+		return strncmp(first, "not allowed", 11) == 0 ? EX_NOPERM : EX_OK;
 	}
 	if (r > 0) {
 		/* Nothing is lost: the daemon runs the whole queue when it
@@ -546,6 +553,9 @@ static int queue_delete_run(const char *path, const char *id)
 		if (strncmp(first, "busy", 4) == 0) {
 			return EX_TEMPFAIL;   /* being delivered right now */
 		}
+		if (strncmp(first, "not allowed", 11) == 0) {
+			return EX_NOPERM;     /* another user's */
+		}
 		return EX_SOFTWARE;
 	}
 	if (r < 0) {
@@ -558,6 +568,11 @@ static int queue_delete_run(const char *path, const char *id)
 		return EX_OSERR;
 	}
 	had_env = lstat(envp, &st) == 0;
+	if (!had_env && (errno == EACCES || errno == EPERM)) {
+		fprintf(stderr, "picomail: the daemon is not running, and only root and run_as edit "
+		        "the queue without it\n");
+		return EX_NOPERM;
+	}
 	had_msg = lstat(msgp, &st) == 0;
 	if (!had_env && !had_msg) {
 		printf("no such message %s\n", id);
@@ -741,17 +756,6 @@ static int sm_options(int argc, char **argv, struct sm_opts *o)
 }
 
 /* ------------------------------------------------------------ addresses */
-
-/* The domain given to bare names ("root"): the host name when it is a
- * local domain, else the first local domain, so that "root" stays local
- * (and a bounce to the default sender too). */
-static const char *qualify_domain(const struct conf *c)
-{
-	if (c->ndomains == 0 || conf_is_local_domain(c, c->hostname)) {
-		return c->hostname;
-	}
-	return c->domains[0];
-}
 
 /* An address as a user writes it ("root", "a@b", "<a@b>") into the
  * checked "local@domain" form of addr_parse_path in out (ADDR_MAX + 1).
@@ -1386,22 +1390,35 @@ static void from_field(char *out, size_t len, const char *name, const char *addr
 
 /* ------------------------------------------------------------ the message file */
 
-/* Opens the message file: in the queue's tmp/ when we may write there,
- * else an unlinked file in $TMPDIR, so that a user who cannot write the
- * spool can still hand mail to a running daemon.  *queue_err gets why
- * the queue would not do (0 if it did).  0, or -1 with errno. */
-static int message_open(struct maildir_msg *m, const struct conf *c, int *queue_err)
+/* Where the message file went: the queue, the maildrop, or neither. */
+enum sm_store { STORE_QUEUE, STORE_MAILDROP, STORE_TMP };
+
+/* Opens the message file: in the queue's tmp/ when we may write there
+ * (root, run_as), else in the maildrop (every other local user), else an
+ * unlinked file in $TMPDIR, so that mail still reaches a running daemon.
+ * *queue_err gets why the queue would not do (0 if it did).  0, or -1
+ * with errno. */
+static int message_open(struct maildir_msg *m, const struct conf *c, int *queue_err,
+                        enum sm_store *store)
 {
 	char path[MAILDIR_PATH_MAX];
 	const char *dir;
 
 	*queue_err = 0;
+	*store = STORE_QUEUE;
 	memset(m, 0, sizeof *m);
 	m->fd = -1;
 	if (queue_open(m, c->spool) == 0) {   /* it makes the directories if need be */
 		return 0;
 	}
 	*queue_err = errno ? errno : EIO;
+	memset(m, 0, sizeof *m);
+	m->fd = -1;
+	*store = STORE_MAILDROP;
+	if (maildrop_open(m, c->spool) == 0) {
+		return 0;
+	}
+	*store = STORE_TMP;
 	memset(m, 0, sizeof *m);
 	dir = getenv("TMPDIR");
 	if (dir == NULL || dir[0] != '/') {
@@ -1830,6 +1847,28 @@ static void env_keep_pending(struct queue_env *env)
 	env->nrcpt = n;
 }
 
+/* The daemon is down or answered 4xx, and this user cannot write the
+ * queue: the message and its envelope stay in the maildrop, durably, for
+ * the daemon to pick up (at once, if it runs). */
+static int to_maildrop(struct maildir_msg *m, const struct conf *c, struct queue_env *env,
+                       int verbose)
+{
+	int r = maildrop_commit(m, c->spool, env);
+
+	if (r != 0) {
+		fprintf(stderr, "sendmail: cannot leave the message in %s/%s: %s\n", c->spool,
+		        MAILDROP_DIR, strerror(r));
+		return EX_TEMPFAIL;
+	}
+	if (sm_smtp.connected) {
+		(void)control_request(c, "sendmail", "maildrop\n", -1, NULL, 0);
+	}
+	if (verbose) {
+		fprintf(stderr, "sendmail: left in %s/%s for the daemon\n", c->spool, MAILDROP_DIR);
+	}
+	return EX_OK;
+}
+
 static int sm_deliver(const struct sm_opts *o)
 {
 	struct conf *c = &sm_conf;
@@ -1840,12 +1879,14 @@ static int sm_deliver(const struct sm_opts *o)
 	char err[CONF_ERR_MAX], login[ADDR_MAX + 1];
 	const char *qual;
 	int i, r, rv = EX_OK, queue_err, rfd, code = EX_UNAVAILABLE;
+	enum sm_store store;
+	struct submitter me;
 
 	if (conf_load(c, o->conf, err, sizeof err) < 0) {
 		fprintf(stderr, "sendmail: %s\n", err);
 		return EX_CONFIG;
 	}
-	qual = qualify_domain(c);
+	qual = conf_qualify_domain(c);
 	maildir_setup(c->maildir_root, c->hostname);   /* unique names: our pid */
 	memset(env, 0, sizeof *env);
 	login_address(qual, login);
@@ -1856,6 +1897,16 @@ static int sm_deliver(const struct sm_opts *o)
 		fprintf(stderr, "sendmail: bad sender address '%s'\n",
 		        printable(o->from, strlen(o->from), err, sizeof err));
 		return EX_USAGE;
+	}
+	/* The daemon holds an ordinary user to their own address (submitter.h):
+	 * say so here rather than let a -f go quietly. */
+	submitter_by_uid(getuid(), c, &me);
+	if (!me.trusted && strcmp(env->sender, me.address) != 0) {
+		if (o->from != NULL) {
+			fprintf(stderr, "sendmail: the sender is <%s>, not <%s>: only root, run_as and "
+			        "trusted_users choose it\n", me.address, env->sender);
+		}
+		snprintf(env->sender, sizeof env->sender, "%s", me.address);
 	}
 	rc.env = env;
 	rc.qual = qual;
@@ -1891,12 +1942,12 @@ static int sm_deliver(const struct sm_opts *o)
 		return EX_USAGE;
 	}
 
-	if (message_open(m, c, &queue_err) < 0) {
+	if (message_open(m, c, &queue_err, &store) < 0) {
 		fprintf(stderr, "sendmail: cannot create the message file in %s: %s\n", c->spool,
 		        strerror(queue_err ? queue_err : errno));
 		return EX_TEMPFAIL;
 	}
-	if (queue_err != 0 && o->verbose) {
+	if (store == STORE_TMP && o->verbose) {
 		fprintf(stderr, "sendmail: %s: %s; the daemon must take the message now\n", c->spool,
 		        strerror(queue_err));
 	}
@@ -1929,6 +1980,9 @@ static int sm_deliver(const struct sm_opts *o)
 		goto out;
 	}
 	env_keep_pending(env);
+	if (store == STORE_MAILDROP) {
+		return to_maildrop(m, c, env, o->verbose);
+	}
 	if (queue_err != 0) {
 		fprintf(stderr, "sendmail: the daemon did not take the message, and the queue "
 		        "in %s cannot: %s; message not sent\n", c->spool, strerror(queue_err));

@@ -21,6 +21,7 @@
 #include "quota.h"
 #include "scanner.h"
 #include "smtp_data.h"
+#include "submitter.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -102,6 +103,7 @@ struct smtp_session {
 	int64_t pause_end, dnsbl_end;        /* loop_now() times, in ST_PAUSE */
 	int scan;                            /* scanner handle in ST_SCAN; -1 */
 	int gone;                            /* closed in ST_COMMIT: committed() gives it back */
+	struct submitter sub;                /* the submit socket's local user */
 	int64_t started;                     /* loop_now() at connect */
 	int64_t tls_wait_end;                /* ST_TLSWAIT: when to give up */
 	unsigned acked;                      /* messages answered 250 */
@@ -494,6 +496,32 @@ static int sender_owned(struct smtp_session *s, const char *from)
 	return 0;
 }
 
+/* A local user on the submit socket who is not trusted sends as
+ * themself (submitter.h): their claim is replaced, and the reply says by
+ * what. */
+static void local_sender(struct smtp_session *s)
+{
+	struct log_kv l;
+
+	if (!s->sub.known || s->sub.address[0] == '\0') {
+		refuse(s, "unknown-local-user", NULL, "451 4.7.0 Cannot tell which local user you are");
+		s->tx.from[0] = '\0';
+		return;
+	}
+	s->state = ST_MAIL;
+	if (strcmp(s->tx.from, s->sub.address) == 0) {
+		reply(s, "250 2.1.0 Ok");
+		return;
+	}
+	kv_session(&l, "sender-rewritten", s);
+	log_kv_str(&l, "user", s->sub.name);
+	log_kv_addr(&l, "claimed", s->tx.from);
+	log_kv_addr(&l, "from", s->sub.address);
+	log_kv_end(&l, LOG_NOTICE);
+	snprintf(s->tx.from, sizeof s->tx.from, "%s", s->sub.address);
+	reply(s, "250 2.1.0 Ok: the sender is <%s>: only trusted users choose it", s->tx.from);
+}
+
 static void cmd_mail(struct smtp_session *s, char *arg)
 {
 	const char *rest;
@@ -530,6 +558,10 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		       "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", s->tx.from,
 		       s->auth_user);
 		s->tx.from[0] = '\0';
+		return;
+	}
+	if (s->conn.peer.ss_family == AF_UNIX && !s->sub.trusted) {
+		local_sender(s);
 		return;
 	}
 	s->state = ST_MAIL;
@@ -1168,6 +1200,10 @@ static void log_received(const struct smtp_session *s, const char *id, unsigned 
 	if (s->auth_user[0] != '\0') {
 		log_kv_str(&l, "auth", s->auth_user);
 	}
+	if (s->sub.known) {
+		log_kv_str(&l, "user", s->sub.name);
+		log_kv_u64(&l, "uid", s->sub.uid);
+	}
 	if (s->conn.tls != NULL) {
 		log_kv_str(&l, "tls", tls_suite(s->conn.tls));
 	}
@@ -1243,6 +1279,8 @@ static void queue_tx(struct smtp_session *s)
 	memcpy(env.id, s->msg.name, strnlen(s->msg.name, sizeof env.id - 1));
 	env.id[strnlen(s->msg.name, sizeof env.id - 1)] = '\0';
 	snprintf(env.sender, sizeof env.sender, "%s", s->tx.from);
+	env.local = s->conn.peer.ss_family == AF_UNIX && s->sub.known;
+	env.uid = s->sub.uid;
 	env.arrival = (int64_t)time(NULL);
 	env.nrcpt = 0;
 	for (i = 0; i < s->msg.nusers && env.nrcpt < QUEUE_RCPT_MAX; i++) {
@@ -1800,6 +1838,9 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 	/* The defences against spam engines are for strangers on port 25:
 	 * not the LAN (relay_from), nor submission, nor implicit TLS. */
 	s->screened = l->proto == PROTO_SMTP && l->tls != TLS_IMPLICIT && !s->relay_ok;
+	if (peer->sa_family == AF_UNIX) {
+		submitter_of(fd, daemon_conf(), &s->sub);
+	}
 	s->scan = -1;
 	s->slot = loop_add(fd, POLLIN, session_io, s);
 	if (s->slot < 0) {

@@ -1,4 +1,5 @@
-/* unixuser.c - uid to login name through /etc/passwd. */
+/* unixuser.c - user and group ids and names through /etc/passwd and
+ * /etc/group. */
 #include "unixuser.h"
 #include "textfile.h"
 
@@ -10,20 +11,23 @@
 #define PASSWD_PATH "/etc/passwd"
 #define GROUP_PATH  "/etc/group"
 
+/* One lookup: by id (name NULL: the name goes to out), or by name (the
+ * id goes to id). */
 struct lookup {
-	uid_t uid;
+	const char *name;
+	unsigned long id;
 	char *out;
 	size_t len;
 	int found;
 };
 
 /* "name:x:id:...", as /etc/passwd and /etc/group both start: the first
- * line with this id wins, as for getpwuid and getgrgid. */
-static int passwd_line(void *ctx, char *line, unsigned *lineno, char *msg, size_t msglen)
+ * matching line wins, as for getpwuid and getpwnam. */
+static int id_line(void *ctx, char *line, unsigned *lineno, char *msg, size_t msglen)
 {
 	struct lookup *k = ctx;
-	char *name, *uidp, *end;
-	unsigned long uid;
+	char *name, *idp, *end;
+	unsigned long id;
 
 	(void)lineno;
 	(void)msg;
@@ -32,39 +36,55 @@ static int passwd_line(void *ctx, char *line, unsigned *lineno, char *msg, size_
 		return 0;
 	}
 	name = line;
-	uidp = strchr(line, ':');
-	if (uidp == NULL || (uidp = strchr(uidp + 1, ':')) == NULL) {
+	idp = strchr(line, ':');
+	if (idp == NULL || (idp = strchr(idp + 1, ':')) == NULL) {
 		return 0;
 	}
 	*strchr(name, ':') = '\0';
-	uidp++;
+	idp++;
 	errno = 0;
-	uid = strtoul(uidp, &end, 10);
-	if (errno != 0 || end == uidp || *end != ':' || uid != (unsigned long)k->uid ||
-	    name[0] == '\0' || strlen(name) >= k->len) {
+	id = strtoul(idp, &end, 10);
+	if (errno != 0 || end == idp || *end != ':' || name[0] == '\0') {
 		return 0;
 	}
-	memcpy(k->out, name, strlen(name) + 1);
-	k->found = 1;
+	if (k->name != NULL) {
+		if (strcmp(name, k->name) == 0) {
+			k->id = id;
+			k->found = 1;
+		}
+		return 0;
+	}
+	if (id == k->id && strlen(name) < k->len) {
+		memcpy(k->out, name, strlen(name) + 1);
+		k->found = 1;
+	}
 	return 0;
 }
 
-static int lookup_name(const char *path, unsigned long id, char *out, size_t len)
+static int lookup(const char *path, struct lookup *k)
 {
 	static const struct textfile_opts opts = { TEXTFILE_LINE_MAX, 64, 0 };
-	struct lookup k = { (uid_t)id, out, len, 0 };
 	char err[128];
 
-	if (len == 0 || textfile_read(path, &opts, passwd_line, &k, err, sizeof err) < 0 ||
-	    !k.found) {
-		return -1;
-	}
-	return 0;
+	return textfile_read(path, &opts, id_line, k, err, sizeof err) < 0 || !k->found ? -1 : 0;
 }
 
 int unixuser_name(uid_t uid, char *out, size_t len)
 {
-	return lookup_name(PASSWD_PATH, uid, out, len);
+	struct lookup k = { NULL, uid, out, len, 0 };
+
+	return len == 0 ? -1 : lookup(PASSWD_PATH, &k);
+}
+
+int unixuser_uid(const char *name, uid_t *uid)
+{
+	struct lookup k = { name, 0, NULL, 0, 0 };
+
+	if (lookup(PASSWD_PATH, &k) < 0) {
+		return -1;
+	}
+	*uid = (uid_t)k.id;
+	return 0;
 }
 
 void unixuser_label(uid_t uid, char *out, size_t len)
@@ -76,7 +96,9 @@ void unixuser_label(uid_t uid, char *out, size_t len)
 
 void unixgroup_label(gid_t gid, char *out, size_t len)
 {
-	if (lookup_name(GROUP_PATH, gid, out, len) < 0) {
+	struct lookup k = { NULL, gid, out, len, 0 };
+
+	if (len == 0 || lookup(GROUP_PATH, &k) < 0) {
 		snprintf(out, len, "gid:%lu", (unsigned long)gid);
 	}
 }

@@ -14,6 +14,9 @@
  * has no such uid or cannot be read. */
 int unixuser_name(uid_t uid, char *out, size_t len);
 
+/* The uid of a login name into *uid: 0, or -1 when there is none. */
+int unixuser_uid(const char *name, uid_t *uid);
+
 /* "root", or "uid:1234" when the uid has no name: for the log. */
 void unixuser_label(uid_t uid, char *out, size_t len);
 

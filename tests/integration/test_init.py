@@ -101,10 +101,11 @@ class Device:
             lines.append("run_as %s" % self.run_as)
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n" + extra)
-        # As on the device: root:<run_as group> 0640, readable by the daemon
-        # after it dropped root (a reload reads it again).
-        for path in (self.conf, self.users):
-            os.chmod(path, 0o640)
+        # As on the device: the configuration 0644 (every user's sendmail
+        # reads it), the users file root:<run_as group> 0640, readable by
+        # the daemon after it dropped root (a reload reads it again).
+        for path, m in ((self.conf, 0o644), (self.users, 0o640)):
+            os.chmod(path, m)
             if self.run_as:
                 os.chown(path, 0, pwd.getpwnam(self.run_as).pw_gid)
 
@@ -182,10 +183,12 @@ def test_start_deliver_reload_stop(device):
     pid = device.pid()
     assert pid and alive(pid), "no live pid in %s after start: %s" % (device.pidfile, out(p))
 
-    # The spool and the Maildir root: made, 0700, owned by run_as.
-    for d in (device.spool, device.maildir_root):
+    # The spool and the Maildir root: made, owned by run_as; the Maildir
+    # root 0700, the spool 0711 (every local user reaches the submit
+    # socket and the maildrop through it, but lists nothing).
+    for d, mode in ((device.spool, 0o711), (device.maildir_root, 0o700)):
         st = os.stat(d)
-        assert st.st_mode & 0o777 == 0o700, "%s is %o" % (d, st.st_mode & 0o777)
+        assert st.st_mode & 0o777 == mode, "%s is %o" % (d, st.st_mode & 0o777)
         if device.run_as:
             assert st.st_uid == pwd.getpwnam(device.run_as).pw_uid, d
     if device.run_as:

@@ -84,7 +84,9 @@ def test_make_install_layout(host_bin, tmp_path):
     for link in ("usr/sbin/sendmail", "usr/bin/mailq"):
         assert os.path.samefile(os.path.join(dest, link), sbin), link
     conf = os.path.join(dest, "etc", "picomail.conf")
-    assert mode(conf) == 0o640
+    # Every user's sendmail reads it (it holds no secret: those have files
+    # of their own).
+    assert mode(conf) == 0o644
     assert read(conf) == read(DEVICE_CONF)
     init = os.path.join(dest, "etc", "init.d", "S50picomail")
     assert mode(init) == 0o755
@@ -259,13 +261,13 @@ def test_buildroot_tree_is_complete_and_consistent():
     assert "DESTDIR=$(TARGET_DIR)" in mk_define(mk, "PICOMAIL_INSTALL_TARGET_CMDS")
     assert "/etc/init.d/S50picomail" in mk_define(mk, "PICOMAIL_INSTALL_INIT_SYSV")
 
-    # The user the device configuration runs as is the one the package makes,
-    # and the configuration's group lets it read the file on reload.
+    # The user the device configuration runs as is the one the package makes;
+    # the configuration is readable by every user, for their sendmail.
     run_as = conf_values(read(DEVICE_CONF))["run_as"]
     users = mk_define(mk, "PICOMAIL_USERS").split()
     assert len(users) >= 9 and users[0] == run_as and users[2] == run_as, users
     perms = mk_define(mk, "PICOMAIL_PERMISSIONS").split()
-    assert perms[:5] == ["/etc/picomail.conf", "f", "640", "root", run_as], perms
+    assert perms[:5] == ["/etc/picomail.conf", "f", "644", "root", run_as], perms
     assert len(perms) == 10
 
     defconfig = read(os.path.join(BR, "configs", "picomail_qemu_aarch64_defconfig"))

@@ -51,7 +51,7 @@ endef
 
 # The daemon reads its configuration again on SIGHUP as the mail user.
 define PICOMAIL_PERMISSIONS
-	/etc/picomail.conf f 640 root mail - - - - -
+	/etc/picomail.conf f 644 root mail - - - - -
 endef
 
 $(eval $(generic-package))
