@@ -20,7 +20,7 @@ FUZZ_CC         = clang
 FUZZ_TIME      ?= 60
 FUZZ_SMOKE_TIME ?= 10
 FUZZ_OUT        = build/fuzz
-FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session sasl addr conf queue_env dns pem
+FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session sasl addr conf queue_env dns pem tls_client
 FUZZ_SAN        = -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS     = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
                   -Isrc -Itests/fuzz/support -I$(FUZZ_BEARSSL)/inc
@@ -30,6 +30,17 @@ FUZZ_WARN       = -Wall -Wextra
 # BearSSL built with the host compiler, shared with the unit tests.
 FUZZ_BEARSSL     = build/unit/bearssl
 FUZZ_BEARSSL_LIB = $(FUZZ_BEARSSL)/lib/libbearssl.a
+
+# fuzz_tls_client tests what BearSSL's client engine and X.509 decoders do
+# with a server's bytes, and libFuzzer is only led through code built with
+# its coverage: that harness links a BearSSL of its own, compiled with
+# coverage and ASan from the source tree bearssl.sh unpacked for the shared
+# build.  Without a source tree (BEARSSL_DIR), the shared build stands in.
+FUZZ_BEARSSL_COV        = $(FUZZ_OUT)/bearssl
+FUZZ_BEARSSL_COV_LIB    = $(FUZZ_BEARSSL_COV)/libbearssl.a
+FUZZ_BEARSSL_COV_CFLAGS = -std=c99 -g -O1 -fno-omit-frame-pointer -fsanitize=address \
+                          -fsanitize=fuzzer-no-link
+FUZZ_BEARSSL_LIB_tls_client = $(FUZZ_BEARSSL_COV_LIB)
 
 # Every module but the entry point, the daemon's start-up (stood in for by
 # support/daemon_stub.c) and the malloc counter.  They go into an archive,
@@ -81,14 +92,34 @@ $(FUZZ_LIB): $(FUZZ_OBJS)
 	@rm -f $@
 	@ar rcs $@ $(FUZZ_OBJS)
 
+# A harness links FUZZ_BEARSSL_LIB_<name> when it has one, else the shared build.
 define FUZZ_HARNESS_RULE
-$(FUZZ_OUT)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(addprefix $(FUZZ_OUT)/support/,$(addsuffix .o,$(FUZZ_SUPPORT_BASE) $(FUZZ_SUPPORT_$(1)))) $(FUZZ_LIB) $(FUZZ_BEARSSL_LIB) $(FUZZ_HDRS)
+$(FUZZ_OUT)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(addprefix $(FUZZ_OUT)/support/,$(addsuffix .o,$(FUZZ_SUPPORT_BASE) $(FUZZ_SUPPORT_$(1)))) $(FUZZ_LIB) $(or $(FUZZ_BEARSSL_LIB_$(1)),$(FUZZ_BEARSSL_LIB)) $(FUZZ_HDRS)
 	@echo "  FUZZ-LD $$@"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_WARN) -Werror -fsanitize=fuzzer -o $$@ tests/fuzz/fuzz_$(1).c \
 		$(addprefix $(FUZZ_OUT)/support/,$(addsuffix .o,$(FUZZ_SUPPORT_BASE) $(FUZZ_SUPPORT_$(1)))) \
-		$(FUZZ_LIB) $(FUZZ_BEARSSL_LIB)
+		$(FUZZ_LIB) $(or $(FUZZ_BEARSSL_LIB_$(1)),$(FUZZ_BEARSSL_LIB))
 endef
 $(foreach h,$(FUZZ_HARNESSES),$(eval $(call FUZZ_HARNESS_RULE,$(h))))
+
+# Where bearssl.sh finds the source: BEARSSL_SRC, else the unpacked Debian
+# package in SRC_CACHE (default build/src), which the shared build fetched.
+$(FUZZ_BEARSSL_COV_LIB): $(FUZZ_BEARSSL_LIB)
+	@rm -rf $(FUZZ_BEARSSL_COV)
+	@mkdir -p $(FUZZ_BEARSSL_COV)/obj
+	@src=$${BEARSSL_SRC:-$$(ls -d $${SRC_CACHE:-build/src}/bearssl-*/ 2>/dev/null | head -n 1)}; \
+	if [ ! -f "$$src/inc/bearssl.h" ] || [ ! -d "$$src/src" ]; then \
+		echo "  FUZZ    no BearSSL source tree: $@ is the uninstrumented build"; \
+		cp $(FUZZ_BEARSSL_LIB) $@; \
+	else \
+		echo "  FUZZ-CC BearSSL with coverage and ASan ($$src)"; \
+		(cd "$$src/src" && find . -name '*.c' | sed 's|^\./||' | sort) | \
+		CC="$(FUZZ_CC)" CFLAGS="$(FUZZ_BEARSSL_COV_CFLAGS)" SRC="$$src" OBJ=$(FUZZ_BEARSSL_COV)/obj \
+		xargs -P "$$(nproc 2>/dev/null || echo 2)" -n 16 sh -c 'for f; do \
+			o=$$(printf %s "$$f" | tr / _); \
+			$$CC $$CFLAGS -I "$$SRC/inc" -I "$$SRC/src" -c "$$SRC/src/$$f" -o "$$OBJ/$${o%.c}.o" || exit 255; \
+		done' sh && ar rcs $@ $(FUZZ_BEARSSL_COV)/obj/*.o; \
+	fi
 
 # Standalone (without tests/unit/unit.mk), BearSSL is built here the same way.
 ifndef UNIT_BEARSSL_LIB
