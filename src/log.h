@@ -22,6 +22,13 @@
 /* to_stderr: 1 for -f (and for the command-line tools), 0 for syslog. */
 void log_open(const char *ident, int to_stderr);
 
+/* Writes one line of text already escaped (log_escape, log_kv). */
+void log_write(int prio, const char *text);
+
+/* text into out (len bytes, NUL-terminated) with every byte outside
+ * printable ASCII as \xNN and a backslash as \\. */
+void log_escape(char *out, size_t len, const char *text);
+
 /* One line at a syslog priority (LOG_ERR, LOG_WARNING, LOG_INFO...).  Bytes
  * outside printable ASCII (a newline too) are written \xNN, a backslash
  * \\: what a client sent can be logged as it is. */

@@ -34,8 +34,9 @@ struct x509_any {
 	br_x509_decoder_context dec;
 	/* Never written.  An overrun of the decoder (BearSSL 0.6's runs on
 	 * after an error if pushed more; any_append no longer pushes) would
-	 * land here first: a damaged guard means memory was corrupted, and the
-	 * daemon stops rather than run on with it (tls_release). */
+	 * land here first: a guard that no longer holds the process's random
+	 * canary means memory was corrupted (a server's bytes cannot guess
+	 * it), and the daemon stops rather than run on with it (tls_release). */
 	unsigned char guard[X509_GUARD];
 };
 
@@ -75,6 +76,8 @@ static struct pool slots;
 static br_ssl_session_cache_lru cache;
 static unsigned char cache_store[CACHE_BYTES];
 static unsigned char file_buf[PEM_CHUNK];
+static unsigned char canary[X509_GUARD];   /* random, set at the first client session */
+static int canary_set;
 
 static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -506,6 +509,7 @@ int tls_init(const struct conf *c, char *err, size_t errlen)
 	if (tls_check(c, err, errlen) < 0) {
 		return -1;
 	}
+
 	current = 0;
 	br_ssl_session_cache_lru_init(&cache, cache_store, sizeof cache_store);
 	if (c->tls_sessions > 0 && pool_init(&slots, "tls", sizeof(struct tls), c->tls_sessions) < 0) {
@@ -627,13 +631,11 @@ struct tls *tls_server_take(void)
 	return t;
 }
 
-/* The guard after the certificate decoder of an unverified client
- * session: all zero unless something overran the decoder. */
+/* The guard after the certificate decoder of a client session: the
+ * canary unless something overran the decoder. */
 static void guard_check(const struct tls *t)
 {
-	static const unsigned char zero[X509_GUARD];
-
-	if (t->client && memcmp(t->u.c.any.guard, zero, sizeof zero) != 0) {
+	if (t->client && memcmp(t->u.c.any.guard, canary, sizeof canary) != 0) {
 		log_msg(LOG_CRIT, "TLS: the certificate decoder wrote past its context: memory "
 		        "corrupted, stopping");
 		abort();
@@ -859,6 +861,15 @@ struct tls *tls_client_take(const char *server_name, int verify)
 	if (slots.size == 0 || (verify && nanchors == 0)) {
 		return NULL;
 	}
+	/* Here, not at start-up: the kernel's pool may not be ready before
+	 * the daemon has gone to the background (random.c). */
+	if (!canary_set) {
+		if (random_bytes(canary, sizeof canary) < 0) {
+			log_msg(LOG_ERR, "TLS: no random bytes for the guard: %m");
+			return NULL;
+		}
+		canary_set = 1;
+	}
 	t = pool_take(&slots);
 	if (t == NULL) {
 		return NULL;
@@ -894,7 +905,7 @@ struct tls *tls_client_take(const char *server_name, int verify)
 		t->u.c.any.vtable = &x509_any_vtable;
 		br_ssl_engine_set_x509(&cc->eng, &t->u.c.any.vtable);
 	}
-	memset(t->u.c.any.guard, 0, sizeof t->u.c.any.guard);
+	memcpy(t->u.c.any.guard, canary, sizeof canary);
 	br_ssl_engine_set_buffers_bidi(&cc->eng, t->ibuf, sizeof t->ibuf, t->obuf, sizeof t->obuf);
 	/* An address is no name for SNI (RFC 6066 3), nor one BearSSL can
 	 * check a certificate against (conf.c refuses that with verify). */

@@ -47,8 +47,8 @@
  * engine is closed, and a refused certificate chain closes it with the
  * validator's own reason, an X.509 one; a taken chain has a key, and a
  * verified one names the server; the handshake completes only after a
- * chain was taken, in TLS 1.2 with one of tls.c's suites; the guard is
- * zero when the slot is given back.  FUZZ_SHOW=1 copies the application
+ * chain was taken, in TLS 1.2 with one of tls.c's suites; the guard still
+ * holds tls.c's canary when the slot is given back.  FUZZ_SHOW=1 copies the application
  * data the server sends to stderr, and how each session ended. */
 #include <bearssl.h>
 
@@ -362,9 +362,6 @@ static struct tls *session_open(unsigned flags)
 static void session_close(struct tls *t)
 {
 	br_ssl_engine_context *eng = tls_engine(t);
-#ifdef X509_GUARD
-	static const unsigned char zero[X509_GUARD];
-#endif
 	int err;
 
 	/* As conn_close: a close_notify when the engine is still open. */
@@ -387,7 +384,7 @@ static void session_close(struct tls *t)
 	}
 	poison(t, 0);
 #ifdef X509_GUARD
-	if (memcmp(t->u.c.any.guard, zero, sizeof zero) != 0) {
+	if (memcmp(t->u.c.any.guard, canary, sizeof canary) != 0) {
 		fuzz_fail("the guard after the certificate decoder was written");
 	}
 #endif

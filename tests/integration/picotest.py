@@ -276,7 +276,7 @@ def log_unquote(v):
 
 
 def log_value(text):
-    """How the daemon writes a value (src/log.c log_value), for tests that
+    """How the daemon writes a value (src/log_kv.c log_value), for tests that
     look for one in the raw log."""
     if text and all(0x20 < ord(c) < 0x7f and c not in '"\\' for c in text):
         return text

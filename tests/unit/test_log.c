@@ -1,4 +1,4 @@
-/* test_log.c - the shape of event lines (src/log.c): how values are
+/* test_log.c - the shape of event lines (src/log_kv.c): how values are
  * written, bare or quoted and escaped, and what a full line becomes. */
 #include "check.h"
 #include "../../src/log.h"

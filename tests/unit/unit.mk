@@ -67,9 +67,9 @@ $(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/textfile
 $(UNIT_BEARSSL_LIB):
 	@bash board/common/bearssl.sh $(UNIT_CC) $(UNIT_BEARSSL)
 
-$(UNIT_OUT)/test_log: tests/unit/test_log.c src/log.c src/log.h tests/unit/check.h
+$(UNIT_OUT)/test_log: tests/unit/test_log.c src/log.c src/log_kv.c src/log.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
-	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_log.c src/log.c $(UNIT_LDLIBS)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_log.c src/log.c src/log_kv.c $(UNIT_LDLIBS)
 
 $(UNIT_OUT)/test_pool: tests/unit/test_pool.c src/pool.c $(UNIT_HDRS)
 	@mkdir -p $(UNIT_OUT)
@@ -84,11 +84,11 @@ $(UNIT_OUT)/test_msgwire: tests/unit/test_msgwire.c src/msgwire.c src/msgwire.h 
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_msgwire.c src/msgwire.c
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
-$(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c \
+$(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c src/log_kv.c \
                      src/pool.c src/random.c src/dns.h src/dnsbl.h src/loop.h src/io.h src/log.h \
                      src/pool.h src/random.h src/conf.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c \
-		src/io.c src/log.c src/pool.c src/random.c
+		src/io.c src/log.c src/log_kv.c src/pool.c src/random.c
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)

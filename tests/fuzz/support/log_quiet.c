@@ -1,7 +1,8 @@
 /* log_quiet.c - log.c for the harnesses: every line is formatted (so a
  * bad argument still shows under the sanitizers) and dropped, since a
  * million sessions would otherwise flood stderr or syslog.  With FUZZ_LOG
- * set in the environment, the lines go to stderr (to follow one input). */
+ * set in the environment, the lines go to stderr (to follow one input).
+ * The shape of lines (log_kv.c) is the daemon's own. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -14,19 +15,26 @@ void log_open(const char *ident, int to_stderr)
 	(void)to_stderr;
 }
 
-void log_msg(int prio, const char *fmt, ...)
+void log_write(int prio, const char *text)
 {
 	static int show = -1;
-	char line[1024];
+
+	if (show < 0) {
+		show = getenv("FUZZ_LOG") != NULL;
+	}
+	if (show) {
+		fprintf(stderr, "log %d: %s\n", prio, text);
+	}
+}
+
+void log_msg(int prio, const char *fmt, ...)
+{
+	char line[1024], escaped[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
 	(void)vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	if (show < 0) {
-		show = getenv("FUZZ_LOG") != NULL;
-	}
-	if (show) {
-		fprintf(stderr, "log %d: %s\n", prio, line);
-	}
+	log_escape(escaped, sizeof escaped, line);
+	log_write(prio, escaped);
 }
