@@ -255,3 +255,22 @@ def test_hostile_maildrop_files_are_refused(world):
     reasons = sorted(e["reason"] for e in d.events("refused", via="maildrop"))
     assert reasons == ["bad-bytes", "message-file"], reasons
     assert d.all_files() == [] and os.listdir(os.path.join(d.spool, "env")) == []
+
+
+def test_a_silent_control_client_holds_nothing(world):
+    """Every user may connect to the control socket: one who says nothing
+    holds neither the mail nor, for more than 2 s, the socket."""
+    import socket
+    d = world
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.path.join(d.spool, "control"))
+    t0 = time.monotonic()
+    p = sendmail(d, ALICE, ["alice@lan"], numbered(40))
+    assert p.returncode == EX_OK and time.monotonic() - t0 < 1.5, (p, time.monotonic() - t0)
+    st = subprocess.run([BIN, "status", "-C", d.conf_path], capture_output=True, timeout=10)
+    waited = time.monotonic() - t0
+    assert st.returncode == 0 and b"uptime:" in st.stdout, st
+    assert waited < 4, "status waited %.1f s behind a silent client" % waited
+    s.settimeout(5)
+    assert s.recv(100) == b"", "the silent client was not closed"
+    s.close()
