@@ -246,11 +246,13 @@ static void take(struct pickup *p, const char *base)
 	static struct maildir_msg m;
 	struct submitter who;
 	struct stat est, mst;
-	char name[MAILDIR_NAME_MAX];
+	char name[MAILDIR_NAME_MAX + 8];
 	const char *why = NULL;
 	int efd, mfd = -1, e;
 
-	snprintf(name, sizeof name, "%s.env", base);
+	if (snprintf(name, sizeof name, "%s.env", base) >= (int)sizeof name) {
+		return;
+	}
 	efd = open_drop(p, name, &est);
 	if (efd < 0) {
 		return;
