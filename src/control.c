@@ -1,6 +1,7 @@
 /* control.c - the control socket, one connection at a time on the loop. */
 #include "control.h"
-#include "daemon.h"
+#include "inforce.h"
+#include "stats.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -135,7 +136,7 @@ static void listener_io(void *ctx, int revents)
 	ctl.fd = fd;
 	ctl.cmd_len = 0;
 	ctl.state = C_READ;
-	submitter_of(fd, daemon_conf(), &ctl.who);
+	submitter_of(fd, inforce_conf(), &ctl.who);
 	loop_deadline(ctl.slot, loop_now() + COMMAND_MS);
 	loop_events(ctl.listen_slot, 0);
 }

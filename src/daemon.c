@@ -1,6 +1,9 @@
 /* daemon.c - start-up, listeners, the session pool, signals, reload and
  * the control socket of "picomail serve". */
 #include "daemon.h"
+#include "inforce.h"
+#include "sessions.h"
+#include "stats.h"
 #include "control.h"
 #include "io.h"
 #include "log.h"
@@ -52,31 +55,9 @@
                               * queue and users timers, spare */
 #define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
 
-struct daemon_stats daemon_stats;
+struct stats stats;
 
-/* Two of each, so that a reload parses into the spare and swaps only when
- * everything parsed. */
-static struct conf confs[2];
-static struct users_table users[2];
-static struct alias_table aliases[2];
-static int cur;
-/* The users table has its own index: the file is also reloaded alone when
- * it changes (picomail passwd, useradd, userdel), without a SIGHUP. */
-static int ucur;
 static int users_slot = -1;
-/* The users file as last loaded, to notice a change. */
-static struct users_stamp {
-	int exists;
-	dev_t dev;
-	ino_t ino;
-	off_t size;
-	struct timespec mtime;
-} users_seen;
-
-static const char *conf_path;
-static struct pool sessions;
-static unsigned char *live;           /* 1 for each pool object in use */
-static unsigned char *proto_of;       /* its protocol (enum listen_proto) */
 static int listen_fd[CONF_LISTEN_MAX];
 static int listen_slot[CONF_LISTEN_MAX];
 static unsigned nlisten;
@@ -87,119 +68,37 @@ static const struct conf_listen submit_listen = { .proto = PROTO_SMTP, .tls = TL
 static int stopping;
 static uint32_t next_id;
 
-const struct conf *daemon_conf(void)
-{
-	return &confs[cur];
-}
-
-const struct users_table *daemon_users(void)
-{
-	return &users[ucur];
-}
-
-const struct alias_table *daemon_aliases(void)
-{
-	return &aliases[cur];
-}
-
-static unsigned pool_index(const void *obj)
-{
-	return (unsigned)(((const unsigned char *)obj - sessions.mem) / sessions.objsize);
-}
-
-void daemon_release(void *session)
-{
-	live[pool_index(session)] = 0;
-	pool_give(&sessions, session);
-}
-
-/* What stat says of the users file now (exists 0 if it does not). */
-static void users_stamp_of(const char *path, struct users_stamp *st)
-{
-	struct stat sb;
-
-	memset(st, 0, sizeof *st);
-	if (stat(path, &sb) == 0) {
-		st->exists = 1;
-		st->dev = sb.st_dev;
-		st->ino = sb.st_ino;
-		st->size = sb.st_size;
-		st->mtime = sb.st_mtim;
-	}
-}
-
-static int users_stamp_same(const struct users_stamp *a, const struct users_stamp *b)
-{
-	return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino &&
-	       a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
-	       a->mtime.tv_nsec == b->mtime.tv_nsec;
-}
-
-/* Loads the configuration and aliases into slot i and the users into
- * users slot ui.  0 or -1 with the message in err. */
-static int load_all(int i, int ui, char *err, size_t errlen)
-{
-	struct users_stamp st;
-
-	if (conf_load(&confs[i], conf_path, err, errlen) < 0) {
-		return -1;
-	}
-	/* Stamped before reading: a change made while we read is seen at the
-	 * next check rather than missed. */
-	users_stamp_of(confs[i].users, &st);
-	if (users_load(&users[ui], confs[i].users, err, errlen) < 0) {
-		return -1;
-	}
-	if (alias_load(&aliases[i], confs[i].aliases, err, errlen) < 0) {
-		return -1;
-	}
-	users_seen = st;
-	return 0;
-}
-
 /* Takes what ordinary users left in the maildrop (maildrop.h); what one
  * batch leaves waits for the next users_watch tick. */
 static int pickup_more;
 
 static unsigned pickup(void)
 {
-	return maildrop_pickup(daemon_conf(), &pickup_more);
+	return maildrop_pickup(inforce_conf(), &pickup_more);
 }
 
-/* Every USERS_CHECK_MS: reloads the users file if it changed, into the
- * spare table (sessions may still hold the running one this round), and
- * saves the greylist when that is due. */
+/* Every USERS_CHECK_MS: reloads the users file if it changed, takes what
+ * the maildrop holds, and saves the greylist when that is due. */
 static void users_watch(void *ctx, int revents)
 {
-	static struct users_stamp failed;   /* a bad file is reported once */
 	char err[CONF_ERR_MAX];
-	const char *path = confs[cur].users;
-	struct users_stamp st;
-	int spare = !ucur;
+	int r;
 
 	(void)ctx;
 	(void)revents;
 	loop_deadline(users_slot, loop_now() + USERS_CHECK_MS);
 	(void)greylist_save(time(NULL), 0);
-	if (pickup_more || maildrop_changed(confs[cur].spool)) {
+	if (pickup_more || maildrop_changed(inforce_conf()->spool)) {
 		(void)pickup();
 	}
-	users_stamp_of(path, &st);
-	if (users_stamp_same(&st, &users_seen)) {
-		return;
+	r = inforce_users_check(err, sizeof err);
+	if (r < 0) {
+		log_msg(LOG_ERR, "users file changed but not reloaded, keeping the running table: %s",
+		        err);
+	} else if (r > 0) {
+		log_msg(LOG_INFO, "users reloaded from %s (%u users)", inforce_conf()->users,
+		        inforce_users()->n);
 	}
-	if (users_load(&users[spare], path, err, sizeof err) < 0) {
-		if (!users_stamp_same(&st, &failed)) {
-			log_msg(LOG_ERR, "users file changed but not reloaded, keeping the running "
-			        "table: %s", err);
-			failed = st;
-		}
-		return;
-	}
-	ucur = spare;
-	users_seen = st;
-	memset(&failed, 0, sizeof failed);
-	log_msg(LOG_INFO, "users reloaded from %s (%u users)", path, users[ucur].n);
 }
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -251,18 +150,14 @@ static int open_listener(const struct conf_listen *l)
 }
 
 /* The protocol modules behind the pool's objects. */
-static const struct sockaddr_storage *session_peer(unsigned i)
+static const struct sockaddr_storage *session_peer(void *mem, enum listen_proto proto)
 {
-	void *mem = sessions.mem + i * sessions.objsize;
-
-	return proto_of[i] == PROTO_POP3 ? pop3_session_peer(mem) : smtp_session_peer(mem);
+	return proto == PROTO_POP3 ? pop3_session_peer(mem) : smtp_session_peer(mem);
 }
 
-static void session_shutdown(unsigned i)
+static void session_shutdown(void *mem, enum listen_proto proto)
 {
-	void *mem = sessions.mem + i * sessions.objsize;
-
-	if (proto_of[i] == PROTO_POP3) {
+	if (proto == PROTO_POP3) {
 		pop3_session_shutdown(mem);
 	} else {
 		smtp_session_shutdown(mem);
@@ -279,14 +174,17 @@ static size_t session_objsize(void)
 /* Sessions open from the same address as peer. */
 static unsigned sessions_from(const struct sockaddr_storage *peer)
 {
-	unsigned i, n = 0;
 	const struct sockaddr_storage *p;
+	enum listen_proto proto;
+	unsigned i, n = 0;
+	void *mem;
 
-	for (i = 0; i < sessions.size; i++) {
-		if (!live[i]) {
+	for (i = 0; i < sessions_size(); i++) {
+		mem = sessions_at(i, &proto);
+		if (mem == NULL) {
 			continue;
 		}
-		p = session_peer(i);
+		p = session_peer(mem, proto);
 		if (p->ss_family != peer->ss_family) {
 			continue;
 		}
@@ -330,14 +228,14 @@ static void log_refused(const struct sockaddr_storage *peer, const char *reason)
 	log_kv_str(&kv, "client", ip);
 	log_kv_str(&kv, "reason", reason);
 	if (strcmp(reason, "busy") == 0) {
-		log_kv_u64(&kv, "sessions", sessions.size);
+		log_kv_u64(&kv, "sessions", sessions_size());
 	}
 	log_kv_end(&kv, LOG_WARNING);
 }
 
 static void accept_one(const struct conf_listen *l, int lfd)
 {
-	const struct conf *c = daemon_conf();
+	const struct conf *c = inforce_conf();
 	struct sockaddr_storage peer;
 	socklen_t len = sizeof peer;
 	void *mem;
@@ -347,7 +245,7 @@ static void accept_one(const struct conf_listen *l, int lfd)
 	if (fd < 0) {
 		return;
 	}
-	daemon_stats.connections++;
+	stats.connections++;
 	if (peer.ss_family != AF_UNIX) {
 		int one = 1;
 
@@ -357,23 +255,21 @@ static void accept_one(const struct conf_listen *l, int lfd)
 	}
 	if (!conf_net_match(c->relay_from, c->nrelay_from, (struct sockaddr *)&peer) &&
 	    sessions_from(&peer) >= c->max_per_address) {
-		daemon_stats.refused_per_address++;
+		stats.refused_per_address++;
 		log_refused(&peer, "per-address");
 		refuse(l, fd, l->proto == PROTO_POP3 ?
 		               "-ERR [SYS/TEMP] Too many connections from your address\r\n" :
 		               "421 4.7.0 Error: too many connections from your address\r\n");
 		return;
 	}
-	mem = pool_take(&sessions);
+	mem = sessions_take(l->proto);
 	if (mem == NULL) {
-		daemon_stats.refused_busy++;
+		stats.refused_busy++;
 		log_refused(&peer, "busy");
 		refuse(l, fd, l->proto == PROTO_POP3 ? "-ERR [SYS/TEMP] Too busy, try again later\r\n" :
 		                                    "421 4.3.2 Error: too busy, try again later\r\n");
 		return;
 	}
-	live[pool_index(mem)] = 1;
-	proto_of[pool_index(mem)] = (unsigned char)l->proto;
 	if (l->proto == PROTO_POP3) {
 		pop3_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
 	} else {
@@ -384,15 +280,15 @@ static void accept_one(const struct conf_listen *l, int lfd)
 static void listener_ready(void *ctx, int revents)
 {
 	unsigned i = (unsigned)(uintptr_t)ctx, k;
-	const struct conf_listen *l = i == CONF_LISTEN_MAX ? &submit_listen : &daemon_conf()->listen[i];
+	const struct conf_listen *l = i == CONF_LISTEN_MAX ? &submit_listen : &inforce_conf()->listen[i];
 	int fd = i == CONF_LISTEN_MAX ? submit_fd : listen_fd[i];
 
 	(void)revents;
 	for (k = 0; k < ACCEPT_BURST && !stopping; k++) {
-		int before = (int)daemon_stats.connections;
+		int before = (int)stats.connections;
 
 		accept_one(l, fd);
-		if ((int)daemon_stats.connections == before) {
+		if ((int)stats.connections == before) {
 			break;
 		}
 	}
@@ -438,18 +334,18 @@ static int status_text(char *buf, size_t len)
 	                 "scanner_timeouts: %" PRIu64 "\n"
 	                 "scanner_running: %u\n",
 	                 PICOMAIL_VERSION, (int)getpid(),
-	                 (loop_now() - daemon_stats.started) / 1000, sessions.used,
-	                 daemon_stats.connections, sessions.used, sessions.size, pop3_mailboxes_used(),
+	                 (loop_now() - stats.started) / 1000, sessions_used(),
+	                 stats.connections, sessions_used(), sessions_size(), pop3_mailboxes_used(),
 	                 pop3_mailboxes_size(), tls_used(), tls_size(), loop_used(),
-	                 loop_size(), daemon_stats.refused_busy, daemon_stats.refused_per_address,
-	                 daemon_stats.messages_in, daemon_stats.messages_refused,
-	                 daemon_stats.bytes_written, daemon_stats.write_errors, queue_length(),
-	                 queue_bytes(), queue_active(), daemon_stats.pregreet,
-	                 daemon_stats.helo_refused, daemon_stats.dnsbl_listed,
-	                 daemon_stats.dnsbl_unanswered, daemon_stats.greylist_deferred,
-	                 daemon_stats.greylist_passed, greylist_used(), daemon_stats.scanner_accepted,
-	                 daemon_stats.scanner_rejected, daemon_stats.scanner_tempfail,
-	                 daemon_stats.scanner_timeouts, scanner_running());
+	                 loop_size(), stats.refused_busy, stats.refused_per_address,
+	                 stats.messages_in, stats.messages_refused,
+	                 stats.bytes_written, stats.write_errors, queue_length(),
+	                 queue_bytes(), queue_active(), stats.pregreet,
+	                 stats.helo_refused, stats.dnsbl_listed,
+	                 stats.dnsbl_unanswered, stats.greylist_deferred,
+	                 stats.greylist_passed, greylist_used(), stats.scanner_accepted,
+	                 stats.scanner_rejected, stats.scanner_tempfail,
+	                 stats.scanner_timeouts, scanner_running());
 #ifdef PICOMAIL_TEST
 	if (n > 0 && (size_t)n < len) {
 		n += snprintf(buf + n, len - (size_t)n, "mallocs: %" PRIu64 "\n", testalloc_count);
@@ -546,69 +442,43 @@ static void submit_path(const struct conf *c, char *out, size_t len)
 	snprintf(out, len, "%s/submit", c->spool);
 }
 
-int daemon_status(const char *path)
-{
-	static struct conf c;
-	struct sockaddr_un sun;
-	char err[CONF_ERR_MAX], buf[1024];
-	ssize_t n;
-	int fd;
-
-	if (conf_load(&c, path, err, sizeof err) < 0) {
-		fprintf(stderr, "%s\n", err);
-		return 1;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || unix_address(c.control, &sun) < 0 ||
-	    connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-		fprintf(stderr, "picomail: the daemon is not running (%s: %s)\n", c.control,
-		        strerror(errno));
-		return 1;
-	}
-	if (io_write_all(fd, "status\n", 7) < 0) {
-		return 1;
-	}
-	while ((n = io_read(fd, buf, sizeof buf)) > 0) {
-		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) {
-			return 1;
-		}
-	}
-	close(fd);
-	return n < 0 ? 1 : 0;
-}
 
 /* ---- signals, reload, shutdown ----------------------------------------- */
+
+/* A new configuration's TLS keys load before it is put in force; a
+ * change of listeners is only noted (they are bound at start). */
+static int reload_accept(const struct conf *next, char *err, size_t errlen)
+{
+	const struct conf *c = inforce_conf();
+
+	if (tls_reload(next, err, errlen) < 0) {
+		return -1;
+	}
+	if (next->nlisten != c->nlisten ||
+	    memcmp(next->listen, c->listen, sizeof c->listen) != 0) {
+		log_msg(LOG_WARNING, "reload: listen lines changed; they take effect on restart");
+	}
+	return 0;
+}
 
 static void reload(void)
 {
 	char err[CONF_ERR_MAX];
-	int spare = !cur;
-	struct users_stamp seen = users_seen;
+	const struct conf *c;
 
-	if (load_all(spare, !ucur, err, sizeof err) < 0) {
-		users_seen = seen;
+	if (inforce_reload(reload_accept, err, sizeof err) < 0) {
 		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
 		return;
 	}
-	if (tls_reload(&confs[spare], err, sizeof err) < 0) {
-		users_seen = seen;
-		log_msg(LOG_ERR, "reload failed, keeping the running configuration: %s", err);
-		return;
-	}
-	if (confs[spare].nlisten != confs[cur].nlisten ||
-	    memcmp(confs[spare].listen, confs[cur].listen, sizeof confs[cur].listen) != 0) {
-		log_msg(LOG_WARNING, "reload: listen lines changed; they take effect on restart");
-	}
-	cur = spare;
-	ucur = !ucur;
+	c = inforce_conf();
 	quota_forget();   /* maildir_root may have changed */
-	maildir_setup(confs[cur].maildir_root, confs[cur].hostname);
-	dns_reconfigure(&confs[cur]);
+	maildir_setup(c->maildir_root, c->hostname);
+	dns_reconfigure(c);
 	/* Greylisting turned on by the reload takes its table now. */
-	if (confs[cur].greylist && greylist_init(confs[cur].spool) < 0) {
+	if (c->greylist && greylist_init(c->spool) < 0) {
 		log_msg(LOG_ERR, "greylist: no memory for the table: greylisting is off");
 	}
-	log_msg(LOG_INFO, "configuration reloaded from %s", conf_path);
+	log_msg(LOG_INFO, "configuration reloaded from %s", inforce_path());
 }
 
 static void on_signal(int sig)
@@ -657,9 +527,12 @@ static void shutdown_all(void)
 		close(listen_fd[i]);
 	}
 	nlisten = 0;
-	for (i = 0; i < sessions.size; i++) {
-		if (live[i]) {
-			session_shutdown(i);
+	for (i = 0; i < sessions_size(); i++) {
+		enum listen_proto proto;
+		void *mem = sessions_at(i, &proto);
+
+		if (mem != NULL) {
+			session_shutdown(mem, proto);
 		}
 	}
 	queue_shutdown();
@@ -740,8 +613,8 @@ static int drop_privileges(const struct passwd *pw)
 		}
 		return 0;
 	}
-	submit_path(&confs[cur], path, sizeof path);
-	if (chown(confs[cur].control, pw->pw_uid, pw->pw_gid) < 0 ||
+	submit_path(inforce_conf(), path, sizeof path);
+	if (chown(inforce_conf()->control, pw->pw_uid, pw->pw_gid) < 0 ||
 	    chown(path, pw->pw_uid, pw->pw_gid) < 0) {
 		log_msg(LOG_ERR, "cannot chown the control and submit sockets: %m");
 		return -1;
@@ -751,7 +624,7 @@ static int drop_privileges(const struct passwd *pw)
 		return -1;
 	}
 	log_msg(LOG_INFO, "running as %s", pw->pw_name);
-	if (runas_check(&confs[cur], conf_path, pw, runas_fatal, &fatal) > 0 && fatal) {
+	if (runas_check(inforce_conf(), inforce_path(), pw, runas_fatal, &fatal) > 0 && fatal) {
 		return -1;
 	}
 	return 0;
@@ -837,9 +710,8 @@ int daemon_serve(const char *path, int foreground)
 	const struct conf *c;
 	struct passwd *pw = NULL;
 
-	conf_path = path;
 	log_open("picomail", 1);
-	if (load_all(0, 0, err, sizeof err) < 0) {
+	if (inforce_load(path, err, sizeof err) < 0) {
 		log_msg(LOG_ERR, "%s", err);
 		return 1;
 	}
@@ -847,7 +719,7 @@ int daemon_serve(const char *path, int foreground)
 		log_msg(LOG_ERR, "PICOMAIL_FAULT: expected op:N:ERRNO[,...]");
 		return 1;
 	}
-	c = daemon_conf();
+	c = inforce_conf();
 	if (c->run_as[0] != '\0' && (pw = getpwnam(c->run_as)) == NULL) {
 		log_msg(LOG_ERR, "run_as: no user '%s'", c->run_as);
 		return 1;
@@ -862,9 +734,7 @@ int daemon_serve(const char *path, int foreground)
 	}
 	/* Start-up: every pool and table the daemon will ever use, sized
 	 * from the configuration; nothing is allocated after this. */
-	if (pool_init(&sessions, "sessions", session_objsize(), c->max_connections) < 0 ||
-	    (live = calloc(c->max_connections, 1)) == NULL ||
-	    (proto_of = calloc(c->max_connections, 1)) == NULL || pop3_init(c) < 0 ||
+	if (sessions_init(c->max_connections, session_objsize()) < 0 || pop3_init(c) < 0 ||
 	    scanner_init(c->max_connections) < 0 || (c->greylist && greylist_init(c->spool) < 0) ||
 	    loop_init(c->max_connections + c->nlisten + c->queue_runners + 2 * DNS_QUERIES +
 	              EXTRA_SLOTS) < 0) {
@@ -904,7 +774,7 @@ int daemon_serve(const char *path, int foreground)
 	}
 	(void)maildrop_changed(c->spool);
 	(void)pickup();
-	daemon_stats.started = loop_now();
+	stats.started = loop_now();
 	next_id = (uint32_t)time(NULL) << 8;
 	log_msg(LOG_INFO, "picomail %s ready, %u connections at most", PICOMAIL_VERSION,
 	        c->max_connections);
@@ -912,11 +782,11 @@ int daemon_serve(const char *path, int foreground)
 		return 1;
 	}
 	(void)greylist_save(time(NULL), 1);
-	(void)unlink(confs[cur].control);
+	(void)unlink(inforce_conf()->control);
 	{
 		char path[CONF_PATH_MAX + 16];
 
-		submit_path(&confs[cur], path, sizeof path);
+		submit_path(inforce_conf(), path, sizeof path);
 		(void)unlink(path);
 	}
 	log_msg(LOG_INFO, "stopped");

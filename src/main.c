@@ -2,8 +2,10 @@
  * style, the name it is called by (sendmail, mailq). */
 #include "conf.h"
 #include "crypt_sha.h"
+#include "auth.h"
 #include "daemon.h"
 #include "log.h"
+#include "ctlcmd.h"
 #include "sendmail.h"
 #include "smtp_client.h"
 #include "runas.h"
@@ -195,7 +197,7 @@ int main(int argc, char **argv)
 		if (options(argc - 2, argv + 2, &conf, NULL) < 0) {
 			return EX_USAGE;
 		}
-		return strcmp(cmd, "check") == 0 ? cmd_check(conf) : daemon_status(conf);
+		return strcmp(cmd, "check") == 0 ? cmd_check(conf) : ctlcmd_status(conf);
 	}
 	if (strcmp(cmd, "sendmail") == 0) {
 		return sendmail_main(argc - 1, argv + 1);

@@ -8,7 +8,9 @@
 #include "pop3.h"
 #include "auth.h"
 #include "conn.h"
-#include "daemon.h"
+#include "inforce.h"
+#include "sessions.h"
+#include "stats.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -134,7 +136,7 @@ static void reply_error(struct pop3_session *s, const char *text)
 
 static const struct conf *cf(void)
 {
-	return daemon_conf();
+	return inforce_conf();
 }
 
 /* Passwords only under TLS, unless plaintext_auth allows them in clear. */
@@ -197,7 +199,7 @@ static void session_end(struct pop3_session *s)
 	}
 	loop_del(s->slot);
 	conn_close(&s->conn);
-	daemon_release(s);
+	sessions_release(s);
 }
 
 /* ---- arguments ---------------------------------------------------------- */
@@ -300,7 +302,7 @@ static void cmd_user(struct pop3_session *s, char *arg)
 /* Login with a checked name and password: lock, snapshot, answer. */
 static void login(struct pop3_session *s, const char *user, const char *pass)
 {
-	const struct users_table *u = daemon_users();
+	const struct users_table *u = inforce_users();
 	unsigned delay;
 	int i = auth_login(u, &s->conn.peer, user, pass, loop_now(), &delay);
 
@@ -980,7 +982,7 @@ void pop3_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 	s->slot = loop_add(fd, POLLIN, session_io, s);
 	if (s->slot < 0) {
 		conn_close(&s->conn);
-		daemon_release(s);
+		sessions_release(s);
 		return;
 	}
 	s->started = loop_now();

@@ -2,7 +2,8 @@
  * scheduler, and the runs that deliver them (locally into Maildirs,
  * remotely through smtp_client), with retries, expiry and bounces. */
 #include "queue.h"
-#include "daemon.h"
+#include "inforce.h"
+#include "stats.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -70,7 +71,7 @@ static int copy(char *dst, size_t size, const char *src)
 
 static const struct conf *cf(void)
 {
-	return daemon_conf();
+	return inforce_conf();
 }
 
 static int64_t now_s(void)
@@ -184,7 +185,7 @@ void queue_flush(const struct submitter *who)
 
 static int is_user(const char *name)
 {
-	return users_find(daemon_users(), name) >= 0;
+	return users_find(inforce_users(), name) >= 0;
 }
 
 /* Appends a recipient unless it is there already; -1 when full. */
@@ -220,7 +221,7 @@ static void fail_rcpt(struct runner *r, unsigned i, const char *why)
 static void resolve(struct runner *r)
 {
 	static struct addr_expansion x;
-	const struct users_table *u = daemon_users();
+	const struct users_table *u = inforce_users();
 	struct queue_env *e = &r->env;
 	char local[ADDR_LOCAL_MAX + 1], addr[ADDR_MAX + 1];
 	const char *domain;
@@ -241,10 +242,10 @@ static void resolve(struct runner *r)
 			fail_rcpt(r, i, "550 5.1.3 bad address");
 			continue;
 		}
-		got = addr_expand(daemon_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
+		got = addr_expand(inforce_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
 		                  cf(), &x);
 		if (got == 0) {
-			got = addr_expand(daemon_aliases(), "*", is_user, NULL, cf(), &x);
+			got = addr_expand(inforce_aliases(), "*", is_user, NULL, cf(), &x);
 		}
 		if (got <= 0) {
 			fail_rcpt(r, i, got < 0 ? "550 5.4.6 alias loop" : "550 5.1.1 unknown user");
@@ -360,7 +361,7 @@ static void local_phase(struct runner *r)
 	int len;
 	struct stat st;
 	uint64_t octets;
-	const struct users_table *u = daemon_users();
+	const struct users_table *u = inforce_users();
 	struct log_kv l;
 
 	/* The Maildir copy: the spooled data and a Return-Path line. */

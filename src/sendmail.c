@@ -1,4 +1,4 @@
-/* sendmail.c - the sendmail, mailq and queue commands.
+/* sendmail.c - the sendmail command.
  *
  * sendmail in one audited sequence:
  *   options -> configuration -> sender and command-line recipients ->
@@ -15,6 +15,8 @@
  * Without -i a line "." alone ends the input.
  */
 #include "sendmail.h"
+#include "command.h"
+#include "ctlcmd.h"
 #include "addr.h"
 #include "conf.h"
 #include "io.h"
@@ -43,75 +45,13 @@
 #include <time.h>
 #include <unistd.h>
 
-/* sysexits.h values; not every C library of the boards ships the header. */
-#define EX_OK          0
-#define EX_USAGE       64
-#define EX_DATAERR     65
-#define EX_NOINPUT     66
-#define EX_NOUSER      67
-#define EX_UNAVAILABLE 69
-#define EX_SOFTWARE    70
-#define EX_OSERR       71
-#define EX_IOERR       74
-#define EX_TEMPFAIL    75
-#define EX_NOPERM      77
-#define EX_CONFIG      78
-
 #define SM_HDR_MAX     65536   /* the header block, buffered to add and drop fields */
 #define SM_IO_BUF      16384   /* stdin, file and socket chunks */
 #define SM_REPLY_MAX   1024    /* one SMTP reply line; longer is a protocol error */
 #define SM_REPLY_LINES 64      /* lines of one multi-line reply */
-#define SM_TIMEOUT_MS  60000   /* without progress on the socket: give up, queue */
 #define SM_NAME_MAX    200     /* -F full name, after sanitizing */
 #define SM_FIELD_NAME_MAX 256  /* longer "names" are text: the body has begun */
 #define SM_SUBMIT      "submit"
-
-/* ------------------------------------------------------------ small helpers */
-
-static const char *conf_path_default(void)
-{
-	const char *p = getenv("PICOMAIL_CONF");
-
-	return p != NULL && *p != '\0' ? p : CONF_DEFAULT_PATH;
-}
-
-/* Copies s for printing: control bytes become '?', so that text from the
- * message or from the daemon cannot rewrite the terminal. */
-static const char *printable(const char *s, size_t n, char *out, size_t outlen)
-{
-	size_t i;
-
-	if (outlen == 0) {
-		return "";
-	}
-	if (n >= outlen) {
-		n = outlen - 1;
-	}
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		out[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-	}
-	out[n] = '\0';
-	return out;
-}
-
-/* Copies a string, cut to fit. */
-static void copy_cut(char *dst, size_t len, const char *src)
-{
-	size_t n = strlen(src);
-
-	if (n >= len) {
-		n = len - 1;
-	}
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-}
-
-static int errno_exit(int err)
-{
-	return err == EACCES || err == EPERM ? EX_NOPERM : EX_OSERR;
-}
 
 /* RFC 5322 3.3 date-time in local time with its offset.  Names from tables,
  * not strftime: they must be English whatever the locale. */
@@ -158,458 +98,6 @@ static uint64_t random64(void)
 		r = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40);
 	}
 	return r;
-}
-
-/* Connects a stream socket to a unix path without blocking: a daemon too
- * busy to accept is "not available now", never a hang.  -1 with errno. */
-static int unix_connect(const char *path)
-{
-	struct sockaddr_un sun;
-	int fd, saved;
-
-	memset(&sun, 0, sizeof sun);
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof sun.sun_path) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	return fd;
-}
-
-/* 1 when a failed connect means "no daemon there" rather than a fault. */
-static int daemon_down(int err)
-{
-	return err == ENOENT || err == ECONNREFUSED;
-}
-
-/* Waits for fd to be ready; 0, or -1 with ETIMEDOUT or poll's errno. */
-static int wait_fd(int fd, short events, int timeout_ms)
-{
-	struct pollfd p;
-	int r;
-
-	p.fd = fd;
-	p.events = events;
-	do {
-		r = poll(&p, 1, timeout_ms);
-	} while (r < 0 && errno == EINTR);
-	if (r == 0) {
-		errno = ETIMEDOUT;
-		return -1;
-	}
-	return r < 0 ? -1 : 0;
-}
-
-/* Writes all of buf to a non-blocking socket, waiting at most the timeout
- * for each bit of progress.  0 or -1 with errno. */
-static int sock_write_all(int fd, const void *buf, size_t n)
-{
-	const unsigned char *p = buf;
-	ssize_t r;
-
-	while (n > 0) {
-		r = io_send(fd, p, n);
-		if (r < 0) {
-			return -1;
-		}
-		if (r == 0) {
-			if (wait_fd(fd, POLLOUT, SM_TIMEOUT_MS) < 0) {
-				return -1;
-			}
-			continue;
-		}
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Writes all of buf to a blocking descriptor (stdout).  0 or -1. */
-static int fd_write_all(int fd, const void *buf, size_t n)
-{
-	const unsigned char *p = buf;
-	ssize_t r;
-
-	while (n > 0) {
-		r = write(fd, p, n);
-		if (r < 0 && errno == EINTR) {
-			continue;
-		}
-		if (r <= 0) {
-			return -1;
-		}
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* ------------------------------------------------------------ the control socket */
-
-/* Sends one request line to the daemon's control socket and copies the
- * reply to out (-1: nowhere); its first line goes to first (may be NULL).
- * Returns 0, 1 when the daemon is not running, -1 on an error (printed). */
-static int control_request(const struct conf *c, const char *cmd, const char *request, int out,
-                           char *first, size_t firstlen)
-{
-	static char buf[SM_IO_BUF];
-	size_t flen = 0;
-	ssize_t n, i;
-	int fd, done = 0;
-
-	if (first != NULL && firstlen > 0) {
-		first[0] = '\0';
-	}
-	fd = unix_connect(c->control);
-	if (fd < 0) {
-		if (daemon_down(errno)) {
-			return 1;
-		}
-		fprintf(stderr, "%s: cannot reach the daemon at %s: %s\n", cmd, c->control,
-		        strerror(errno));
-		return -1;
-	}
-	if (sock_write_all(fd, request, strlen(request)) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", cmd, c->control, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	while (!done) {
-		n = io_recv(fd, buf, sizeof buf);
-		if (n == 0) {
-			if (wait_fd(fd, POLLIN, SM_TIMEOUT_MS) < 0) {
-				break;
-			}
-			continue;
-		}
-		if (n == -2) {
-			done = 1;
-			break;
-		}
-		if (n < 0) {
-			break;
-		}
-		if (first != NULL) {
-			/* The first line, for the caller to judge the answer. */
-			for (i = 0; i < n && flen + 1 < firstlen; i++) {
-				if (flen > 0 && first[flen - 1] == '\n') {
-					break;
-				}
-				first[flen++] = buf[i];
-			}
-			first[flen] = '\0';
-		}
-		if (out >= 0 && fd_write_all(out, buf, (size_t)n) < 0) {
-			fprintf(stderr, "%s: cannot write to stdout: %s\n", cmd, strerror(errno));
-			close(fd);
-			return -1;
-		}
-	}
-	if (!done) {
-		fprintf(stderr, "%s: %s: %s\n", cmd, c->control,
-		        errno ? strerror(errno) : "connection lost");
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
-/* A queue id names a file under env/ and msg/: letters, digits, '.', '-'
- * and '_' only, not starting with '.', so never "..", never a path. */
-static int queue_id_ok(const char *id)
-{
-	size_t i, n = strlen(id);
-
-	if (n == 0 || n >= QUEUE_ID_MAX || id[0] == '.') {
-		return 0;
-	}
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)id[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		      ch == '.' || ch == '-' || ch == '_')) {
-			return 0;
-		}
-	}
-	return strstr(id, "..") == NULL;
-}
-
-static int spool_path(char *out, size_t len, const char *spool, const char *sub, const char *id)
-{
-	int n = snprintf(out, len, "%s/%s%s%s", spool, sub, id ? "/" : "", id ? id : "");
-
-	if (n < 0 || (size_t)n >= len) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	return 0;
-}
-
-/* ------------------------------------------------------------ mailq */
-
-/* The daemon is down: reads the envelopes themselves, in the daemon's
- * format (queue_list): "id size age-in-seconds <sender>", then each pending
- * recipient "    <addr> (last error)", so that scripts read one format.
- * queue_env_read wants the final "end" record, so an envelope being
- * rewritten right now is skipped, never half-printed. */
-static int mailq_spool(const struct conf *c)
-{
-	static struct queue_env env;
-	char path[CONF_PATH_MAX + QUEUE_ID_MAX + 16], a[ADDR_MAX + 1], w[QUEUE_WHY_MAX];
-	unsigned long count = 0;
-	struct dirent *de;
-	struct stat st;
-	unsigned i;
-	DIR *d;
-
-	if (spool_path(path, sizeof path, c->spool, "env", NULL) < 0) {
-		fprintf(stderr, "mailq: %s: %s\n", c->spool, strerror(errno));
-		return EX_OSERR;
-	}
-	d = opendir(path);
-	if (d == NULL && (errno == EACCES || errno == EPERM)) {
-		fprintf(stderr, "mailq: the daemon is not running, and only root and run_as read the "
-		        "queue without it\n");
-		return EX_NOPERM;
-	}
-	if (d == NULL && errno != ENOENT) {
-		fprintf(stderr, "mailq: %s: %s\n", path, strerror(errno));
-		return errno_exit(errno);
-	}
-	while (d != NULL && (de = readdir(d)) != NULL) {
-		if (!queue_id_ok(de->d_name) || queue_env_read(c->spool, de->d_name, &env) < 0) {
-			continue;   /* ".", "..", an envelope being written or just removed */
-		}
-		if (spool_path(path, sizeof path, c->spool, "msg", de->d_name) < 0 ||
-		    stat(path, &st) < 0) {
-			st.st_size = -1;
-		}
-		printf("%s %lld %lld <%s>\n", de->d_name, (long long)st.st_size,
-		       (long long)((int64_t)time(NULL) - env.arrival),
-		       printable(env.sender, strnlen(env.sender, sizeof env.sender), a, sizeof a));
-		for (i = 0; i < env.nrcpt && i < QUEUE_RCPT_MAX; i++) {
-			const struct queue_rcpt *r = &env.rcpt[i];
-
-			if (r->state != 'P') {
-				continue;   /* delivered or bounced: no longer queued */
-			}
-			printable(r->addr, strnlen(r->addr, sizeof r->addr), a, sizeof a);
-			printable(r->why, strnlen(r->why, sizeof r->why), w, sizeof w);
-			printf("    <%s>%s%s%s\n", a, w[0] ? " (" : "", w, w[0] ? ")" : "");
-		}
-		count++;
-	}
-	if (d != NULL) {
-		closedir(d);
-	}
-	if (count == 0) {
-		printf("Mail queue is empty\n");
-	}
-	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
-}
-
-static int mailq_run(const char *path)
-{
-	static struct conf c;
-	char err[CONF_ERR_MAX];
-	int r;
-
-	if (conf_load(&c, path, err, sizeof err) < 0) {
-		fprintf(stderr, "mailq: %s\n", err);
-		return EX_CONFIG;
-	}
-	r = control_request(&c, "mailq", "mailq\n", STDOUT_FILENO, NULL, 0);
-	if (r == 0) {
-		return EX_OK;
-	}
-	if (r < 0) {
-		return EX_UNAVAILABLE;
-	}
-	return mailq_spool(&c);
-}
-
-/* Finds -C FILE (or -CFILE) in argv[1..]; other arguments go to args
- * (compacted into argv) unless they are options.  -1 on an unknown option. */
-static int tool_options(int argc, char **argv, const char **conf, int *nargs)
-{
-	int i, n = 0;
-
-	*conf = conf_path_default();
-	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-C") == 0 && i + 1 < argc) {
-			*conf = argv[++i];
-		} else if (strncmp(argv[i], "-C", 2) == 0 && argv[i][2] != '\0') {
-			*conf = argv[i] + 2;
-		} else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "-bp") == 0) {
-			continue;   /* mailq -v, sendmail's -bp spelled out */
-		} else if (argv[i][0] == '-') {
-			return -1;
-		} else {
-			argv[1 + n++] = argv[i];
-		}
-	}
-	*nargs = n;
-	return 0;
-}
-
-int mailq_main(int argc, char **argv)
-{
-	const char *conf;
-	int n;
-
-	if (tool_options(argc, argv, &conf, &n) < 0 || n != 0) {
-		fprintf(stderr, "usage: mailq [-C FILE]\n");
-		return EX_USAGE;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	log_open("mailq", 1);
-	if (io_fault_init() < 0) {
-		fprintf(stderr, "mailq: bad PICOMAIL_FAULT\n");
-		return EX_USAGE;
-	}
-	return mailq_run(conf);
-}
-
-/* ------------------------------------------------------------ queue flush|delete */
-
-static int queue_flush_run(const char *path)
-{
-	static struct conf c;
-	char err[CONF_ERR_MAX], first[128];
-	int r;
-
-	if (conf_load(&c, path, err, sizeof err) < 0) {
-		fprintf(stderr, "picomail: %s\n", err);
-		return EX_CONFIG;
-	}
-	r = control_request(&c, "picomail", "flush\n", STDOUT_FILENO, first, sizeof first);
-	if (r == 0) {
-		return strncmp(first, "not allowed", 11) == 0 ? EX_NOPERM : EX_OK;
-	}
-	if (r > 0) {
-		/* Nothing is lost: the daemon runs the whole queue when it
-		 * starts.  But no flush happened, so not 0. */
-		fprintf(stderr, "picomail: the daemon is not running; the queue runs when it starts\n");
-		return EX_TEMPFAIL;
-	}
-	return EX_UNAVAILABLE;
-}
-
-/* With the daemon down, the command deleted the message itself: the line
- * the daemon would have written goes to syslog from here. */
-static void log_deleted(const char *id)
-{
-	char who[UNIXUSER_NAME_MAX + 16];
-	struct log_kv l;
-
-	unixuser_label(getuid(), who, sizeof who);
-	log_open("picomail", 0);
-	log_kv_start(&l, "deleted");
-	log_kv_str(&l, "id", id);
-	log_kv_str(&l, "by", who);
-	log_kv_str(&l, "daemon", "down");
-	log_kv_end(&l, LOG_NOTICE);
-	log_open("picomail", 1);
-}
-
-static int queue_delete_run(const char *path, const char *id)
-{
-	static struct conf c;
-	char err[CONF_ERR_MAX], req[QUEUE_ID_MAX + 16], first[256];
-	char envp[CONF_PATH_MAX + QUEUE_ID_MAX + 16], msgp[CONF_PATH_MAX + QUEUE_ID_MAX + 16];
-	struct stat st;
-	int r, had_env, had_msg;
-
-	if (!queue_id_ok(id)) {
-		fprintf(stderr, "picomail: '%s' is not a queue id\n", printable(id, strlen(id), err,
-		                                                               sizeof err));
-		return EX_USAGE;
-	}
-	if (conf_load(&c, path, err, sizeof err) < 0) {
-		fprintf(stderr, "picomail: %s\n", err);
-		return EX_CONFIG;
-	}
-	snprintf(req, sizeof req, "delete %s\n", id);
-	r = control_request(&c, "picomail", req, STDOUT_FILENO, first, sizeof first);
-	if (r == 0) {
-		if (strncmp(first, "deleted", 7) == 0) {
-			return EX_OK;
-		}
-		if (strncmp(first, "no such", 7) == 0) {
-			return EX_NOINPUT;
-		}
-		if (strncmp(first, "busy", 4) == 0) {
-			return EX_TEMPFAIL;   /* being delivered right now */
-		}
-		if (strncmp(first, "not allowed", 11) == 0) {
-			return EX_NOPERM;     /* another user's */
-		}
-		return EX_SOFTWARE;
-	}
-	if (r < 0) {
-		return EX_UNAVAILABLE;
-	}
-	/* The daemon is down: nobody else writes the queue. */
-	if (spool_path(envp, sizeof envp, c.spool, "env", id) < 0 ||
-	    spool_path(msgp, sizeof msgp, c.spool, "msg", id) < 0) {
-		fprintf(stderr, "picomail: %s: %s\n", c.spool, strerror(errno));
-		return EX_OSERR;
-	}
-	had_env = lstat(envp, &st) == 0;
-	if (!had_env && (errno == EACCES || errno == EPERM)) {
-		fprintf(stderr, "picomail: the daemon is not running, and only root and run_as edit "
-		        "the queue without it\n");
-		return EX_NOPERM;
-	}
-	had_msg = lstat(msgp, &st) == 0;
-	if (!had_env && !had_msg) {
-		printf("no such message %s\n", id);
-		return EX_NOINPUT;
-	}
-	queue_remove(c.spool, id);
-	if (lstat(envp, &st) == 0 || lstat(msgp, &st) == 0) {
-		fprintf(stderr, "picomail: cannot remove %s from %s (permissions?)\n", id, c.spool);
-		return EX_NOPERM;
-	}
-	printf("deleted %s\n", id);
-	log_deleted(id);
-	return EX_OK;
-}
-
-int queue_main(int argc, char **argv)
-{
-	const char *conf;
-	int n;
-
-	if (tool_options(argc, argv, &conf, &n) == 0) {
-		signal(SIGPIPE, SIG_IGN);
-		log_open("picomail", 1);
-		if (io_fault_init() < 0) {
-			fprintf(stderr, "picomail: bad PICOMAIL_FAULT\n");
-			return EX_USAGE;
-		}
-		if (n == 1 && strcmp(argv[1], "flush") == 0) {
-			return queue_flush_run(conf);
-		}
-		if (n == 2 && strcmp(argv[1], "delete") == 0) {
-			return queue_delete_run(conf, argv[2]);
-		}
-	}
-	fprintf(stderr, "usage: picomail queue flush [-C FILE]\n"
-	                "       picomail queue delete ID [-C FILE]\n");
-	return EX_USAGE;
 }
 
 /* ------------------------------------------------------------ sendmail: options */
@@ -715,7 +203,7 @@ static int sm_options(int argc, char **argv, struct sm_opts *o)
 	const char *a, *p, *v;
 
 	memset(o, 0, sizeof *o);
-	o->conf = conf_path_default();
+	o->conf = cmd_conf_path();
 	o->rcpt = argv + 1;
 	for (i = 1; i < argc; i++) {
 		a = argv[i];
@@ -823,7 +311,7 @@ static int rcpt_take(void *ctx, const char *a, size_t n)
 
 	if (addr_normal(a, n, x->qual, out) < 0) {
 		fprintf(stderr, "sendmail: %s: bad address '%s'\n", x->where,
-		        printable(a, n, show, sizeof show));
+		        cmd_printable(a, n, show, sizeof show));
 		return -1;
 	}
 	for (i = 0; i < x->env->nrcpt; i++) {
@@ -1527,7 +1015,7 @@ struct sm_smtp {
 	int connected;             /* the daemon answered on the submit socket */
 	size_t len;
 	char buf[SM_REPLY_MAX];
-	char text[SM_REPLY_MAX];   /* the last line of the last reply, printable */
+	char text[SM_REPLY_MAX];   /* the last line of the last reply, cmd_printable */
 };
 
 /* Reads one reply (RFC 5321 4.2.1: "xyz-text" lines, then "xyz text"),
@@ -1564,7 +1052,7 @@ static int smtp_reply(struct sm_smtp *s)
 			}
 			code = c;
 			final = n == 3 || s->buf[3] == ' ';
-			printable(s->buf, n, s->text, sizeof s->text);
+			cmd_printable(s->buf, n, s->text, sizeof s->text);
 			if (s->verbose) {
 				fprintf(stderr, "<<< %s\n", s->text);
 			}
@@ -1589,7 +1077,7 @@ static int smtp_reply(struct sm_smtp *s)
 		}
 		r = io_recv(s->fd, s->buf + s->len, sizeof s->buf - s->len);
 		if (r == 0) {
-			if (wait_fd(s->fd, POLLIN, SM_TIMEOUT_MS) < 0) {
+			if (cmd_wait_fd(s->fd, POLLIN, CMD_TIMEOUT_MS) < 0) {
 				return -1;
 			}
 			continue;
@@ -1618,7 +1106,7 @@ static int smtp_cmd(struct sm_smtp *s, const char *cmd, const char *arg)
 	if (s->verbose) {
 		fprintf(stderr, ">>> %.*s\n", n - 2, line);
 	}
-	if (sock_write_all(s->fd, line, (size_t)n) < 0) {
+	if (cmd_sock_write_all(s->fd, line, (size_t)n) < 0) {
 		return -1;
 	}
 	return smtp_reply(s);
@@ -1656,14 +1144,14 @@ static int smtp_data(struct sm_smtp *s, int rfd)
 			out[o++] = in[i];
 			bol = in[i] == '\n';
 		}
-		if (sock_write_all(s->fd, out, o) < 0) {
+		if (cmd_sock_write_all(s->fd, out, o) < 0) {
 			return -1;
 		}
 	}
-	if (!bol && sock_write_all(s->fd, "\r\n", 2) < 0) {
+	if (!bol && cmd_sock_write_all(s->fd, "\r\n", 2) < 0) {
 		return -1;
 	}
-	return sock_write_all(s->fd, ".\r\n", 3);
+	return cmd_sock_write_all(s->fd, ".\r\n", 3);
 }
 
 enum { HAND_OK, HAND_TEMP, HAND_PERM };
@@ -1680,14 +1168,14 @@ static int handoff(struct sm_smtp *s, const struct conf *c, struct queue_env *en
 	unsigned i, accepted = 0;
 	int r;
 
-	if (spool_path(path, sizeof path, c->spool, SM_SUBMIT, NULL) < 0) {
+	if (cmd_spool_path(path, sizeof path, c->spool, SM_SUBMIT, NULL) < 0) {
 		return HAND_TEMP;
 	}
 	s->len = 0;
 	s->connected = 0;
-	s->fd = unix_connect(path);
+	s->fd = cmd_unix_connect(path);
 	if (s->fd < 0) {
-		if (s->verbose || !daemon_down(errno)) {
+		if (s->verbose || !cmd_daemon_down(errno)) {
 			fprintf(stderr, "sendmail: %s: %s\n", path, strerror(errno));
 		}
 		return HAND_TEMP;
@@ -1717,7 +1205,7 @@ static int handoff(struct sm_smtp *s, const struct conf *c, struct queue_env *en
 		if (r / 100 == 5) {
 			fprintf(stderr, "sendmail: %s: %s\n", env->rcpt[i].addr, s->text);
 			env->rcpt[i].state = 'F';
-			copy_cut(env->rcpt[i].why, sizeof env->rcpt[i].why, s->text);
+			cmd_copy_cut(env->rcpt[i].why, sizeof env->rcpt[i].why, s->text);
 			continue;
 		}
 		if (r / 100 != 2) {
@@ -1780,11 +1268,11 @@ static int smtp_proxy(const struct conf *c)
 	int fd = -1, in_open = 1, r;
 	ssize_t n;
 
-	if (spool_path(path, sizeof path, c->spool, SM_SUBMIT, NULL) == 0) {
-		fd = unix_connect(path);
+	if (cmd_spool_path(path, sizeof path, c->spool, SM_SUBMIT, NULL) == 0) {
+		fd = cmd_unix_connect(path);
 	}
 	if (fd < 0) {
-		(void)fd_write_all(STDOUT_FILENO, down, sizeof down - 1);
+		(void)cmd_fd_write_all(STDOUT_FILENO, down, sizeof down - 1);
 		return EX_TEMPFAIL;
 	}
 	for (;;) {
@@ -1804,7 +1292,7 @@ static int smtp_proxy(const struct conf *c)
 			if (n < 0) {
 				break;   /* the daemon closed: after QUIT, or its timeout */
 			}
-			if (n > 0 && fd_write_all(STDOUT_FILENO, buf, (size_t)n) < 0) {
+			if (n > 0 && cmd_fd_write_all(STDOUT_FILENO, buf, (size_t)n) < 0) {
 				break;
 			}
 		}
@@ -1813,7 +1301,7 @@ static int smtp_proxy(const struct conf *c)
 			if (n <= 0) {
 				in_open = 0;
 				(void)shutdown(fd, SHUT_WR);
-			} else if (sock_write_all(fd, buf, (size_t)n) < 0) {
+			} else if (cmd_sock_write_all(fd, buf, (size_t)n) < 0) {
 				break;
 			}
 		}
@@ -1861,7 +1349,7 @@ static int to_maildrop(struct maildir_msg *m, const struct conf *c, struct queue
 		return EX_TEMPFAIL;
 	}
 	if (sm_smtp.connected) {
-		(void)control_request(c, "sendmail", "maildrop\n", -1, NULL, 0);
+		(void)cmd_control_request(c, "sendmail", "maildrop\n", -1, NULL, 0);
 	}
 	if (verbose) {
 		fprintf(stderr, "sendmail: left in %s/%s for the daemon\n", c->spool, MAILDROP_DIR);
@@ -1895,7 +1383,7 @@ static int sm_deliver(const struct sm_opts *o)
 	} else if (strcmp(o->from, "") != 0 && strcmp(o->from, "<>") != 0 &&
 	           addr_normal(o->from, strlen(o->from), qual, env->sender) < 0) {
 		fprintf(stderr, "sendmail: bad sender address '%s'\n",
-		        printable(o->from, strlen(o->from), err, sizeof err));
+		        cmd_printable(o->from, strlen(o->from), err, sizeof err));
 		return EX_USAGE;
 	}
 	/* The daemon holds an ordinary user to their own address (submitter.h):
@@ -1915,7 +1403,7 @@ static int sm_deliver(const struct sm_opts *o)
 		r = addr_list(o->rcpt[i], strlen(o->rcpt[i]), rcpt_take, &rc);
 		if (r == -1) {
 			fprintf(stderr, "sendmail: bad recipient '%s'\n",
-			        printable(o->rcpt[i], strlen(o->rcpt[i]), err, sizeof err));
+			        cmd_printable(o->rcpt[i], strlen(o->rcpt[i]), err, sizeof err));
 		}
 		if (r < 0) {
 			return EX_USAGE;
@@ -1989,7 +1477,7 @@ static int sm_deliver(const struct sm_opts *o)
 		rv = EX_TEMPFAIL;
 		goto out;
 	}
-	copy_cut(env->id, sizeof env->id, m->name);
+	cmd_copy_cut(env->id, sizeof env->id, m->name);
 	r = queue_commit(m, c->spool, env);
 	if (r != 0) {
 		fprintf(stderr, "sendmail: cannot queue the message in %s: %s\n", c->spool,
@@ -2002,7 +1490,7 @@ static int sm_deliver(const struct sm_opts *o)
 		/* The daemon runs but said 4xx: tell it that a message waits,
 		 * rather than leave it until the next start. */
 		snprintf(err, sizeof err, "queued %.*s\n", QUEUE_ID_MAX, env->id);
-		(void)control_request(c, "sendmail", err, -1, NULL, 0);
+		(void)cmd_control_request(c, "sendmail", err, -1, NULL, 0);
 	}
 	if (o->verbose) {
 		fprintf(stderr, "sendmail: queued as %s\n", env->id);
@@ -2032,9 +1520,9 @@ int sendmail_main(int argc, char **argv)
 	}
 	switch (o.mode) {
 	case MODE_LIST:
-		return mailq_run(o.conf);
+		return ctlcmd_mailq(o.conf);
 	case MODE_FLUSH:
-		return queue_flush_run(o.conf);
+		return ctlcmd_flush(o.conf);
 	case MODE_ALIASES:
 		printf("sendmail: the daemon reads the aliases file itself (SIGHUP reloads it)\n");
 		return EX_OK;

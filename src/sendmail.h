@@ -1,4 +1,4 @@
-/* sendmail.h - the command-line front end: sendmail, mailq, queue.
+/* sendmail.h - the sendmail command.
  *
  * sendmail writes each message into a spool tmp file first (bounded memory
  * whatever its size), then offers it to the daemon in SMTP over
@@ -6,13 +6,12 @@
  * committed into the queue, where the daemon finds it when it starts.  It
  * exits 0 only when the daemon said 250 or the message is in the queue.
  *
- * mailq and queue talk to the daemon over its control socket: one request
- * line ("mailq", "flush", "delete ID"), then the reply until end of file.
- * When the daemon is down, mailq and queue delete work on the spool files.
+ * An ordinary user who cannot write the queue leaves it in the maildrop
+ * instead (maildrop.h).
  *
- * Each entry point takes argv[0] as the command's name ("sendmail",
- * "mailq", "queue") and its options from argv[1]; -C FILE anywhere, else
- * $PICOMAIL_CONF, else /etc/picomail.conf.  They return sysexits.h codes.
+ * It takes argv[0] as the command's name and its options from argv[1];
+ * -C FILE anywhere, else $PICOMAIL_CONF, else /etc/picomail.conf.  It
+ * returns sysexits.h codes.
  */
 #ifndef PICOMAIL_SENDMAIL_H
 #define PICOMAIL_SENDMAIL_H
@@ -21,11 +20,5 @@
  * "sendmail".  -bp runs mailq, -q runs queue flush, -bs speaks SMTP on
  * stdin/stdout through the daemon. */
 int sendmail_main(int argc, char **argv);
-
-/* "picomail mailq [-C FILE]", "mailq": lists the queue. */
-int mailq_main(int argc, char **argv);
-
-/* "picomail queue flush|delete ID [-C FILE]". */
-int queue_main(int argc, char **argv);
 
 #endif

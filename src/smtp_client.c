@@ -9,7 +9,8 @@
 #include "smtp_client.h"
 #include "base64.h"
 #include "conn.h"
-#include "daemon.h"
+#include "inforce.h"
+#include "stats.h"
 #include "dns.h"
 #include "io.h"
 #include "log.h"
@@ -111,7 +112,7 @@ size_t smtp_client_size(void)
 
 static const struct conf *cf(void)
 {
-	return daemon_conf();
+	return inforce_conf();
 }
 
 int smtp_client_init(const struct conf *c, char *err, size_t errlen)

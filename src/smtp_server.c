@@ -4,24 +4,20 @@
  * A session reads commands from its bounded line reader and dispatches
  * them through one table of {verb, allowed states, handler}.  In DATA the
  * bytes go through the smtp_data machine straight into a Maildir file;
- * the reply to the final dot waits for the group commit.
+ * the reply to the final dot waits for the group commit.  The defences
+ * against spam engines are smtp_policy.c's steps.
  */
 #include "smtp_server.h"
-#include "addr.h"
+#include "smtp_session.h"
 #include "auth.h"
 #include "base64.h"
-#include "conn.h"
-#include "daemon.h"
-#include "dnsbl.h"
-#include "greylist.h"
-#include "log.h"
+#include "inforce.h"
 #include "loop.h"
-#include "maildir.h"
 #include "queue.h"
 #include "quota.h"
 #include "scanner.h"
-#include "smtp_data.h"
-#include "submitter.h"
+#include "sessions.h"
+#include "stats.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -35,89 +31,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 
-#define SMTP_LINE_MAX   1000  /* RFC 5321 4.5.3.1.4 says 512; extensions need more */
-#define SMTP_ERRORS_MAX 10    /* then 421 and close */
-#define SMTP_REPLY_ROOM 600   /* output kept free before taking a command */
-#define TLS_HANDSHAKE_MS 30000 /* a client that never finishes its handshake */
-#define TLS_WAIT_MS      10000 /* implicit TLS: how long a client waits for a free slot */
-#define TLS_RETRY_MS     100   /* and how often a slot is looked for meanwhile */
-#define SMTP_ROUNDS     64    /* output buffers sent per event before others' turn */
-
-enum smtp_state {
-	ST_GREETED = 1 << 0,  /* banner sent, no EHLO yet */
-	ST_READY   = 1 << 1,  /* EHLO/HELO done, no transaction */
-	ST_MAIL    = 1 << 2,  /* MAIL accepted */
-	ST_RCPT    = 1 << 3,  /* at least one RCPT accepted */
-	ST_DATA    = 1 << 4,  /* reading the message */
-	ST_COMMIT  = 1 << 5,  /* waiting for the group commit */
-	ST_QUIT    = 1 << 6,  /* closing once the output is sent */
-	ST_SASL    = 1 << 7,  /* AUTH: waiting for the client's response line */
-	ST_DELAY   = 1 << 8,  /* AUTH failed: answered after the throttle delay */
-	ST_PAUSE   = 1 << 9,  /* before the banner: greet_pause, blocklist lookups */
-	ST_REFUSED = 1 << 10, /* blocklisted: 554 banner, only QUIT (RFC 5321 3.1) */
-	ST_SCAN    = 1 << 11, /* the content scanner has the message */
-	ST_TLSWAIT = 1 << 12, /* implicit TLS: waiting for a free TLS slot */
-};
-
-/* States in which the session reads no command: it waits for something
- * of its own (the commit, the scanner, the throttle) or is closing. */
-#define ST_WAITING (ST_COMMIT | ST_SCAN | ST_QUIT | ST_DELAY | ST_TLSWAIT)
-
-enum sasl_step { SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
-
-#define SASL_PASS_MAX 256
-
-struct smtp_tx {
-	char from[ADDR_MAX + 1];
-	char first_rcpt[ADDR_MAX + 1];
-	unsigned nrcpt;                /* RCPT commands accepted */
-	unsigned msgno;
-	uint64_t size_hint;            /* MAIL SIZE=, 0 if none (RFC 1870) */
-	int file_open;                 /* msg has a file in tmp/ */
-	int write_err;                 /* errno of the first file error */
-	int too_big;
-	int queued;                    /* the message goes to the queue */
-	int64_t began;                 /* loop_now() at DATA, for the delay */
-	int crowd_logged;              /* "too many recipients" logged once */
-	unsigned nremote;              /* entries of remote[] in use */
-	struct smtp_data data;
-};
-
-struct smtp_session {
-	int slot;
-	uint32_t id;
-	enum smtp_state state;
-	unsigned errors;
-	int esmtp;
-	const struct conf_listen *listener;
-	char helo[256];
-	unsigned msgs;
-	char auth_user[ADDR_USER_MAX + 1];   /* empty: not authenticated */
-	enum sasl_step sasl;
-	enum smtp_state sasl_return;         /* the state to go back to */
-	char sasl_login[ADDR_USER_MAX + 1];  /* AUTH LOGIN: the name given */
-	int tls_logged;
-	int relay_ok;                        /* relay_from, or the local submit socket */
-	int screened;                        /* spam defences apply (smtp listener, outsider) */
-	int dnsbl_on;                        /* dnsbl holds lookups */
-	int64_t pause_end, dnsbl_end;        /* loop_now() times, in ST_PAUSE */
-	int scan;                            /* scanner handle in ST_SCAN; -1 */
-	int gone;                            /* closed in ST_COMMIT: committed() gives it back */
-	struct submitter sub;                /* the submit socket's local user */
-	int64_t started;                     /* loop_now() at connect */
-	int64_t tls_wait_end;                /* ST_TLSWAIT: when to give up */
-	unsigned acked;                      /* messages answered 250 */
-	uint64_t acked_bytes;
-	const char *end_why;                 /* how it ended, for the disconnect line */
-	struct smtp_tx tx;
-	struct conn conn;
-	struct maildir_msg msg;
-	struct dnsbl_check dnsbl;
-	/* Last, and never cleared: only nremote entries count, and pages an
-	 * idle session never writes stay out of its RSS. */
-	char remote[MAILDIR_RCPT_MAX][ADDR_MAX + 1];   /* relayed recipients */
-};
-
 struct smtp_command {
 	const char *verb;
 	unsigned states;                       /* ST_* where it is allowed */
@@ -126,8 +39,8 @@ struct smtp_command {
 
 static void session_io(void *ctx, int revents);
 static void tls_wait(struct smtp_session *s);
-static void session_process(struct smtp_session *s);
-static int session_update(struct smtp_session *s);
+void smtp_process(struct smtp_session *s);
+int smtp_update(struct smtp_session *s);
 
 size_t smtp_session_size(void)
 {
@@ -139,9 +52,9 @@ const struct sockaddr_storage *smtp_session_peer(const void *mem)
 	return &((const struct smtp_session *)mem)->conn.peer;
 }
 
-static void reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void smtp_reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void reply(struct smtp_session *s, const char *fmt, ...)
+void smtp_reply(struct smtp_session *s, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -151,7 +64,7 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
 }
 
 /* The start of an event line about this session (log.h). */
-static void kv_session(struct log_kv *l, const char *event, const struct smtp_session *s)
+void smtp_kv_session(struct log_kv *l, const char *event, const struct smtp_session *s)
 {
 	log_kv_start(l, event);
 	log_kv_fmt(l, "session", "%08" PRIx32, s->id);
@@ -165,7 +78,7 @@ static void log_refusal(const struct smtp_session *s, const char *reason, const 
 {
 	struct log_kv l;
 
-	kv_session(&l, "refused", s);
+	smtp_kv_session(&l, "refused", s);
 	log_kv_str(&l, "reason", reason);
 	if (s->state & (ST_MAIL | ST_RCPT | ST_DATA | ST_SCAN) || s->tx.from[0] != '\0') {
 		log_kv_addr(&l, "from", s->tx.from);
@@ -182,11 +95,11 @@ static void log_refusal(const struct smtp_session *s, const char *reason, const 
 	log_kv_end(&l, LOG_NOTICE);
 }
 
-static void refuse(struct smtp_session *s, const char *reason, const char *rcpt, const char *fmt,
+void smtp_refuse(struct smtp_session *s, const char *reason, const char *rcpt, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
 
 /* A refusal: the reply, and its log line. */
-static void refuse(struct smtp_session *s, const char *reason, const char *rcpt, const char *fmt,
+void smtp_refuse(struct smtp_session *s, const char *reason, const char *rcpt, const char *fmt,
                    ...)
 {
 	char text[512];
@@ -198,16 +111,16 @@ static void refuse(struct smtp_session *s, const char *reason, const char *rcpt,
 	}
 	va_end(ap);
 	log_refusal(s, reason, rcpt, text);
-	reply(s, "%s", text);
+	smtp_reply(s, "%s", text);
 }
 
 /* A 5xx for the client's mistake: counted, and too many end the session. */
-static void reply_error(struct smtp_session *s, const char *text)
+void smtp_reply_error(struct smtp_session *s, const char *text)
 {
-	reply(s, "%s", text);
+	smtp_reply(s, "%s", text);
 	if (++s->errors >= SMTP_ERRORS_MAX) {
-		refuse(s, "errors", NULL, "421 4.7.0 %s Error: too many errors",
-		       daemon_conf()->hostname);
+		smtp_refuse(s, "errors", NULL, "421 4.7.0 %s Error: too many errors",
+		       inforce_conf()->hostname);
 		s->state = ST_QUIT;
 		s->end_why = "errors";
 	}
@@ -216,7 +129,7 @@ static void reply_error(struct smtp_session *s, const char *text)
 /* Forgets the transaction, removing any file it started (RSET, EHLO, end).
  * In ST_COMMIT the message belongs to the commit queue until committed()
  * hands it back: nothing of it may be touched. */
-static void tx_reset(struct smtp_session *s)
+void smtp_tx_reset(struct smtp_session *s)
 {
 	if (s->state == ST_COMMIT) {
 		return;
@@ -248,7 +161,7 @@ static void log_disconnect(const struct smtp_session *s)
 {
 	struct log_kv l;
 
-	kv_session(&l, "disconnect", s);
+	smtp_kv_session(&l, "disconnect", s);
 	log_kv_str(&l, "proto", s->listener->proto == PROTO_SUBMISSION ? "submission" : "smtp");
 	log_kv_u64(&l, "messages", s->acked);
 	log_kv_u64(&l, "bytes", s->acked_bytes);
@@ -272,7 +185,7 @@ static void session_end(struct smtp_session *s)
 		(void)dnsbl_cancel(&s->dnsbl, 0);
 		s->dnsbl_on = 0;
 	}
-	tx_reset(s);
+	smtp_tx_reset(s);
 	loop_del(s->slot);
 	s->slot = -1;
 	conn_close(&s->conn);
@@ -280,7 +193,7 @@ static void session_end(struct smtp_session *s)
 		s->gone = 1;
 		return;
 	}
-	daemon_release(s);
+	sessions_release(s);
 }
 
 /* ---- commands -------------------------------------------------------- */
@@ -310,51 +223,40 @@ static int starttls_offered(const struct smtp_session *s)
 /* AUTH under TLS, or in plain text when plaintext_auth allows it. */
 static int auth_offered(const struct smtp_session *s)
 {
-	return s->auth_user[0] == '\0' && (s->conn.tls != NULL || daemon_conf()->plaintext_auth);
+	return s->auth_user[0] == '\0' && (s->conn.tls != NULL || inforce_conf()->plaintext_auth);
 }
 
 static void greet(struct smtp_session *s, char *arg, int esmtp)
 {
-	const struct conf *c = daemon_conf();
+	const struct conf *c = inforce_conf();
 
 	if (!helo_ok(arg)) {
-		reply_error(s, "501 5.5.4 Syntax: EHLO hostname");
+		smtp_reply_error(s, "501 5.5.4 Syntax: EHLO hostname");
 		return;
 	}
-	if (c->helo_check && !addr_helo_ok(arg)) {
-		static const char text[] = "501 5.5.2 Helo command rejected: need a domain name or "
-		                           "an address literal";
-		struct log_kv l;
-
-		daemon_stats.helo_refused++;
-		kv_session(&l, "refused", s);
-		log_kv_str(&l, "reason", "helo");
-		log_kv_str(&l, "helo", arg);
-		log_kv_str(&l, "reply", text);
-		log_kv_end(&l, LOG_NOTICE);
-		reply_error(s, text);
+	if (policy_helo_refused(s, arg)) {
 		return;
 	}
-	tx_reset(s);
+	smtp_tx_reset(s);
 	snprintf(s->helo, sizeof s->helo, "%s", arg);
 	s->esmtp = esmtp;
 	s->state = ST_READY;
 	if (!esmtp) {
-		reply(s, "250 %s", c->hostname);
+		smtp_reply(s, "250 %s", c->hostname);
 		return;
 	}
-	reply(s, "250-%s", c->hostname);
-	reply(s, "250-PIPELINING");
-	reply(s, "250-SIZE %" PRIu64, c->max_message_size);
-	reply(s, "250-8BITMIME");
-	reply(s, "250-ENHANCEDSTATUSCODES");
+	smtp_reply(s, "250-%s", c->hostname);
+	smtp_reply(s, "250-PIPELINING");
+	smtp_reply(s, "250-SIZE %" PRIu64, c->max_message_size);
+	smtp_reply(s, "250-8BITMIME");
+	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
 	if (starttls_offered(s)) {
-		reply(s, "250-STARTTLS");
+		smtp_reply(s, "250-STARTTLS");
 	}
 	if (auth_offered(s)) {
-		reply(s, "250-AUTH PLAIN LOGIN");
+		smtp_reply(s, "250-AUTH PLAIN LOGIN");
 	}
-	reply(s, "250 HELP");
+	smtp_reply(s, "250 HELP");
 }
 
 static void cmd_ehlo(struct smtp_session *s, char *arg)
@@ -414,7 +316,7 @@ static int value_is(const char *v, size_t n, const char *word)
  * (smtp_data.h: octets) and is held to the same max_message_size. */
 static int mail_params(struct smtp_session *s, const char *p)
 {
-	const struct conf *c = daemon_conf();
+	const struct conf *c = inforce_conf();
 	char kw[32];
 	const char *val;
 	uint64_t size;
@@ -430,7 +332,7 @@ static int mail_params(struct smtp_session *s, const char *p)
 		for (k = 0; p[k] != '\0' && p[k] != '=' && p[k] != ' '; k++) {
 		}
 		if (k == 0 || k >= sizeof kw) {
-			reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+			smtp_reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
 			return -1;
 		}
 		memcpy(kw, p, k);
@@ -446,11 +348,11 @@ static int mail_params(struct smtp_session *s, const char *p)
 		}
 		if (strcasecmp(kw, "SIZE") == 0 && v > 0) {
 			if (size_value(val, v, &size) < 0) {
-				reply_error(s, "501 5.5.4 Bad SIZE parameter");
+				smtp_reply_error(s, "501 5.5.4 Bad SIZE parameter");
 				return -1;
 			}
 			if (size > c->max_message_size) {
-				refuse(s, "size", NULL, "552 5.3.4 Message size exceeds fixed limit");
+				smtp_refuse(s, "size", NULL, "552 5.3.4 Message size exceeds fixed limit");
 				return -1;
 			}
 			s->tx.size_hint = size;
@@ -458,7 +360,7 @@ static int mail_params(struct smtp_session *s, const char *p)
 		           (value_is(val, v, "7BIT") || value_is(val, v, "8BITMIME"))) {
 			/* Stored as received: nothing to convert. */
 		} else {
-			reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+			smtp_reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
 			return -1;
 		}
 	}
@@ -475,17 +377,17 @@ static int sender_owned(struct smtp_session *s, const char *from)
 	const char *domain;
 	unsigned i;
 
-	if (from[0] == '\0' || !daemon_conf()->sender_check) {
+	if (from[0] == '\0' || !inforce_conf()->sender_check) {
 		return 1;
 	}
 	domain = addr_split(from, local);
-	if (domain == NULL || !conf_is_local_domain(daemon_conf(), domain)) {
+	if (domain == NULL || !conf_is_local_domain(inforce_conf(), domain)) {
 		return 0;
 	}
 	if (strcasecmp(local, s->auth_user) == 0) {
 		return 1;
 	}
-	if (addr_expand(daemon_aliases(), local, is_user, NULL, daemon_conf(), &x) <= 0) {
+	if (addr_expand(inforce_aliases(), local, is_user, NULL, inforce_conf(), &x) <= 0) {
 		return 0;
 	}
 	for (i = 0; i < x.n; i++) {
@@ -504,22 +406,22 @@ static void local_sender(struct smtp_session *s)
 	struct log_kv l;
 
 	if (!s->sub.known || s->sub.address[0] == '\0') {
-		refuse(s, "unknown-local-user", NULL, "451 4.7.0 Cannot tell which local user you are");
+		smtp_refuse(s, "unknown-local-user", NULL, "451 4.7.0 Cannot tell which local user you are");
 		s->tx.from[0] = '\0';
 		return;
 	}
 	s->state = ST_MAIL;
 	if (strcmp(s->tx.from, s->sub.address) == 0) {
-		reply(s, "250 2.1.0 Ok");
+		smtp_reply(s, "250 2.1.0 Ok");
 		return;
 	}
-	kv_session(&l, "sender-rewritten", s);
+	smtp_kv_session(&l, "sender-rewritten", s);
 	log_kv_str(&l, "user", s->sub.name);
 	log_kv_addr(&l, "claimed", s->tx.from);
 	log_kv_addr(&l, "from", s->sub.address);
 	log_kv_end(&l, LOG_NOTICE);
 	snprintf(s->tx.from, sizeof s->tx.from, "%s", s->sub.address);
-	reply(s, "250 2.1.0 Ok: the sender is <%s>: only trusted users choose it", s->tx.from);
+	smtp_reply(s, "250 2.1.0 Ok: the sender is <%s>: only trusted users choose it", s->tx.from);
 }
 
 static void cmd_mail(struct smtp_session *s, char *arg)
@@ -530,11 +432,11 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 	/* RFC 6409 4.3: the submission port takes mail from users only. */
 	if (s->listener->proto == PROTO_SUBMISSION && s->auth_user[0] == '\0') {
 		log_refusal(s, "auth-required", NULL, "530 5.7.0 Authentication required");
-		reply_error(s, "530 5.7.0 Authentication required");
+		smtp_reply_error(s, "530 5.7.0 Authentication required");
 		return;
 	}
 	if (p == NULL) {
-		reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		smtp_reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return;
 	}
 	switch (addr_parse_path(p, s->tx.from, &rest, 1, 0)) {
@@ -543,10 +445,10 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 	case ADDR_ROUTE:
 		log_refusal(s, "source-route", NULL, "553 5.7.1 Source routes and %-hacks are not "
 		            "accepted");
-		reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
+		smtp_reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
 		return;
 	default:
-		reply_error(s, "501 5.1.7 Bad sender address syntax");
+		smtp_reply_error(s, "501 5.1.7 Bad sender address syntax");
 		return;
 	}
 	if (mail_params(s, rest) < 0) {
@@ -554,7 +456,7 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		return;
 	}
 	if (s->auth_user[0] != '\0' && !sender_owned(s, s->tx.from)) {
-		refuse(s, "sender-not-owned", NULL,
+		smtp_refuse(s, "sender-not-owned", NULL,
 		       "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", s->tx.from,
 		       s->auth_user);
 		s->tx.from[0] = '\0';
@@ -565,7 +467,7 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		return;
 	}
 	s->state = ST_MAIL;
-	reply(s, "250 2.1.0 Ok");
+	smtp_reply(s, "250 2.1.0 Ok");
 }
 
 /* Adds a local user to the transaction's recipients, once. */
@@ -608,7 +510,7 @@ static int add_remote(struct smtp_session *s, const char *addr)
  * rewritten. */
 static int queue_has_room(void)
 {
-	const struct conf *c = daemon_conf();
+	const struct conf *c = inforce_conf();
 	struct statvfs sv;
 
 	if (queue_length() >= c->queue_max_messages ||
@@ -635,71 +537,49 @@ static void too_many(struct smtp_session *s, const char *rcpt)
 		log_refusal(s, "too-many-recipients", rcpt, text);
 		s->tx.crowd_logged = 1;
 	}
-	reply(s, "%s", text);
+	smtp_reply(s, "%s", text);
 }
 
 static int is_user(const char *name)
 {
 	/* (declared above for sender_owned) */
-	return users_find(daemon_users(), name) >= 0;
+	return users_find(inforce_users(), name) >= 0;
 }
 
 /* 1 if the user's Maildir cannot take octets more; with 0, if it is
  * already at or over its quota. */
 static int over_quota(const char *user, uint64_t octets)
 {
-	const struct conf *c = daemon_conf();
-	const struct users_table *u = daemon_users();
+	const struct conf *c = inforce_conf();
+	const struct users_table *u = inforce_users();
 
 	return quota_exceeded(c->maildir_root, user, users_quota(u, users_find(u, user), c->quota),
 	                      octets);
 }
 
-/* Greylisting (greylist.h), for clients the spam defences screen and
- * that have not authenticated: 1 if the recipient was deferred, with the
- * reply sent. */
-static int greylisted(struct smtp_session *s, const char *rcpt)
-{
-	const struct conf *c = daemon_conf();
-	unsigned wait;
-
-	if (!c->greylist || !s->screened || s->auth_user[0] != '\0') {
-		return 0;
-	}
-	if (greylist_check(&s->conn.peer, s->tx.from, rcpt, c->greylist_delay, time(NULL), &wait)) {
-		daemon_stats.greylist_passed++;
-		return 0;
-	}
-	daemon_stats.greylist_deferred++;
-	refuse(s, "greylist", rcpt, "451 4.7.1 <%s>: Recipient address rejected: Greylisted, "
-	       "try again later", rcpt);
-	(void)wait;
-	return 1;
-}
-
 static void rcpt_local(struct smtp_session *s, const char *addr, const char *local)
 {
-	const struct users_table *u = daemon_users();
+	const struct users_table *u = inforce_users();
 	static struct addr_expansion x;
 	unsigned i, before = s->msg.nusers, before_remote = s->tx.nremote;
 	int n;
 
-	n = addr_expand(daemon_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
-	                daemon_conf(), &x);
+	n = addr_expand(inforce_aliases(), local, is_user, u->n > 0 ? u->u[0].name : NULL,
+	                inforce_conf(), &x);
 	if (n == 0) {
 		/* "*: someone" catches the names nobody has. */
-		n = addr_expand(daemon_aliases(), "*", is_user, NULL, daemon_conf(), &x);
+		n = addr_expand(inforce_aliases(), "*", is_user, NULL, inforce_conf(), &x);
 	}
 	if (n < 0) {
-		refuse(s, "alias-loop", addr, "550 5.4.6 Alias loop or too many targets for <%s>", addr);
+		smtp_refuse(s, "alias-loop", addr, "550 5.4.6 Alias loop or too many targets for <%s>", addr);
 		return;
 	}
 	if (n == 0) {
-		refuse(s, "unknown-user", addr, "550 5.1.1 <%s>: Recipient address rejected: User "
+		smtp_refuse(s, "unknown-user", addr, "550 5.1.1 <%s>: Recipient address rejected: User "
 		       "unknown", addr);
 		return;
 	}
-	if (greylisted(s, addr)) {
+	if (policy_greylisted(s, addr)) {
 		return;
 	}
 	for (i = 0; i < x.n; i++) {
@@ -708,7 +588,7 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		if (!x.remote[i] && over_quota(x.target[i], s->tx.size_hint)) {
 			s->msg.nusers = before;
 			s->tx.nremote = before_remote;
-			refuse(s, "quota", addr, "452 4.2.2 <%s>: Mailbox full", addr);
+			smtp_refuse(s, "quota", addr, "452 4.2.2 <%s>: Mailbox full", addr);
 			return;
 		}
 		/* An alias may send mail on: that is the box's own doing, not
@@ -716,7 +596,7 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		if (x.remote[i] && !queue_has_room()) {
 			s->msg.nusers = before;
 			s->tx.nremote = before_remote;
-			refuse(s, "queue-full", addr, "452 4.3.1 Insufficient system storage");
+			smtp_refuse(s, "queue-full", addr, "452 4.3.1 Insufficient system storage");
 			return;
 		}
 		if ((x.remote[i] ? add_remote(s, x.target[i]) : add_user(s, x.target[i])) < 0) {
@@ -730,7 +610,7 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 		snprintf(s->tx.first_rcpt, sizeof s->tx.first_rcpt, "%s", addr);
 	}
 	s->state = ST_RCPT;
-	reply(s, "250 2.1.5 Ok");
+	smtp_reply(s, "250 2.1.5 Ok");
 }
 
 /* Not an open relay: only relay_from clients, authenticated users and
@@ -738,11 +618,11 @@ static void rcpt_local(struct smtp_session *s, const char *addr, const char *loc
 static void rcpt_remote(struct smtp_session *s, const char *addr)
 {
 	if (!s->relay_ok && s->auth_user[0] == '\0') {
-		refuse(s, "relay-denied", addr, "554 5.7.1 <%s>: Relay access denied", addr);
+		smtp_refuse(s, "relay-denied", addr, "554 5.7.1 <%s>: Relay access denied", addr);
 		return;
 	}
 	if (!queue_has_room()) {
-		refuse(s, "queue-full", addr, "452 4.3.1 Insufficient system storage: the queue is full");
+		smtp_refuse(s, "queue-full", addr, "452 4.3.1 Insufficient system storage: the queue is full");
 		return;
 	}
 	if (add_remote(s, addr) < 0) {
@@ -753,7 +633,7 @@ static void rcpt_remote(struct smtp_session *s, const char *addr)
 		snprintf(s->tx.first_rcpt, sizeof s->tx.first_rcpt, "%s", addr);
 	}
 	s->state = ST_RCPT;
-	reply(s, "250 2.1.5 Ok");
+	smtp_reply(s, "250 2.1.5 Ok");
 }
 
 static void cmd_rcpt(struct smtp_session *s, char *arg)
@@ -763,10 +643,10 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	char *p = after_keyword(arg, "TO:");
 
 	if (p == NULL) {
-		reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		smtp_reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
-	if (s->tx.nrcpt >= daemon_conf()->max_recipients) {
+	if (s->tx.nrcpt >= inforce_conf()->max_recipients) {
 		too_many(s, NULL);
 		return;
 	}
@@ -776,17 +656,17 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	case ADDR_ROUTE:
 		log_refusal(s, "source-route", NULL, "553 5.7.1 Source routes and %-hacks are not "
 		            "accepted");
-		reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
+		smtp_reply_error(s, "553 5.7.1 Source routes and %-hacks are not accepted");
 		return;
 	default:
-		reply_error(s, "501 5.1.3 Bad recipient address syntax");
+		smtp_reply_error(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
 	while (*rest == ' ') {
 		rest++;
 	}
 	if (*rest != '\0') {
-		reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
+		smtp_reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
 		return;
 	}
 	if (strcmp(addr, "postmaster") == 0) {
@@ -795,10 +675,10 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	}
 	domain = addr_split(addr, local);
 	if (domain == NULL) {
-		reply_error(s, "501 5.1.3 Bad recipient address syntax");
+		smtp_reply_error(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
-	if (!conf_is_local_domain(daemon_conf(), domain)) {
+	if (!conf_is_local_domain(inforce_conf(), domain)) {
 		rcpt_remote(s, addr);
 		return;
 	}
@@ -810,7 +690,7 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 static void write_trace(struct smtp_session *s)
 {
 	char buf[1200], date[64], forwho[ADDR_MAX + 16] = "", with[16], tlsdesc[96] = "";
-	const struct conf *c = daemon_conf();
+	const struct conf *c = inforce_conf();
 	time_t now = time(NULL);
 	struct tm tm;
 	int n;
@@ -846,22 +726,22 @@ static void write_trace(struct smtp_session *s)
 }
 
 /* The reply for a failed write: a full disk or quota is 452, the rest 451. */
-static void reply_write_error(struct smtp_session *s, int err)
+void smtp_reply_write_error(struct smtp_session *s, int err)
 {
 	struct log_kv l;
 
-	daemon_stats.write_errors++;
-	kv_session(&l, "refused", s);
+	stats.write_errors++;
+	smtp_kv_session(&l, "refused", s);
 	log_kv_str(&l, "reason", "write-error");
 	log_kv_fmt(&l, "id", "%08" PRIX32 ".%u", s->id, s->tx.msgno);
 	log_kv_addr(&l, "from", s->tx.from);
 	log_kv_str(&l, "error", strerror(err));
 	if (err == ENOSPC || err == EDQUOT) {
 		log_kv_str(&l, "reply", "452 4.3.1 Insufficient system storage");
-		reply(s, "452 4.3.1 Insufficient system storage");
+		smtp_reply(s, "452 4.3.1 Insufficient system storage");
 	} else {
 		log_kv_str(&l, "reply", "451 4.3.0 Local error in processing, try again later");
-		reply(s, "451 4.3.0 Local error in processing, try again later");
+		smtp_reply(s, "451 4.3.0 Local error in processing, try again later");
 	}
 	log_kv_end(&l, LOG_ERR);
 }
@@ -869,7 +749,7 @@ static void reply_write_error(struct smtp_session *s, int err)
 static void cmd_data(struct smtp_session *s, char *arg)
 {
 	if (arg[0] != '\0') {
-		reply_error(s, "501 5.5.4 Syntax: DATA");
+		smtp_reply_error(s, "501 5.5.4 Syntax: DATA");
 		return;
 	}
 	s->tx.msgno = ++s->msgs;
@@ -877,48 +757,48 @@ static void cmd_data(struct smtp_session *s, char *arg)
 	/* Anything leaving the host, and so the whole message, goes through
 	 * the queue; purely local mail goes straight to the Maildirs. */
 	s->tx.queued = s->tx.nremote > 0;
-	if ((s->tx.queued ? queue_open(&s->msg, daemon_conf()->spool) : maildir_begin(&s->msg)) < 0) {
-		reply_write_error(s, errno);
+	if ((s->tx.queued ? queue_open(&s->msg, inforce_conf()->spool) : maildir_begin(&s->msg)) < 0) {
+		smtp_reply_write_error(s, errno);
 		return;
 	}
 	s->tx.file_open = 1;
 	smtp_data_init(&s->tx.data);
 	write_trace(s);
 	s->state = ST_DATA;
-	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
 static void cmd_rset(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	tx_reset(s);
-	reply(s, "250 2.0.0 Ok");
+	smtp_tx_reset(s);
+	smtp_reply(s, "250 2.0.0 Ok");
 }
 
 static void cmd_noop(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	reply(s, "250 2.0.0 Ok");
+	smtp_reply(s, "250 2.0.0 Ok");
 }
 
 static void cmd_vrfy(struct smtp_session *s, char *arg)
 {
 	(void)arg;
 	/* RFC 5321 3.5.3: 252 neither confirms nor denies a user. */
-	reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 static void cmd_help(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
+	smtp_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
 }
 
 static void cmd_quit(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	tx_reset(s);
-	reply(s, "221 2.0.0 Bye");
+	smtp_tx_reset(s);
+	smtp_reply(s, "221 2.0.0 Bye");
 	s->end_why = "quit";
 	s->state = ST_QUIT;
 }
@@ -926,7 +806,7 @@ static void cmd_quit(struct smtp_session *s, char *arg)
 /* Forgets everything learnt before TLS (RFC 3207 4.2). */
 static void session_reset(struct smtp_session *s)
 {
-	tx_reset(s);
+	smtp_tx_reset(s);
 	s->state = ST_GREETED;
 	s->helo[0] = '\0';
 	s->esmtp = 0;
@@ -938,23 +818,23 @@ static void cmd_starttls(struct smtp_session *s, char *arg)
 	struct tls *t;
 
 	if (s->conn.tls != NULL) {
-		reply_error(s, "554 5.5.1 Error: TLS already active");
+		smtp_reply_error(s, "554 5.5.1 Error: TLS already active");
 		return;
 	}
 	if (!starttls_offered(s)) {
-		reply_error(s, "502 5.5.1 Error: command not implemented");
+		smtp_reply_error(s, "502 5.5.1 Error: command not implemented");
 		return;
 	}
 	if (arg[0] != '\0') {
-		reply_error(s, "501 5.5.4 Syntax: STARTTLS");
+		smtp_reply_error(s, "501 5.5.4 Syntax: STARTTLS");
 		return;
 	}
 	t = tls_server_take();
 	if (t == NULL) {
-		reply(s, "454 4.7.0 TLS not available due to temporary reason");
+		smtp_reply(s, "454 4.7.0 TLS not available due to temporary reason");
 		return;
 	}
-	reply(s, "220 2.0.0 Ready to start TLS");
+	smtp_reply(s, "220 2.0.0 Ready to start TLS");
 	session_reset(s);
 	s->tls_logged = 0;
 	conn_starttls(&s->conn, t);
@@ -964,14 +844,14 @@ static void cmd_starttls(struct smtp_session *s, char *arg)
 /* Checks the credentials; 235, or 535 after the throttle delay. */
 static void auth_check(struct smtp_session *s, const char *user, const char *pass)
 {
-	const struct users_table *u = daemon_users();
+	const struct users_table *u = inforce_users();
 	unsigned delay;
 	int i = auth_login(u, &s->conn.peer, user, pass, loop_now(), &delay);
 
 	if (i < 0) {
 		struct log_kv l;
 
-		kv_session(&l, "refused", s);
+		smtp_kv_session(&l, "refused", s);
 		log_kv_str(&l, "reason", "auth");
 		log_kv_str(&l, "user", user);
 		log_kv_str(&l, "reply", "535 5.7.8 Authentication credentials invalid");
@@ -984,12 +864,12 @@ static void auth_check(struct smtp_session *s, const char *user, const char *pas
 	{
 		struct log_kv l;
 
-		kv_session(&l, "auth", s);
+		smtp_kv_session(&l, "auth", s);
 		log_kv_str(&l, "user", s->auth_user);
 		log_kv_end(&l, LOG_INFO);
 	}
 	s->state = s->sasl_return;
-	reply(s, "235 2.7.0 Authentication successful");
+	smtp_reply(s, "235 2.7.0 Authentication successful");
 }
 
 /* Decodes one base64 SASL line into out (NUL-terminated); -1 with the
@@ -1005,7 +885,7 @@ static int sasl_decode(struct smtp_session *s, const char *line, char *out, size
 	n = base64_decode(line, strlen(line), (unsigned char *)out, outlen - 1);
 	if (n < 0 || memchr(out, '\0', (size_t)n) != NULL) {
 		s->state = s->sasl_return;
-		reply_error(s, "501 5.5.2 Cannot decode the response");
+		smtp_reply_error(s, "501 5.5.2 Cannot decode the response");
 		return -1;
 	}
 	out[n] = '\0';
@@ -1019,14 +899,14 @@ static void sasl_response(struct smtp_session *s, const char *line)
 
 	if (strcmp(line, "*") == 0) {
 		s->state = s->sasl_return;
-		reply_error(s, "501 5.0.0 Authentication cancelled");
+		smtp_reply_error(s, "501 5.0.0 Authentication cancelled");
 		return;
 	}
 	switch (s->sasl) {
 	case SASL_PLAIN:
 		if (auth_plain_decode(line, user, sizeof user, pass, sizeof pass) < 0) {
 			s->state = s->sasl_return;
-			reply_error(s, "501 5.5.2 Cannot decode the PLAIN response");
+			smtp_reply_error(s, "501 5.5.2 Cannot decode the PLAIN response");
 			return;
 		}
 		auth_check(s, user, pass);
@@ -1036,7 +916,7 @@ static void sasl_response(struct smtp_session *s, const char *line)
 			return;
 		}
 		s->sasl = SASL_LOGIN_PASS;
-		reply(s, "334 UGFzc3dvcmQ6");   /* "Password:" */
+		smtp_reply(s, "334 UGFzc3dvcmQ6");   /* "Password:" */
 		return;
 	case SASL_LOGIN_PASS:
 		if (sasl_decode(s, line, pass, sizeof pass) < 0) {
@@ -1053,15 +933,15 @@ static void cmd_auth(struct smtp_session *s, char *arg)
 	char *ir = strchr(arg, ' ');
 
 	if (s->auth_user[0] != '\0') {
-		reply_error(s, "503 5.5.1 Error: already authenticated");
+		smtp_reply_error(s, "503 5.5.1 Error: already authenticated");
 		return;
 	}
 	if (s->state & (ST_MAIL | ST_RCPT)) {
-		reply_error(s, "503 5.5.1 Error: AUTH not allowed during a mail transaction");
+		smtp_reply_error(s, "503 5.5.1 Error: AUTH not allowed during a mail transaction");
 		return;
 	}
 	if (!auth_offered(s)) {
-		reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		smtp_reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
 		return;
 	}
 	if (ir != NULL) {
@@ -1072,7 +952,7 @@ static void cmd_auth(struct smtp_session *s, char *arg)
 		s->sasl = SASL_PLAIN;
 		s->state = ST_SASL;
 		if (ir == NULL) {
-			reply(s, "334 ");
+			smtp_reply(s, "334 ");
 			return;
 		}
 		sasl_response(s, ir);
@@ -1080,19 +960,19 @@ static void cmd_auth(struct smtp_session *s, char *arg)
 		s->sasl = SASL_LOGIN_USER;
 		s->state = ST_SASL;
 		if (ir == NULL) {
-			reply(s, "334 VXNlcm5hbWU6");   /* "Username:" */
+			smtp_reply(s, "334 VXNlcm5hbWU6");   /* "Username:" */
 			return;
 		}
 		sasl_response(s, ir);
 	} else {
-		reply_error(s, "504 5.5.4 Unrecognized authentication type");
+		smtp_reply_error(s, "504 5.5.4 Unrecognized authentication type");
 	}
 }
 
 static void cmd_not_offered(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	reply_error(s, "502 5.5.1 Command not implemented");
+	smtp_reply_error(s, "502 5.5.1 Command not implemented");
 }
 
 #define ST_ANY (ST_GREETED | ST_READY | ST_MAIL | ST_RCPT)
@@ -1119,15 +999,15 @@ static const struct smtp_command commands[] = {
 static void reply_out_of_order(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	if (s->state == ST_GREETED && strcmp(cmd->verb, "MAIL") == 0) {
-		reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+		smtp_reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
 	} else if (strcmp(cmd->verb, "MAIL") == 0) {
-		reply_error(s, "503 5.5.1 Error: nested MAIL command");
+		smtp_reply_error(s, "503 5.5.1 Error: nested MAIL command");
 	} else if (strcmp(cmd->verb, "RCPT") == 0) {
-		reply_error(s, "503 5.5.1 Error: need MAIL command");
+		smtp_reply_error(s, "503 5.5.1 Error: need MAIL command");
 	} else if (strcmp(cmd->verb, "DATA") == 0) {
-		reply_error(s, "503 5.5.1 Error: need RCPT command");
+		smtp_reply_error(s, "503 5.5.1 Error: need RCPT command");
 	} else {
-		reply_error(s, "503 5.5.1 Error: bad sequence of commands");
+		smtp_reply_error(s, "503 5.5.1 Error: bad sequence of commands");
 	}
 }
 
@@ -1155,7 +1035,7 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 		if (s->state == ST_SASL) {
 			s->state = s->sasl_return;
 		}
-		reply_error(s, "500 5.5.2 Error: invalid character (NUL, CR or control) in command");
+		smtp_reply_error(s, "500 5.5.2 Error: invalid character (NUL, CR or control) in command");
 		return;
 	}
 	if (s->state == ST_SASL) {
@@ -1169,7 +1049,7 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 		arg++;
 	}
 	if (s->state == ST_REFUSED && !(vlen == 4 && strncasecmp(line, "QUIT", 4) == 0)) {
-		reply_error(s, "503 5.7.1 Error: this client is refused, only QUIT is accepted");
+		smtp_reply_error(s, "503 5.7.1 Error: this client is refused, only QUIT is accepted");
 		return;
 	}
 	for (i = 0; i < sizeof commands / sizeof commands[0]; i++) {
@@ -1182,7 +1062,7 @@ static void dispatch(struct smtp_session *s, char *line, size_t len)
 			return;
 		}
 	}
-	reply_error(s, "500 5.5.1 Error: command not recognized");
+	smtp_reply_error(s, "500 5.5.1 Error: command not recognized");
 }
 
 /* ---- DATA -------------------------------------------------------------- */
@@ -1228,14 +1108,14 @@ static void committed(void *ctx, int err)
 	s->tx.file_open = 0;
 	s->state = ST_READY;
 	if (err != 0) {
-		reply_write_error(s, err);
+		smtp_reply_write_error(s, err);
 	} else {
 		snprintf(id, sizeof id, "%08" PRIX32 ".%u", s->id, s->tx.msgno);
 		log_received(s, id, s->tx.nrcpt);
 		for (i = 0; i < s->msg.nusers; i++) {
 			struct log_kv l;
 
-			quota_delivered(daemon_conf()->maildir_root, s->msg.users[i], s->msg.size);
+			quota_delivered(inforce_conf()->maildir_root, s->msg.users[i], s->msg.size);
 			log_kv_start(&l, "delivered");
 			log_kv_str(&l, "id", id);
 			log_kv_str(&l, "mailbox", s->msg.users[i]);
@@ -1243,27 +1123,27 @@ static void committed(void *ctx, int err)
 			log_kv_ms(&l, "delay", loop_now() - s->tx.began);
 			log_kv_end(&l, LOG_INFO);
 		}
-		daemon_stats.bytes_written += s->msg.size;
+		stats.bytes_written += s->msg.size;
 	}
 	if (s->gone) {
 		/* The connection dropped after the final dot: the message is
 		 * in the Maildir, but nobody heard 250, so a client that sends
 		 * it again delivers it twice (RFC 5321 6.1 prefers that to a
 		 * loss).  The session was waiting only for this. */
-		tx_reset(s);
-		daemon_release(s);
+		smtp_tx_reset(s);
+		sessions_release(s);
 		return;
 	}
 	if (err == 0) {
-		daemon_stats.messages_in++;
+		stats.messages_in++;
 		s->acked++;
 		s->acked_bytes += s->msg.size;
-		reply(s, "250 2.0.0 Ok: queued as %s", id);
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", id);
 	}
-	tx_reset(s);
+	smtp_tx_reset(s);
 	/* Commands pipelined after the dot are waiting in the buffer. */
-	session_process(s);
-	(void)session_update(s);
+	smtp_process(s);
+	(void)smtp_update(s);
 }
 
 /* Commits a message with relayed recipients to the queue (synchronously:
@@ -1299,21 +1179,21 @@ static void queue_tx(struct smtp_session *s)
 		snprintf(q->addr, sizeof q->addr, "%s", s->remote[i]);
 		q->why[0] = '\0';
 	}
-	e = queue_commit(&s->msg, daemon_conf()->spool, &env);
+	e = queue_commit(&s->msg, inforce_conf()->spool, &env);
 	s->tx.file_open = 0;
 	if (e != 0) {
-		reply_write_error(s, e);
+		smtp_reply_write_error(s, e);
 	} else {
-		daemon_stats.messages_in++;
-		daemon_stats.bytes_written += s->msg.size;
+		stats.messages_in++;
+		stats.bytes_written += s->msg.size;
 		s->acked++;
 		s->acked_bytes += s->msg.size;
 		log_received(s, env.id, env.nrcpt);
-		reply(s, "250 2.0.0 Ok: queued as %s", env.id);
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", env.id);
 		queue_added(env.id);
 	}
 	s->state = ST_READY;
-	tx_reset(s);
+	smtp_tx_reset(s);
 }
 
 /* 1 if the message would take a local recipient over quota (also for a
@@ -1327,7 +1207,7 @@ static int over_quota_any(struct smtp_session *s)
 		if (over_quota(s->msg.users[i], s->msg.size == 0 ? 1 : s->msg.size)) {
 			struct log_kv l;
 
-			kv_session(&l, "refused", s);
+			smtp_kv_session(&l, "refused", s);
 			log_kv_str(&l, "reason", "quota");
 			log_kv_addr(&l, "from", s->tx.from);
 			log_kv_str(&l, "mailbox", s->msg.users[i]);
@@ -1341,7 +1221,7 @@ static int over_quota_any(struct smtp_session *s)
 }
 
 /* The message is good: to the queue (answered now) or to the commit. */
-static void data_accept(struct smtp_session *s)
+void smtp_data_accept(struct smtp_session *s)
 {
 	if (s->tx.queued) {
 		queue_tx(s);
@@ -1349,71 +1229,6 @@ static void data_accept(struct smtp_session *s)
 	}
 	s->state = ST_COMMIT;
 	maildir_commit(&s->msg, committed, s);
-}
-
-/* The scanner's verdict: 0 accept, 1 reject, anything else try later. */
-static void scanned(void *ctx, int status)
-{
-	struct smtp_session *s = ctx;
-
-	s->scan = -1;
-	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
-	if (status == 0) {
-		daemon_stats.scanner_accepted++;
-		data_accept(s);
-	} else if (status == 1) {
-		daemon_stats.scanner_rejected++;
-		daemon_stats.messages_refused++;
-		refuse(s, "scanner", NULL, "554 5.7.0 Message rejected by the content scanner");
-		tx_reset(s);
-	} else {
-		char why[48];
-
-		daemon_stats.scanner_tempfail++;
-		snprintf(why, sizeof why, status < 0 ? "scanner-killed" : "scanner-exit-%d", status);
-		refuse(s, why, NULL, "451 4.3.0 Content scan failed, try again later");
-		tx_reset(s);
-	}
-	session_process(s);
-	(void)session_update(s);
-}
-
-/* The scanner did not answer within scanner_timeout: killed, and the
- * mail refused for now rather than accepted unscanned. */
-static void scan_timeout(struct smtp_session *s)
-{
-	scanner_cancel(s->scan);
-	s->scan = -1;
-	daemon_stats.scanner_timeouts++;
-	refuse(s, "scanner-timeout", NULL, "451 4.3.0 Content scan timed out, try again later");
-	tx_reset(s);
-	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
-	session_process(s);
-	(void)session_update(s);
-}
-
-/* Hands the complete file to the scanner; the reply waits for it. */
-static void scan_start(struct smtp_session *s)
-{
-	const struct conf *c = daemon_conf();
-	int e = maildir_flush(&s->msg);
-
-	if (e != 0) {
-		reply_write_error(s, e);
-		tx_reset(s);
-		return;
-	}
-	s->scan = scanner_start(c->scanner, s->msg.tmp, scanned, s);
-	if (s->scan < 0) {
-		daemon_stats.scanner_tempfail++;
-		log_msg(LOG_ERR, "scanner %s cannot run: %m", c->scanner);
-		refuse(s, "scanner-unavailable", NULL, "451 4.3.0 Content scanner unavailable, try "
-		       "again later");
-		tx_reset(s);
-		return;
-	}
-	s->state = ST_SCAN;
-	loop_deadline(s->slot, loop_now() + (int64_t)c->scanner_timeout * 1000);
 }
 
 /* The final dot arrived: refuse a bad message, or hand it to the commit. */
@@ -1425,37 +1240,37 @@ static void data_end(struct smtp_session *s)
 		s->tx.write_err = s->msg.err;
 	}
 	if (flags != 0 || s->tx.too_big || s->tx.write_err != 0) {
-		daemon_stats.messages_refused++;
+		stats.messages_refused++;
 		if (flags != 0) {
 			char what[48];
 
 			snprintf(what, sizeof what, "bad-bytes:%s%s%s", flags & DATA_BARE_LF ? "bare-LF," : "",
 			         flags & DATA_BARE_CR ? "bare-CR," : "", flags & DATA_NUL ? "NUL," : "");
 			what[strlen(what) - 1] = '\0';
-			refuse(s, what, NULL, "550 5.6.0 Message refused: bare CR, bare LF or NUL in "
+			smtp_refuse(s, what, NULL, "550 5.6.0 Message refused: bare CR, bare LF or NUL in "
 			       "message (lines must end with CRLF)");
 		} else if (s->tx.too_big) {
-			refuse(s, "size", NULL, "552 5.3.4 Message size exceeds fixed limit");
+			smtp_refuse(s, "size", NULL, "552 5.3.4 Message size exceeds fixed limit");
 		} else {
-			reply_write_error(s, s->tx.write_err);
+			smtp_reply_write_error(s, s->tx.write_err);
 		}
 		s->state = ST_READY;
-		tx_reset(s);
+		smtp_tx_reset(s);
 		return;
 	}
 	if (over_quota_any(s)) {
 		/* One reply for the whole message: keep none of it. */
-		daemon_stats.messages_refused++;
-		reply(s, "452 4.2.2 Mailbox full");   /* logged by over_quota_any */
+		stats.messages_refused++;
+		smtp_reply(s, "452 4.2.2 Mailbox full");   /* logged by over_quota_any */
 		s->state = ST_READY;
-		tx_reset(s);
+		smtp_tx_reset(s);
 		return;
 	}
-	if (daemon_conf()->scanner[0] != '\0' && s->conn.peer.ss_family != AF_UNIX) {
-		scan_start(s);
+	if (inforce_conf()->scanner[0] != '\0' && s->conn.peer.ss_family != AF_UNIX) {
+		policy_scan_start(s);
 		return;
 	}
-	data_accept(s);
+	smtp_data_accept(s);
 }
 
 /* smtp_timeout is the time allowed for each command line, or each line of
@@ -1463,7 +1278,7 @@ static void data_end(struct smtp_session *s)
  * at a time (slow-loris) cannot hold its session for ever. */
 static void idle_deadline(struct smtp_session *s)
 {
-	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	loop_deadline(s->slot, loop_now() + (int64_t)inforce_conf()->smtp_timeout * 1000);
 }
 
 /* Feeds buffered input to the DATA machine. */
@@ -1472,7 +1287,7 @@ static void data_consume(struct smtp_session *s)
 	unsigned char out[CONN_IN_SIZE];
 	struct conn *c = &s->conn;
 	size_t used, outlen;
-	uint64_t max = daemon_conf()->max_message_size;
+	uint64_t max = inforce_conf()->max_message_size;
 
 	used = smtp_data_feed(&s->tx.data, c->in + c->in_off, c->in_len - c->in_off, out, &outlen);
 	if (memchr(c->in + c->in_off, '\n', used) != NULL) {
@@ -1501,7 +1316,7 @@ static void data_consume(struct smtp_session *s)
 /* ---- the session's I/O ------------------------------------------------- */
 
 /* Handles what is buffered, as far as the state allows. */
-static void session_process(struct smtp_session *s)
+void smtp_process(struct smtp_session *s)
 {
 	char *line;
 	size_t len;
@@ -1535,7 +1350,7 @@ static void session_process(struct smtp_session *s)
 			if (s->state == ST_SASL) {
 				s->state = s->sasl_return;
 			}
-			reply_error(s, "500 5.5.2 Error: line too long");
+			smtp_reply_error(s, "500 5.5.2 Error: line too long");
 			break;
 		case CONN_LINE_OK:
 			idle_deadline(s);
@@ -1574,12 +1389,12 @@ static int flush_and_continue(struct smtp_session *s)
 			return r;
 		}
 		/* The output is empty: room for the next command's reply. */
-		session_process(s);
+		smtp_process(s);
 	}
 }
 
 /* Flushes output and sets what the loop waits for; 0, or -1 if ended. */
-static int session_update(struct smtp_session *s)
+int smtp_update(struct smtp_session *s)
 {
 	int r = flush_and_continue(s), pending;
 	short ev;
@@ -1612,102 +1427,10 @@ static int session_update(struct smtp_session *s)
 static void session_timeout(struct smtp_session *s)
 {
 	s->end_why = "timeout";
-	tx_reset(s);
-	reply(s, "421 4.4.2 %s Error: timeout exceeded", daemon_conf()->hostname);
+	smtp_tx_reset(s);
+	smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", inforce_conf()->hostname);
 	(void)conn_flush(&s->conn);
 	session_end(s);
-}
-
-/* ---- before the banner ------------------------------------------------- */
-
-/* The banner, once the pause is over: 554 for a listed client (who may
- * only QUIT), else 220. */
-static void banner(struct smtp_session *s)
-{
-	const struct conf *c = daemon_conf();
-
-	loop_deadline(s->slot, loop_now() + (int64_t)c->smtp_timeout * 1000);
-	if (s->dnsbl_on) {
-		daemon_stats.dnsbl_unanswered += dnsbl_cancel(&s->dnsbl, 1);
-		s->dnsbl_on = 0;
-		if (s->dnsbl.listed >= 0) {
-			const char *zone = s->dnsbl.zone[s->dnsbl.listed];
-
-			daemon_stats.dnsbl_listed++;
-			refuse(s, "dnsbl", NULL, "554 5.7.1 Service unavailable; client [%s] blocked using "
-			       "%s", s->conn.peer_ip, zone);
-			s->state = ST_REFUSED;
-			return;
-		}
-	}
-	s->state = ST_GREETED;
-	reply(s, "220 %s ESMTP picomail", c->hostname);
-}
-
-/* Greets once greet_pause is over and every list has answered (or had
- * its time); until then, waits for whichever comes next. */
-static void pause_check(struct smtp_session *s)
-{
-	int64_t now = loop_now();
-
-	if (now < s->pause_end) {
-		loop_deadline(s->slot, s->pause_end);
-	} else if (s->dnsbl_on && s->dnsbl.pending > 0 && s->dnsbl.listed < 0 &&
-	           now < s->dnsbl_end) {
-		loop_deadline(s->slot, s->dnsbl_end);
-	} else {
-		banner(s);
-	}
-}
-
-static void dnsbl_done(void *ctx)
-{
-	struct smtp_session *s = ctx;
-
-	if (s->state == ST_PAUSE) {
-		pause_check(s);
-		(void)session_update(s);
-	}
-}
-
-/* In ST_PAUSE: the deadline, or input.  A client that talks before the
- * banner is not waiting for replies: a spam engine.  Refused, and the
- * connection closed. */
-static void pause_event(struct smtp_session *s, int revents)
-{
-	if (revents & LOOP_TIMEOUT) {
-		pause_check(s);
-		(void)session_update(s);
-		return;
-	}
-	if (conn_fill(&s->conn) > 0 || conn_unread(&s->conn) > 0) {
-		daemon_stats.pregreet++;
-		if (s->dnsbl_on) {
-			(void)dnsbl_cancel(&s->dnsbl, 0);
-			s->dnsbl_on = 0;
-		}
-		refuse(s, "pregreet", NULL, "554 5.5.1 Error: protocol error, talked before the "
-		       "greeting");
-		s->state = ST_QUIT;
-		s->end_why = "refused";
-	}
-	(void)session_update(s);
-}
-
-/* Holds the banner back: greet_pause, and the blocklist lookups. */
-static void pause_start(struct smtp_session *s)
-{
-	const struct conf *c = daemon_conf();
-	int64_t now = loop_now();
-
-	s->state = ST_PAUSE;
-	s->pause_end = now + (int64_t)c->greet_pause * 1000;
-	s->dnsbl_end = now + (int64_t)c->dnsbl_timeout * 1000;
-	if (c->ndnsbl > 0) {
-		s->dnsbl_on = 1;
-		(void)dnsbl_start(&s->dnsbl, c, &s->conn.peer, dnsbl_done, s);
-	}
-	pause_check(s);
 }
 
 static void session_io(void *ctx, int revents)
@@ -1726,21 +1449,21 @@ static void session_io(void *ctx, int revents)
 		return;
 	}
 	if (s->state == ST_PAUSE) {
-		pause_event(s, revents);
+		policy_pause_event(s, revents);
 		return;
 	}
 	if (revents & LOOP_TIMEOUT) {
 		if (s->state == ST_SCAN) {
-			scan_timeout(s);
+			policy_scan_timeout(s);
 			return;
 		}
 		if (s->state == ST_DELAY) {
 			/* The throttle delay is over: answer the failed AUTH. */
 			s->state = s->sasl_return;
-			reply_error(s, "535 5.7.8 Authentication credentials invalid");
-			loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
-			session_process(s);
-			(void)session_update(s);
+			smtp_reply_error(s, "535 5.7.8 Authentication credentials invalid");
+			loop_deadline(s->slot, loop_now() + (int64_t)inforce_conf()->smtp_timeout * 1000);
+			smtp_process(s);
+			(void)smtp_update(s);
 			return;
 		}
 		session_timeout(s);
@@ -1750,31 +1473,31 @@ static void session_io(void *ctx, int revents)
 		n = conn_fill(&s->conn);
 		if (!s->tls_logged && conn_tls_ready(&s->conn)) {
 			/* Handshake over: from now on the idle timeout counts. */
-			kv_session(&l, "tls", s);
+			smtp_kv_session(&l, "tls", s);
 			log_kv_str(&l, "version", "TLSv1.2");
 			log_kv_str(&l, "cipher", tls_suite(s->conn.tls));
 			log_kv_end(&l, LOG_INFO);
 			s->tls_logged = 1;
 			if (s->state != ST_DELAY) {
 				loop_deadline(s->slot,
-				              loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+				              loop_now() + (int64_t)inforce_conf()->smtp_timeout * 1000);
 			}
 		}
-		session_process(s);
+		smtp_process(s);
 		if (n < 0 && s->conn.err) {
 			s->end_why = s->conn.tls_error ? "tls-error" : "lost";
 			session_end(s);
 			return;
 		}
 	}
-	(void)session_update(s);
+	(void)smtp_update(s);
 }
 
 static void log_connect(const struct smtp_session *s)
 {
 	struct log_kv l;
 
-	kv_session(&l, "connect", s);
+	smtp_kv_session(&l, "connect", s);
 	log_kv_str(&l, "listener", s->conn.peer.ss_family == AF_UNIX ? "sendmail" :
 	                           s->listener->proto == PROTO_SUBMISSION ? "submission" : "smtp");
 	if (s->listener->tls == TLS_IMPLICIT) {
@@ -1784,14 +1507,19 @@ static void log_connect(const struct smtp_session *s)
 }
 
 /* The banner, or first the pause for strangers on port 25. */
+void smtp_banner(struct smtp_session *s)
+{
+	smtp_reply(s, "220 %s ESMTP picomail", inforce_conf()->hostname);
+}
+
 static void greet_or_pause(struct smtp_session *s)
 {
-	if (s->screened && (daemon_conf()->greet_pause > 0 || daemon_conf()->ndnsbl > 0)) {
-		pause_start(s);
+	if (s->screened && (inforce_conf()->greet_pause > 0 || inforce_conf()->ndnsbl > 0)) {
+		policy_pause_start(s);
 	} else {
-		reply(s, "220 %s ESMTP picomail", daemon_conf()->hostname);
+		smtp_banner(s);
 	}
-	(void)session_update(s);
+	(void)smtp_update(s);
 }
 
 /* Implicit TLS (465): takes a TLS slot, or waits a little for one, since
@@ -1834,18 +1562,18 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 	s->listener = l;
 	s->state = ST_GREETED;
 	s->relay_ok = peer->sa_family == AF_UNIX ||
-	              conf_net_match(daemon_conf()->relay_from, daemon_conf()->nrelay_from, peer);
+	              conf_net_match(inforce_conf()->relay_from, inforce_conf()->nrelay_from, peer);
 	/* The defences against spam engines are for strangers on port 25:
 	 * not the LAN (relay_from), nor submission, nor implicit TLS. */
 	s->screened = l->proto == PROTO_SMTP && l->tls != TLS_IMPLICIT && !s->relay_ok;
 	if (peer->sa_family == AF_UNIX) {
-		submitter_of(fd, daemon_conf(), &s->sub);
+		submitter_of(fd, inforce_conf(), &s->sub);
 	}
 	s->scan = -1;
 	s->slot = loop_add(fd, POLLIN, session_io, s);
 	if (s->slot < 0) {
 		conn_close(&s->conn);
-		daemon_release(s);
+		sessions_release(s);
 		return;
 	}
 	s->started = loop_now();
@@ -1857,7 +1585,7 @@ void smtp_session_start(void *mem, int fd, const struct sockaddr *peer, socklen_
 		tls_wait(s);
 		return;
 	}
-	loop_deadline(s->slot, loop_now() + (int64_t)daemon_conf()->smtp_timeout * 1000);
+	loop_deadline(s->slot, loop_now() + (int64_t)inforce_conf()->smtp_timeout * 1000);
 	greet_or_pause(s);
 }
 
@@ -1865,11 +1593,11 @@ void smtp_session_shutdown(void *mem)
 {
 	struct smtp_session *s = mem;
 
-	tx_reset(s);
+	smtp_tx_reset(s);
 	/* Not on an implicit TLS port before TLS: clear text would only
 	 * confuse the client. */
 	if (s->state != ST_TLSWAIT) {
-		reply(s, "421 4.3.2 %s Service shutting down", daemon_conf()->hostname);
+		smtp_reply(s, "421 4.3.2 %s Service shutting down", inforce_conf()->hostname);
 		(void)conn_flush(&s->conn);
 	}
 	s->end_why = "shutdown";

@@ -43,7 +43,7 @@ FUZZ_BEARSSL_COV_CFLAGS = -std=c99 -g -O1 -fno-omit-frame-pointer -fsanitize=add
 FUZZ_BEARSSL_LIB_tls_client = $(FUZZ_BEARSSL_COV_LIB)
 
 # Every module but the entry point, the daemon's start-up (stood in for by
-# support/daemon_stub.c) and the malloc counter.  They go into an archive,
+# support/inforce_stub.c) and the malloc counter.  They go into an archive,
 # so a harness links only the modules it reaches, and a harness's own
 # stand-ins (defined before the archive) keep the real module out.
 FUZZ_SRCS       = $(filter-out src/main.c src/daemon.c src/testalloc.c,$(wildcard src/*.c))
@@ -53,8 +53,8 @@ FUZZ_HDRS       = $(wildcard src/*.h) tests/fuzz/support/fuzz.h
 
 # Support objects: every harness takes the base; the sessions take more.
 FUZZ_SUPPORT_BASE         = common vtime log_quiet
-FUZZ_SUPPORT_smtp_session = daemon_stub session smtp_stubs crypt_stub
-FUZZ_SUPPORT_pop3_session = daemon_stub session crypt_stub
+FUZZ_SUPPORT_smtp_session = inforce_stub session smtp_stubs crypt_stub
+FUZZ_SUPPORT_pop3_session = inforce_stub session crypt_stub
 
 FUZZ_BINS = $(addprefix $(FUZZ_OUT)/fuzz_,$(FUZZ_HARNESSES))
 

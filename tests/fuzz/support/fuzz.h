@@ -23,7 +23,7 @@ void fuzz_memfile(const uint8_t *data, size_t size, char *path, size_t len);
  * so that fsync costs nothing); removed at exit. */
 const char *fuzz_tmpdir(void);
 
-/* ---- the daemon's side, for the sessions (daemon_stub.c) ---- */
+/* ---- the daemon's side, for the sessions (inforce_stub.c) ---- */
 
 /* Builds the configuration, users and aliases every session sees, with
  * maildir_root under root.  Aborts on failure. */
@@ -70,7 +70,7 @@ void fuzz_session_run(const struct fuzz_session *k, const struct conf_listen *l,
                       const struct sockaddr *peer, socklen_t peerlen, const uint8_t *in,
                       size_t n, size_t chunk, int wait_greeting, enum fuzz_close how);
 
-/* The session gave its object back (daemon_release). */
+/* The session gave its object back (sessions_release). */
 void fuzz_session_released(void *mem);
 
 #endif

@@ -54,7 +54,7 @@ void fuzz_session_init(void)
 void fuzz_session_released(void *mem)
 {
 	if (mem != live) {
-		fuzz_fail("daemon_release of an object that is not the live session");
+		fuzz_fail("sessions_release of an object that is not the live session");
 	}
 	live = NULL;
 }

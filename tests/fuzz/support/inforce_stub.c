@@ -1,15 +1,18 @@
-/* daemon_stub.c - daemon.h for the session harnesses: a fixed
- * configuration, users and aliases, and the pool's release going back to
- * the session driver.  daemon.c itself (listeners, signals, the control
- * socket) has no part in parsing a session's bytes. */
-#include "daemon.h"
+/* inforce_stub.c - inforce.h, sessions.h and stats.h for the session
+ * harnesses: a fixed configuration, users and aliases in force, and the
+ * pool's release going back to the session driver.  daemon.c itself
+ * (listeners, signals, the control socket) has no part in parsing a
+ * session's bytes. */
 #include "fuzz.h"
+#include "inforce.h"
+#include "sessions.h"
+#include "stats.h"
 #include "tls.h"
 
 #include <stdio.h>
 #include <string.h>
 
-struct daemon_stats daemon_stats;
+struct stats stats;
 
 static struct conf conf;
 static struct users_table users;
@@ -57,17 +60,17 @@ static const char tls_file[] =
 	"SNoDBMmW68Oo1r9fBhLpQhXgWSaduVr02A==\n"
 	"-----END EC PRIVATE KEY-----\n";
 
-const struct conf *daemon_conf(void)
+const struct conf *inforce_conf(void)
 {
 	return &conf;
 }
 
-const struct users_table *daemon_users(void)
+const struct users_table *inforce_users(void)
 {
 	return &users;
 }
 
-const struct alias_table *daemon_aliases(void)
+const struct alias_table *inforce_aliases(void)
 {
 	return &aliases;
 }
@@ -77,7 +80,7 @@ struct conf *fuzz_conf(void)
 	return &conf;
 }
 
-void daemon_release(void *session)
+void sessions_release(void *session)
 {
 	fuzz_session_released(session);
 }
