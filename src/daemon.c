@@ -1,6 +1,7 @@
 /* daemon.c - start-up, listeners, the session pool, signals, reload and
  * the control socket of "picomail serve". */
 #include "daemon.h"
+#include "fsyncs.h"
 #include "inforce.h"
 #include "sessions.h"
 #include "stats.h"
@@ -54,8 +55,6 @@
 #define EXTRA_SLOTS    9     /* signal pipe, control socket and its client, submit socket,
                               * queue and users timers, spare */
 #define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
-
-struct stats stats;
 
 static int users_slot = -1;
 static int listen_fd[CONF_LISTEN_MAX];
@@ -318,6 +317,10 @@ static int status_text(char *buf, size_t len)
 	                 "messages_refused: %" PRIu64 "\n"
 	                 "bytes_written: %" PRIu64 "\n"
 	                 "write_errors: %" PRIu64 "\n"
+	                 "commit_batches: %" PRIu64 "\n"
+	                 "commit_files: %" PRIu64 "\n"
+	                 "commit_batch_max: %" PRIu64 "\n"
+	                 "commit_syncs: %s\n"
 	                 "queue_length: %u\n"
 	                 "queue_bytes: %" PRIu64 "\n"
 	                 "queue_active: %u\n"
@@ -339,7 +342,8 @@ static int status_text(char *buf, size_t len)
 	                 pop3_mailboxes_size(), tls_used(), tls_size(), loop_used(),
 	                 loop_size(), stats.refused_busy, stats.refused_per_address,
 	                 stats.messages_in, stats.messages_refused,
-	                 stats.bytes_written, stats.write_errors, queue_length(),
+	                 stats.bytes_written, stats.write_errors, stats.commit_batches,
+	                 stats.commit_files, stats.commit_batch_max, fsyncs_method(), queue_length(),
 	                 queue_bytes(), queue_active(), stats.pregreet,
 	                 stats.helo_refused, stats.dnsbl_listed,
 	                 stats.dnsbl_unanswered, stats.greylist_deferred,

@@ -1,5 +1,6 @@
 /* io.c - thin wrappers over the system calls, and the fault seam. */
 #include "io.h"
+#include "fsyncs.h"
 #include "log.h"
 
 #include <errno.h>
@@ -14,20 +15,23 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_SYNCFS,
-             OP_GETRANDOM, OP_COUNT };
+enum io_op { OP_OPEN, OP_WRITE, OP_FSYNC, OP_RENAME, OP_LINK, OP_UNLINK, OP_MKDIR, OP_GETRANDOM,
+             OP_URING, OP_COUNT };
 
 #ifdef PICOMAIL_TEST
 static const char *const op_names[OP_COUNT] = {
-	"open", "write", "fsync", "rename", "link", "unlink", "mkdir", "syncfs", "getrandom",
+	"open", "write", "fsync", "rename", "link", "unlink", "mkdir", "getrandom", "uring",
 };
 
 static const struct { const char *name; int value; } errno_names[] = {
 	{ "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
 	{ "EACCES", EACCES }, { "EROFS", EROFS }, { "EMFILE", EMFILE },
 	{ "ENOMEM", ENOMEM }, { "EPERM", EPERM },
-	/* getrandom: a pool not initialised yet, a kernel without the call */
+	/* getrandom: a pool not initialised yet, a kernel without the call;
+	 * uring: no io_uring in the kernel */
 	{ "EAGAIN", EAGAIN }, { "ENOSYS", ENOSYS },
+	/* open: a file system without unnamed files (O_TMPFILE: vfat, jffs2) */
+	{ "EOPNOTSUPP", EOPNOTSUPP },
 };
 
 #define FAULTS_MAX 8
@@ -234,6 +238,14 @@ ssize_t io_getrandom(void *buf, size_t n, unsigned flags)
 	return r;
 }
 
+long io_uring(long call, long a, long b, long c, long d)
+{
+	if (fault(OP_URING, "(kernel)", -1)) {
+		return -1;
+	}
+	return syscall(call, a, b, c, d, 0L, 0L);
+}
+
 ssize_t io_read(int fd, void *buf, size_t n)
 {
 	ssize_t r;
@@ -257,7 +269,7 @@ int io_fsync(int fd)
 	return r;
 }
 
-int io_sync_data(int fd)
+int io_fdatasync(int fd)
 {
 	int r;
 
@@ -265,23 +277,54 @@ int io_sync_data(int fd)
 		return -1;
 	}
 	do {
-		r = sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-		                    SYNC_FILE_RANGE_WAIT_AFTER);
+		r = fdatasync(fd);
 	} while (r < 0 && errno == EINTR);
 	return r;
 }
 
-int io_syncfs(int fd)
+void io_fdatasync_many(const int *fd, int *err, unsigned n)
+{
+	int live[FSYNCS_RING], res[FSYNCS_RING];
+	unsigned at[FSYNCS_RING], i = 0, k, j;
+
+	while (i < n) {
+		for (k = 0; i < n && k < FSYNCS_RING; i++) {
+			if (fault(OP_FSYNC, NULL, fd[i])) {
+				err[i] = errno ? errno : EIO;
+				continue;
+			}
+			at[k] = i;
+			live[k++] = fd[i];
+		}
+		fsyncs_data(live, res, k);
+		for (j = 0; j < k; j++) {
+			err[at[j]] = res[j];
+		}
+	}
+}
+
+static int file_range(int fd, unsigned flags)
 {
 	int r;
 
-	if (fault(OP_SYNCFS, NULL, fd)) {
+	if (fault(OP_FSYNC, NULL, fd)) {
 		return -1;
 	}
 	do {
-		r = syncfs(fd);
+		r = sync_file_range(fd, 0, 0, flags);
 	} while (r < 0 && errno == EINTR);
 	return r;
+}
+
+int io_start_data(int fd)
+{
+	return file_range(fd, SYNC_FILE_RANGE_WRITE);
+}
+
+int io_sync_data(int fd)
+{
+	return file_range(fd, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+	                  SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
 int io_rename(const char *from, const char *to)
@@ -298,6 +341,21 @@ int io_link(const char *from, const char *to)
 		return -1;
 	}
 	return link(from, to);
+}
+
+int io_link_fd(int fd, const char *to)
+{
+	char from[32];
+	int r;
+
+	snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
+	if (fault(OP_LINK, to, -1)) {
+		return -1;
+	}
+	do {
+		r = linkat(AT_FDCWD, from, AT_FDCWD, to, AT_SYMLINK_FOLLOW);
+	} while (r < 0 && errno == EINTR);
+	return r;
 }
 
 int io_unlink(const char *path)

@@ -26,15 +26,28 @@ int io_write_all(int fd, const void *buf, size_t n);
 ssize_t io_read(int fd, void *buf, size_t n);
 /* getrandom(2) with flags (GRND_NONBLOCK or 0); bytes, or -1 with errno. */
 ssize_t io_getrandom(void *buf, size_t n, unsigned flags);
+/* An io_uring system call (call: SYS_io_uring_setup, _enter or _register)
+ * with its first four arguments; counted as "uring" by the fault seam.
+ * No EINTR retry: the caller knows which calls may be repeated. */
+long io_uring(long call, long a, long b, long c, long d);
 int io_fsync(int fd);
+/* fdatasync(2): the file's data and what reading it back needs (size,
+ * blocks), then a device cache flush. */
+int io_fdatasync(int fd);
+/* fdatasync of fd[0..n-1], issued together (fsyncs.c); err[i] is 0 or the
+ * errno of file i.  Each counts as one fsync for the fault seam. */
+void io_fdatasync_many(const int *fd, int *err, unsigned n);
+/* Starts the write-back of a file's data (sync_file_range) and returns. */
+int io_start_data(int fd);
 /* Writes a file's data and waits for it (sync_file_range), reporting write
- * errors; it does not flush the device cache nor the inode.  Counted as an
- * fsync by the fault seam. */
+ * errors; it does not flush the device cache nor the inode.  The three are
+ * counted as fsyncs by the fault seam. */
 int io_sync_data(int fd);
-/* syncfs(2): everything on fd's filesystem, one device flush. */
-int io_syncfs(int fd);
 int io_rename(const char *from, const char *to);
 int io_link(const char *from, const char *to);
+/* Gives the open file fd (an unnamed O_TMPFILE one) the name to, through
+ * /proc/self/fd; counted as a link by the fault seam. */
+int io_link_fd(int fd, const char *to);
 int io_unlink(const char *path);
 int io_mkdir(const char *path, mode_t mode);
 

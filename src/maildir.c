@@ -1,14 +1,20 @@
 /* maildir.c - durable delivery into <root>/<user>/{tmp,new,cur}.
  *
  * The sequence for one batch (DESIGN.md, durability):
- *   write tmp/<name> -> fsync it -> link into new/ of every user ->
- *   unlink tmp/<name> -> fsync every touched new/ once -> report.
+ *   write a file in tmp/ -> fdatasync it -> link into new/ of every user
+ *   -> fsync every touched new/ once -> report.
+ * The file in tmp/ has no name (O_TMPFILE) where the kernel and the file
+ * system allow it: it is linked into new/ through /proc/self/fd, and a
+ * crash leaves nothing behind in tmp/.  Otherwise it is tmp/<unique>,
+ * renamed into the first user's new/ (hard links for the others).
  * A failure at any step removes what the message left in new/ and tmp/,
  * and the session answers 4xx.
  */
 #include "maildir.h"
+#include "fsyncs.h"
 #include "io.h"
 #include "log.h"
+#include "stats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +33,8 @@ static char host[128] = "localhost";
 static unsigned long counter;
 static int pid;   /* for unique names; one getpid() instead of one a message */
 static struct maildir_msg *pending_head, **pending_tail = &pending_head;
+/* Files without a name: 1 while the kernel and file system take them. */
+static int unnamed_ok;
 
 void maildir_setup(const char *r, const char *hostname)
 {
@@ -35,6 +43,9 @@ void maildir_setup(const char *r, const char *hostname)
 	snprintf(root, sizeof root, "%s", r);
 	pid = (int)getpid();
 	snprintf(host, sizeof host, "%s", hostname);
+	/* Linking an unnamed file needs /proc (linkat with AT_EMPTY_PATH
+	 * needs a capability the daemon gives up). */
+	unnamed_ok = access("/proc/self/fd", X_OK) == 0;
 	/* '/' and ':' would break the name (path, info separator). */
 	for (i = 0; host[i] != '\0'; i++) {
 		if (host[i] == '/' || host[i] == ':') {
@@ -111,24 +122,49 @@ static void msg_reset(struct maildir_msg *m)
 	m->next = NULL;
 }
 
-int maildir_begin(struct maildir_msg *m)
+/* Opens an unnamed file in dir: the fd, -1 with errno, or -2 when the
+ * kernel or the file system has no O_TMPFILE (then never tried again). */
+static int open_unnamed(const char *dir)
+{
+	int fd = io_open(dir, O_TMPFILE | O_WRONLY, 0600);
+
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		log_msg(LOG_NOTICE, "%s: no unnamed files here (%m): messages are written under "
+		        "names in tmp/", dir);
+		unnamed_ok = 0;
+		return -2;
+	}
+	return fd;
+}
+
+int maildir_begin(struct maildir_msg *m, int named)
 {
 	char dir[MAILDIR_PATH_MAX];
 	int tries;
 
 	msg_reset(m);
 	unique_name(m->name, sizeof m->name);
+	m->tmp[0] = '\0';
 	if (user_path(dir, sizeof dir, m->users[0], "tmp") < 0) {
 		return -1;
 	}
-	if (snprintf(m->tmp, sizeof m->tmp, "%s/%s", dir, m->name) >= (int)sizeof m->tmp) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
 	for (tries = 0; tries < 2; tries++) {
-		m->fd = io_open(m->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
-		if (m->fd >= 0) {
-			return 0;
+		if (!named && unnamed_ok) {
+			m->fd = open_unnamed(dir);
+			if (m->fd >= 0) {
+				return 0;
+			}
+		}
+		if (m->fd == -2 || named || !unnamed_ok) {
+			if (snprintf(m->tmp, sizeof m->tmp, "%s/%s", dir, m->name) >= (int)sizeof m->tmp) {
+				errno = ENAMETOOLONG;
+				return -1;
+			}
+			m->fd = io_open(m->tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+			if (m->fd >= 0) {
+				return 0;
+			}
+			m->tmp[0] = '\0';
 		}
 		if (errno != ENOENT || make_maildir(m->users[0]) < 0) {
 			return -1;
@@ -231,11 +267,6 @@ void maildir_commit(struct maildir_msg *m, maildir_done_fn done, void *ctx)
 	m->ctx = ctx;
 	m->next = NULL;
 	flush_wbuf(m);
-	if (m->err == 0) {
-		/* Start the write-back now, so that the batch's fsyncs find
-		 * the data already on its way and share journal commits. */
-		(void)sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	}
 	*pending_tail = m;
 	pending_tail = &m->next;
 }
@@ -254,10 +285,47 @@ static void unlink_new(const struct maildir_msg *m, unsigned n, const char *fina
 	}
 }
 
-/* Puts the synced file into every user's new/: hard links for the other
- * users first, then a rename for the first, so a single recipient costs
- * one directory operation and no tmp/ name is left behind.  0 or errno;
- * on failure nothing of it stays in any new/ (the tmp/ file does). */
+/* Links the file into new/<final> of user u: through /proc/self/fd when
+ * it has no name, else a hard link of its name, or (last) the rename of
+ * its name into place.  Creates the Maildir if it went missing. */
+static int place(struct maildir_msg *m, unsigned u, const char *path, int last)
+{
+	int tries, r = -1;
+
+	for (tries = 0; tries < 2; tries++) {
+		if (m->tmp[0] == '\0') {
+			r = io_link_fd(m->fd, path);
+		} else if (last) {
+			r = io_rename(m->tmp, path);
+		} else {
+			r = io_link(m->tmp, path);
+		}
+		if (r == 0 || errno != ENOENT || tries > 0 || make_maildir(m->users[u]) < 0) {
+			break;
+		}
+	}
+	return r;
+}
+
+/* 1 if user u's mailbox comes earlier in publish's order (1..n-1, then
+ * 0) under another index. */
+static int linked_before(const struct maildir_msg *m, unsigned u)
+{
+	unsigned j, end = u == 0 ? m->nusers : u;
+
+	for (j = 1; j < end; j++) {
+		if (strcmp(m->users[j], m->users[u]) == 0) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Puts the synced file into every user's new/: the other users first,
+ * the first user last, where a named file is renamed, so that a single
+ * recipient costs one directory operation and no tmp/ name is left
+ * behind.  0 or errno; on failure nothing of it stays in any new/ (a
+ * named tmp/ file does). */
 static int publish(struct maildir_msg *m, char *final, size_t finallen)
 {
 	char path[MAILDIR_PATH_MAX];
@@ -270,27 +338,25 @@ static int publish(struct maildir_msg *m, char *final, size_t finallen)
 	for (i = 1; i <= m->nusers; i++) {
 		unsigned u = i % m->nusers;   /* users 1..n-1, then 0 */
 
+		if (linked_before(m, u)) {
+			/* Two addresses of one mailbox (alice and an alias of
+			 * hers): one copy.  A name in tmp/ still has to go. */
+			if (u == 0 && m->tmp[0] != '\0' && io_unlink(m->tmp) < 0 && errno != ENOENT) {
+				log_msg(LOG_WARNING, "cannot remove %s: %m", m->tmp);
+			}
+			continue;
+		}
 		n = snprintf(path, sizeof path, "%s/%s/new/%s", root, m->users[u], final);
 		if (n < 0 || (size_t)n >= sizeof path) {
 			e = ENAMETOOLONG;
 			goto undo;
 		}
-		if (u == 0) {
-			if (io_rename(m->tmp, path) < 0 &&
-			    (errno != ENOENT || make_maildir(m->users[0]) < 0 ||
-			     io_rename(m->tmp, path) < 0)) {
-				e = errno ? errno : EIO;
-				goto undo;
-			}
-			break;
-		}
-		if (io_link(m->tmp, path) < 0 &&
-		    (errno != ENOENT || make_maildir(m->users[u]) < 0 || io_link(m->tmp, path) < 0)) {
+		if (place(m, u, path, u == 0) < 0) {
 			e = errno ? errno : EIO;
 			goto undo;
 		}
 	}
-	m->tmp[0] = '\0';   /* renamed away */
+	m->tmp[0] = '\0';   /* renamed away, or never named */
 	return 0;
 undo:
 	unlink_new(m, m->nusers, final);
@@ -335,61 +401,56 @@ static int sync_dirs_of(const struct maildir_msg *m, struct dirset *d)
 	return 0;
 }
 
-/* Step 1 for one message: sync and close its file; 0 or errno. */
-static int sync_file(struct maildir_msg *m)
-{
-	int e = m->err;
-
-	if (e == 0 && io_fsync(m->fd) < 0) {
-		e = errno ? errno : EIO;
-	}
-	if (io_close(m->fd) < 0 && e == 0) {
-		e = errno ? errno : EIO;
-	}
-	m->fd = -1;
-	return e;
-}
-
-/* Makes the batch's files durable and closes them, setting m->err.
+/* Makes the batch's files durable, setting m->err (they stay open: an
+ * unnamed one is linked through its descriptor).
  *
- * One message: fsync.  Several: each file's data is written and waited
- * for (errors are reported per file), then one syncfs() persists all their
- * inodes with a single device flush instead of one flush per file: the
- * group commit's main saving.  syncfs reports write-back errors since
- * Linux 5.8; the per-file data waits catch data errors before that. */
+ * Each file is synced by itself (fdatasync: its data, its size and its
+ * blocks), so that the file system writes picomail's files and nothing
+ * else: a syncfs() would also write out, and wait for, every other
+ * program's dirty pages on the volume (a backup, a media copy) and force
+ * them out early.  With several files the data goes first, together:
+ * every file's write-back is started, then all are waited for, so that
+ * the batch's data reaches the disk as one stream of writes.  The
+ * fdatasyncs that follow find their data written and only persist the
+ * inodes; they are issued together (fsyncs.c), so that the device cache
+ * flushes they wait for merge and a journal commits them at once. */
 static void sync_files(struct maildir_msg *batch)
 {
-	struct maildir_msg *m;
-	int first = -1, e = 0, n = 0;
+	struct maildir_msg *m, *chunk[FSYNCS_RING];
+	int fd[FSYNCS_RING], err[FSYNCS_RING];
+	unsigned n = 0, i;
 
 	for (m = batch; m != NULL; m = m->next) {
 		n += m->err == 0;
+		stats.commit_files++;
 	}
-	if (n < 2) {
+	stats.commit_batches++;
+	if (n > stats.commit_batch_max) {
+		stats.commit_batch_max = n;
+	}
+	if (n > 1) {
 		for (m = batch; m != NULL; m = m->next) {
-			m->err = sync_file(m);
+			if (m->err == 0 && io_start_data(m->fd) < 0) {
+				m->err = errno ? errno : EIO;
+			}
 		}
-		return;
-	}
-	for (m = batch; m != NULL; m = m->next) {
-		if (m->err == 0 && io_sync_data(m->fd) < 0) {
-			m->err = errno ? errno : EIO;
-		}
-		if (m->err == 0 && first < 0) {
-			first = m->fd;
+		for (m = batch; m != NULL; m = m->next) {
+			if (m->err == 0 && io_sync_data(m->fd) < 0) {
+				m->err = errno ? errno : EIO;
+			}
 		}
 	}
-	if (first >= 0 && io_syncfs(first) < 0) {
-		e = errno ? errno : EIO;
-	}
-	for (m = batch; m != NULL; m = m->next) {
-		if (m->err == 0 && e != 0) {
-			m->err = e;
+	for (m = batch; m != NULL;) {
+		for (n = 0; m != NULL && n < FSYNCS_RING; m = m->next) {
+			if (m->err == 0) {
+				chunk[n] = m;
+				fd[n++] = m->fd;
+			}
 		}
-		if (io_close(m->fd) < 0 && m->err == 0) {
-			m->err = errno ? errno : EIO;
+		io_fdatasync_many(fd, err, n);
+		for (i = 0; i < n; i++) {
+			chunk[i]->err = err[i];
 		}
-		m->fd = -1;
 	}
 }
 
@@ -411,9 +472,15 @@ static void commit_batch(void)
 		if (m->err == 0) {
 			m->err = publish(m, m->final, sizeof m->final);
 		}
-		if (m->err != 0) {
+		if (m->err != 0 && m->tmp[0] != '\0') {
 			(void)io_unlink(m->tmp);
 		}
+		/* An unnamed file that was not linked goes with its descriptor. */
+		if (io_close(m->fd) < 0 && m->err == 0) {
+			m->err = errno ? errno : EIO;
+			unlink_new(m, m->nusers, m->final);
+		}
+		m->fd = -1;
 	}
 	/* One directory sync per mailbox for the whole batch. */
 	for (m = batch; m != NULL; m = m->next) {

@@ -1,11 +1,12 @@
 /* maildir.h - durable Maildir delivery with group commit.
  *
- * A message is streamed into <root>/<user>/tmp/<unique> (LF line ends),
- * then handed to the commit queue.  After each loop round the queue syncs
- * every pending file, links each into new/ of all its users, and syncs
- * each new/ directory once for the whole batch, then reports to each
- * session.  Nothing is reported delivered before its directory entry is on
- * disk.
+ * A message is streamed (LF line ends) into a file without a name in
+ * <root>/<user>/tmp/ (O_TMPFILE), or named <root>/<user>/tmp/<unique>
+ * where the file system or the caller needs a name, then handed to the
+ * commit queue.  After each loop round the queue syncs every pending
+ * file, links each into new/ of all its users, and syncs each new/
+ * directory once for the whole batch, then reports to each session.
+ * Nothing is reported delivered before its directory entry is on disk.
  */
 #ifndef PICOMAIL_MAILDIR_H
 #define PICOMAIL_MAILDIR_H
@@ -27,7 +28,7 @@ struct maildir_msg {
 	int err;                          /* first write error (errno), sticky */
 	uint64_t size;                    /* octets in the file */
 	uint64_t lines;                   /* LFs, for the CRLF size */
-	char tmp[MAILDIR_PATH_MAX];       /* the file under tmp/ */
+	char tmp[MAILDIR_PATH_MAX];       /* the file under tmp/; "" if it has no name */
 	char name[MAILDIR_NAME_MAX];      /* unique name without the size tags */
 	char final[MAILDIR_NAME_MAX + 48];/* name in new/, with ",S=...,W=..." */
 	unsigned nusers;
@@ -44,9 +45,12 @@ struct maildir_msg {
 void maildir_setup(const char *root, const char *hostname);
 
 /* Starts a message for the users (at least one) in m: opens a new file in
- * the first user's tmp/, creating the Maildir on demand.  0, or -1 with
- * errno. */
-int maildir_begin(struct maildir_msg *m);
+ * the first user's tmp/, creating the Maildir on demand.  named: the file
+ * must have a path in m->tmp while it is written (the content scanner
+ * reads it); otherwise it has none where the kernel allows (O_TMPFILE),
+ * which spares the file system a directory entry made and removed.  0, or
+ * -1 with errno. */
+int maildir_begin(struct maildir_msg *m, int named);
 
 /* Starts a file named name in dir (the queue's tmp/), for the same
  * buffered writes.  0 or -1 with errno. */

@@ -393,7 +393,7 @@ static void local_phase(struct runner *r)
 		remote_next(r);
 		return;
 	}
-	if (maildir_begin(&r->msg) < 0) {
+	if (maildir_begin(&r->msg, 0) < 0) {
 		local_done(r, errno ? errno : EIO);
 		return;
 	}

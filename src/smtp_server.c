@@ -757,7 +757,10 @@ static void cmd_data(struct smtp_session *s, char *arg)
 	/* Anything leaving the host, and so the whole message, goes through
 	 * the queue; purely local mail goes straight to the Maildirs. */
 	s->tx.queued = s->tx.nremote > 0;
-	if ((s->tx.queued ? queue_open(&s->msg, inforce_conf()->spool) : maildir_begin(&s->msg)) < 0) {
+	/* The content scanner reads the message by its path. */
+	if ((s->tx.queued ? queue_open(&s->msg, inforce_conf()->spool) :
+	     maildir_begin(&s->msg, inforce_conf()->scanner[0] != '\0' &&
+	                   s->conn.peer.ss_family != AF_UNIX)) < 0) {
 		smtp_reply_write_error(s, errno);
 		return;
 	}
@@ -1266,7 +1269,10 @@ static void data_end(struct smtp_session *s)
 		smtp_tx_reset(s);
 		return;
 	}
-	if (inforce_conf()->scanner[0] != '\0' && s->conn.peer.ss_family != AF_UNIX) {
+	/* (A scanner that a reload brought in while this message was being
+	 * written applies from the next: this one's file has no name.) */
+	if (inforce_conf()->scanner[0] != '\0' && s->conn.peer.ss_family != AF_UNIX &&
+	    (s->tx.queued || s->msg.tmp[0] != '\0')) {
 		policy_scan_start(s);
 		return;
 	}

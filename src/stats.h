@@ -14,6 +14,10 @@ struct stats {
 	uint64_t messages_refused;
 	uint64_t bytes_written;   /* message octets made durable */
 	uint64_t write_errors;
+	/* the group commit (maildir.c) */
+	uint64_t commit_batches;      /* batches run */
+	uint64_t commit_files;        /* message files they made durable or failed */
+	uint64_t commit_batch_max;    /* the most files in one batch */
 	/* spam defence: every decision, counted */
 	uint64_t pregreet;            /* talked before the banner: 554 5.5.1 */
 	uint64_t helo_refused;        /* 501 5.5.2 */

@@ -127,7 +127,7 @@ def test_fault_walk(world, scenario):
     outcomes = {}
     for op, n, path in window:
         if op not in OPS:
-            continue          # syncfs: only in a batch of several messages
+            continue          # getrandom, uring: walked by test_tls.py, test_group_commit.py
         for err in ERRNOS:
             what = faulted_run(runs, sc, op, n, path, err)
             outcomes.setdefault(what, []).append("%s:%d:%s %s" % (op, n, err, path))

@@ -2,8 +2,9 @@
 binary: no test build, no seam.
 
 Kills: `strace -f -e inject=SYSCALL:signal=SIGKILL:when=N` kills the daemon
-on entry to its Nth fsync, rename, link, unlink or write.  For one SMTP
-delivery (to alice and bob, the first mail of both), one queue run (a
+on entry to its Nth fsync, fdatasync, rename, link, linkat (an unnamed
+file given its name in new/), unlink or write.  For one SMTP delivery (to
+alice and bob, the first mail of both), one queue run (a
 queued message flushed to an aiosmtpd smarthost) and one POP3 session
 (login, DELE 1 and 3, QUIT), N walks from 1 until the kill no longer falls
 within the scenario.  After each kill, on the files as they are and again
@@ -33,7 +34,7 @@ from faultwalk import (Delivery, Pop3Quit, RelaySent, TracedDaemon, read_env, se
 from picotest import BIN, SANITIZED, Daemon, DaemonExited, ServerClosed
 from pop3test import PASSWORD, Pop
 
-SYSCALLS = ("fsync", "rename", "link", "unlink", "write")
+SYSCALLS = ("fsync", "fdatasync", "rename", "link", "linkat", "unlink", "write")
 LIMIT = 80           # N never gets near this: a walk that does is a bug here
 WALKED = {}
 ORPHANS = []

@@ -20,7 +20,8 @@ UNIT_CFLAGS  = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
 UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main(void) { return crypt("a", "ab") == 0; }\n' | \
                  $(UNIT_CC) -x c - -o /dev/null >/dev/null 2>&1 || echo -lcrypt)
 UNIT_OUT     = build/unit
-UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log
+UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log \
+               test_fsyncs
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -85,10 +86,17 @@ $(UNIT_OUT)/test_msgwire: tests/unit/test_msgwire.c src/msgwire.c src/msgwire.h 
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
 $(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c src/log_kv.c \
-                     src/pool.c src/random.c src/dns.h src/dnsbl.h src/loop.h src/io.h src/log.h \
-                     src/pool.h src/random.h src/conf.h tests/unit/check.h
+                     src/pool.c src/random.c src/fsyncs.c src/dns.h src/dnsbl.h src/loop.h src/io.h \
+                     src/log.h src/pool.h src/random.h src/fsyncs.h src/conf.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c \
-		src/io.c src/log.c src/log_kv.c src/pool.c src/random.c
+		src/io.c src/log.c src/log_kv.c src/pool.c src/random.c src/fsyncs.c
+
+# test_fsyncs syncs real files in /tmp, through io_uring where the kernel has it.
+$(UNIT_OUT)/test_fsyncs: tests/unit/test_fsyncs.c src/fsyncs.c src/fsyncs.h src/io.c src/io.h \
+                        src/log.c src/log_kv.c src/log.h tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_fsyncs.c src/fsyncs.c src/io.c src/log.c \
+		src/log_kv.c
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)

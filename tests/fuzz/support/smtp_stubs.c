@@ -40,8 +40,9 @@ static int open_msg(struct maildir_msg *m, const char *what)
 	return 0;
 }
 
-int maildir_begin(struct maildir_msg *m)
+int maildir_begin(struct maildir_msg *m, int named)
 {
+	(void)named;
 	if (m->nusers == 0 || m->nusers > MAILDIR_RCPT_MAX) {
 		fuzz_fail("maildir_begin with %u users", m->nusers);
 	}
