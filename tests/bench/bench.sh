@@ -369,6 +369,54 @@ for ((r = 1; r <= ROUNDS; r++)); do
         rss_samples=$((rss_samples + ns))
     fi
 done
+# ---------------------------------------------------------------- 2b. beside a bulk writer
+# A NAS volume is shared: the same 20-session load, timed per message by
+# tests/bench/ack_latency.py (final dot -> 250), alone and then while dd
+# writes BULK_MB MiB with conv=fdatasync to the same file system; dd's
+# throughput alone and beside the load.  Neither may collapse: picomail
+# syncs only its own files, so it neither waits for dd's dirty pages nor
+# forces them out.
+BULK_MB=${BENCH_BULK_MB:-2048}
+lat_json() {     # lat_json FIELD JSON
+    "$PY" -c 'import json, sys; v = json.loads(sys.argv[2]).get(sys.argv[1]); print("" if v is None else v)' "$1" "$2"
+}
+dd_rate() {      # dd_rate: MiB/s of one dd of BULK_MB MiB into $W/bulk, or ''
+    local t0 t1
+    rm -f "$W/bulk"
+    t0=$(now)
+    timeout 600 dd if=/dev/zero of="$W/bulk" bs=1M count="$BULK_MB" conv=fdatasync status=none || { rm -f "$W/bulk"; return 0; }
+    t1=$(now)
+    rm -f "$W/bulk"
+    calc "$BULK_MB / ($t1 - $t0)"
+}
+before_lat=$(count_new)
+say "acknowledgement latency, 20 sessions, $N messages, alone"
+lat_alone=$(timeout 300 "$PY" "$HERE/ack_latency.py" 127.0.0.1 "$PORT" 20 --messages "$N" </dev/null) || lat_alone=''
+say "  $lat_alone"
+say "bulk writer alone: dd $BULK_MB MiB conv=fdatasync"
+dd_alone=$(dd_rate)
+say "  ${dd_alone:-?} MiB/s"
+say "the same two together"
+rm -f "$W/bulk.done"
+"$PY" "$HERE/ack_latency.py" 127.0.0.1 "$PORT" 20 --until "$W/bulk.done" --limit 600 \
+    </dev/null >"$W/lat.beside" 2>"$W/lat.beside.err" &
+lpid=$!
+PIDS="$PIDS $lpid"
+sleep 0.5
+dd_beside=$(dd_rate)
+: >"$W/bulk.done"
+for ((i = 0; i < 300; i++)); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
+stop_pid "$lpid" 2
+forget_pid "$lpid"
+lat_beside=$(cat "$W/lat.beside" 2>/dev/null || true)
+say "  ${dd_beside:-?} MiB/s; $lat_beside"
+wait_idle
+got_lat=$(( $(count_new) - before_lat ))
+acked_lat=0
+for j in "$lat_alone" "$lat_beside"; do
+    [ -z "$j" ] || acked_lat=$(( acked_lat + $(lat_json count "$j") ))
+done
+
 rss_hwm=$(proc_field status VmHWM)
 tmp_left=$(count_tmp)
 
@@ -469,6 +517,35 @@ load_row() {     # load_row SESSIONS TARGET_RATIO
 }
 load_row 1 ''
 load_row 20 1.5
+lat_row() {      # lat_row WHAT JSON
+    if [ -n "$2" ] && [ -n "$(lat_json p50_ms "$2")" ]; then
+        row "$1" "median $(lat_json p50_ms "$2") ms, p99 $(lat_json p99_ms "$2") ms, max $(lat_json max_ms "$2") ms; $(lat_json rate "$2") msg/s ($(lat_json count "$2") messages, $(lat_json refused "$2") refused)" "- (info)" "-"
+    else
+        row "$1" "FAIL: not measured (${2:-no output})" "-" "FAIL"
+        failed=1
+    fi
+}
+lat_row "acknowledgement latency (final dot -> 250), 20 sessions, alone (ack_latency.py)" "$lat_alone"
+lat_row "the same beside a bulk writer (dd $BULK_MB MiB conv=fdatasync, same file system)" "$lat_beside"
+if [ -n "$lat_alone" ] && [ -n "$lat_beside" ] && [ -n "$(lat_json p99_ms "$lat_beside")" ]; then
+    p99r=$(calc "$(lat_json p99_ms "$lat_beside") / $(lat_json p99_ms "$lat_alone")")
+    rater=$(calc "$(lat_json rate "$lat_beside") / $(lat_json rate "$lat_alone")")
+    row "picomail beside the bulk writer / alone: p99 latency, rate" \
+        "p99 $(fmt2 "$p99r")x, rate $(fmt2 "$rater")x" "p99 <= 10x, rate >= 0.25x" \
+        "$(if lt "$p99r" 10.0001 && ge "$rater" 0.25; then echo OK; else echo MISS; fi)"
+fi
+if [ -n "$dd_alone" ] && [ -n "$dd_beside" ]; then
+    ddr=$(calc "$dd_beside / $dd_alone")
+    row "bulk writer (dd $BULK_MB MiB conv=fdatasync): alone / beside picomail's load" \
+        "$(fmt0 "$dd_alone") MiB/s / $(fmt0 "$dd_beside") MiB/s ($(fmt2 "$ddr")x)" ">= 0.5x" "$(ok ge "$ddr" 0.5)"
+else
+    row "bulk writer (dd $BULK_MB MiB conv=fdatasync)" "FAIL: dd did not complete" "-" "FAIL"
+    failed=1
+fi
+if [ "$got_lat" -ne "$acked_lat" ]; then
+    row "latency runs: acknowledged messages vs files in new/" "FAIL: $acked_lat acknowledged, $got_lat new files" "equal" "FAIL"
+    failed=1
+fi
 if [ -n "$sink_rate" ]; then
     row "load generator ceiling: smtp-source 20 sessions -> smtp-sink (no disk, nothing kept)" \
         "$(fmt1 "$sink_rate") msg/s ($(fmt2 "$sink_t") s)" "- (info)" "$(fmt2 "$(calc "$sink_rate / $ref")")x"
@@ -558,6 +635,64 @@ case $relay_row in
        "FAIL: the relay bench could not run (exit $relay_rc, see stderr)" "-" "FAIL" ;;
 esac
 [ "$relay_rc" -eq 0 ] || failed=1
+
+# ---------------------------------------------------------------- 8. CPU per message
+# tests/bench/cpu_bench.py: the daemon's CPU time per message in, out by
+# POP3, out by relay, and per TLS handshake; on the host, then for each
+# foreign board's binary under qemu-user (built here if missing), as a
+# ratio to the host's figure from a run of the same size.
+CPU_MSGS=${BENCH_CPU_MESSAGES:-1000}
+CPU_HS=${BENCH_CPU_HANDSHAKES:-200}
+BOARD_MSGS=${BENCH_BOARD_MESSAGES:-200}
+BOARD_HS=${BENCH_BOARD_HANDSHAKES:-20}
+CPU_BOARDS=${BENCH_BOARDS-aarch64 armv7 mipsel}
+CPU_KEYS='smtp_in_us pop3_out_us relay_out_us tls_ecdsa_us tls_rsa_us'
+cpu_run() {      # cpu_run BINARY WRAP MESSAGES HANDSHAKES: the JSON line, or ''
+    PICOMAIL_WRAP=$2 timeout 1800 "$PY" "$HERE/cpu_bench.py" "$1" --messages "$3" --handshakes "$4" \
+        </dev/null 2>>"$W/cpu.log" | tail -n 1 || true
+}
+cpu_ok() { [ -n "$1" ] && [ -z "$(lat_json error "$1")" ]; }
+say "CPU per message: tests/bench/cpu_bench.py, host, $CPU_MSGS messages, $CPU_HS handshakes"
+cpu_host=$(cpu_run "$BIN" '' "$CPU_MSGS" "$CPU_HS")
+if cpu_ok "$cpu_host"; then
+    row "daemon CPU per message, host (cpu_bench.py, $CPU_MSGS x 5 KB; $CPU_HS handshakes)" \
+        "SMTP in $(lat_json smtp_in_us "$cpu_host") us, POP3 out $(lat_json pop3_out_us "$cpu_host") us, relay out $(lat_json relay_out_us "$cpu_host") us; TLS handshake ECDSA P-256 $(lat_json tls_ecdsa_us "$cpu_host") us, RSA-2048 $(lat_json tls_rsa_us "$cpu_host") us" \
+        "- (info)" "-"
+else
+    row "daemon CPU per message, host (cpu_bench.py)" "FAIL: ${cpu_host:-no output} (see $W/cpu.log)" "-" "FAIL"
+    failed=1
+fi
+if [ -n "$CPU_BOARDS" ] && cpu_ok "$cpu_host"; then
+    say "CPU per message, host again at the boards' size: $BOARD_MSGS messages, $BOARD_HS handshakes"
+    cpu_small=$(cpu_run "$BIN" '' "$BOARD_MSGS" "$BOARD_HS")
+fi
+for b in $CPU_BOARDS; do
+    cpu_ok "${cpu_small:-}" || break
+    bq=$(awk '$1 == "QEMU" { print $3 }' "$ROOT/board/$b/board.mk")
+    bb=$ROOT/build/$b/picomail
+    if [ ! -x "$bb" ]; then
+        say "building $b: make BOARD=$b"
+        (cd "$ROOT" && make -s BOARD="$b" deps "build/$b/picomail") >>"$W/cpu.log" 2>&1 || true
+    fi
+    if [ ! -x "$bb" ] || ! command -v "$bq" >/dev/null 2>&1; then
+        row "daemon CPU per message, $b under $bq" "not measured: no binary or no emulator (see $W/cpu.log)" "- (info)" "-"
+        continue
+    fi
+    say "CPU per message, $b under $bq: $BOARD_MSGS messages, $BOARD_HS handshakes"
+    cpu_b=$(cpu_run "$bb" "$bq" "$BOARD_MSGS" "$BOARD_HS")
+    if ! cpu_ok "$cpu_b"; then
+        row "daemon CPU per message, $b under $bq" "FAIL: ${cpu_b:-no output} (see $W/cpu.log)" "-" "FAIL"
+        failed=1
+        continue
+    fi
+    ratios=''
+    for k in $CPU_KEYS; do
+        hv=$(lat_json "$k" "$cpu_small") bv=$(lat_json "$k" "$cpu_b")
+        ratios="$ratios${ratios:+, }${k%_us} $(if [ "${hv:-0}" -gt 0 ]; then fmt1 "$(calc "$bv / $hv")"; else echo '?'; fi)x"
+    done
+    row "daemon CPU per message, $b under $bq, as a ratio to the host's ($BOARD_MSGS messages, $BOARD_HS handshakes each)" \
+        "$ratios" "- (info)" "-"
+done
 
 fstype=$(stat -f -c %T "$OUT")
 journal=''
