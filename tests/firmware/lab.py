@@ -1,0 +1,220 @@
+"""lab.py - an emulated router under qemu-system, driven from the host.
+
+    g = Guest(board, workdir, disks={"data": path})
+    g.start()                 # qemu under TCG; returns once the agent answers
+    g.sh("picomail status")   # a script in the guest; its output (status 0 required)
+    g.kill()                  # kill -9 of qemu: a power cut
+    g.stop()                  # poweroff in the guest, then qemu's exit (bounded)
+
+The guest's only link to the host is qemu's user-mode network with
+restrict=on: hostfwd rules from 127.0.0.1 ports to the guest's SMTP (25),
+submission (587) and POP3 (110), and one guestfwd rule from 10.0.2.25:25 in
+the guest to the relay sink on the host's loopback (socat per connection).
+Nothing else leaves the guest: no DNS server, no route out.  The control
+channel is a virtio serial port (a second serial port, fw.ctl) whose host
+end is a Unix socket in the work directory; the console goes to
+WORKDIR/console.log.  Every process started here is stopped by its PID.
+"""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from boards import BOARDS  # noqa: E402
+
+IMAGES = os.path.join(ROOT, "build", "firmware")
+GUEST_IP = "10.0.2.15"
+SINK_IP = "10.0.2.25"
+
+# Under TCG on two shared cores, everything takes longer than on a device.
+BOOT_TIMEOUT = float(os.environ.get("FIRMWARE_BOOT_TIMEOUT", "180"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class GuestError(Exception):
+    pass
+
+
+class Guest:
+    def __init__(self, board, workdir, disks=None, net=True, rc=False, rtc=None, append="",
+                 sink_port=None, mem=None):
+        self.board = board
+        self.b = BOARDS[board]
+        self.workdir = workdir
+        self.disks = disks or {}
+        self.net = net
+        self.rc = rc
+        self.rtc = rtc
+        self.append = append
+        self.sink_port = sink_port
+        self.mem = mem or self.b["mem"]
+        self.proc = None
+        self.sock = None
+        self.buf = b""
+        self.tok = 0
+        self.ports = {}
+        self.boot_s = None
+        self.uptime_at_ready = None
+        self.info = json.load(open(os.path.join(IMAGES, board, "info.json")))
+
+    # ------------------------------------------------------------ qemu
+    def command(self):
+        img = os.path.join(IMAGES, self.board)
+        self.ctl_path = os.path.join(self.workdir, "ctl.sock")
+        if os.path.exists(self.ctl_path):
+            os.unlink(self.ctl_path)
+        self.ports = {"smtp": free_port(), "submission": free_port(), "pop3": free_port()}
+        net = "user,id=n0,restrict=on,ipv6=off,net=10.0.2.0/24,host=10.0.2.2"
+        net += ",hostfwd=tcp:127.0.0.1:%d-%s:25" % (self.ports["smtp"], GUEST_IP)
+        net += ",hostfwd=tcp:127.0.0.1:%d-%s:587" % (self.ports["submission"], GUEST_IP)
+        net += ",hostfwd=tcp:127.0.0.1:%d-%s:110" % (self.ports["pop3"], GUEST_IP)
+        if self.sink_port:
+            net += ",guestfwd=tcp:%s:25-cmd:socat - TCP:127.0.0.1:%d" % (SINK_IP, self.sink_port)
+        append = "console=%s panic=-1 loglevel=4 fw.net=%d fw.rc=%d %s" % (
+            self.b["console"], 1 if self.net else 0, 1 if self.rc else 0, self.append)
+        cmd = [self.b["qemu"]] + self.b["machine"] + [
+            "-m", str(self.mem), "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
+            "-no-reboot", "-kernel", os.path.join(img, "kernel"), "-initrd", os.path.join(img, "initrd.gz"),
+            "-append", append.strip(),
+            "-chardev", "file,id=con,path=%s" % os.path.join(self.workdir, "console.log"),
+            "-serial", "chardev:con",
+            "-chardev", "socket,id=ctl,path=%s,server=on,wait=on" % self.ctl_path,
+            "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=ctl,name=fw.ctl",
+            "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+        ]
+        if self.rtc:
+            cmd += ["-rtc", "base=%s" % self.rtc]
+        for i, (serial, path) in enumerate(sorted(self.disks.items())):
+            cmd += ["-drive", "if=none,id=d%d,file=%s,format=raw,cache=writeback" % (i, path),
+                    "-device", "virtio-blk-pci,drive=d%d,serial=%s" % (i, serial)]
+        return cmd
+
+    def start(self, timeout=BOOT_TIMEOUT):
+        cmd = self.command()
+        with open(os.path.join(self.workdir, "qemu.cmd"), "a") as f:
+            f.write(" ".join(cmd) + "\n")
+        t0 = time.monotonic()
+        self.qlog = open(os.path.join(self.workdir, "qemu.log"), "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.qlog, stderr=subprocess.STDOUT)
+        # qemu waits for this connection before it starts the machine.
+        deadline = t0 + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise GuestError("%s: qemu exited (%s): %s" % (self.board, self.proc.returncode, self.tail("qemu.log")))
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(self.ctl_path)
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise GuestError("%s: qemu's control socket never appeared" % self.board)
+                time.sleep(0.05)
+        self.sock = s
+        self.buf = b""
+        line = self._read_until(b"@@fw-ready ", t0 + timeout, "boot")
+        self.boot_s = time.monotonic() - t0
+        self.uptime_at_ready = float(line.split()[-1])
+        return self
+
+    def tail(self, name, n=30):
+        try:
+            with open(os.path.join(self.workdir, name), "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _read_until(self, marker, deadline, what):
+        """Reads the control channel up to the line that starts with MARKER;
+        returns that line, keeps what follows it."""
+        while True:
+            i = self.buf.find(marker)
+            if i >= 0:
+                j = self.buf.find(b"\n", i)
+                if j >= 0:
+                    line = self.buf[i:j].decode()
+                    self.pending = self.buf[:i]
+                    self.buf = self.buf[j + 1:]
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError("%s: no answer to %s in time; console:\n%s" % (self.board, what, self.tail("console.log")))
+            if self.proc.poll() is not None:
+                raise GuestError("%s: qemu exited (%s) during %s; console:\n%s" % (
+                    self.board, self.proc.returncode, what, self.tail("console.log")))
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise GuestError("%s: control channel closed during %s; console:\n%s" % (
+                    self.board, what, self.tail("console.log")))
+            self.buf += data
+
+    # ------------------------------------------------------------ commands
+    def run(self, script, timeout=120):
+        """Runs SCRIPT with sh in the guest; (status, output)."""
+        self.tok += 1
+        tok = "t%d" % self.tok
+        self.sock.sendall(("%s %s\n" % (tok, base64.b64encode(script.encode()).decode())).encode())
+        line = self._read_until(("@@fw-end %s " % tok).encode(), time.monotonic() + timeout,
+                                "command %r" % script[:60])
+        out = self.pending
+        if out.endswith(b"\n"):
+            out = out[:-1]
+        return int(line.split()[-1]), out.decode("utf-8", "replace")
+
+    def sh(self, script, timeout=120):
+        rc, out = self.run(script, timeout)
+        if rc != 0:
+            raise GuestError("%s: `%s` exited %d:\n%s" % (self.board, script.strip()[:200], rc, out))
+        return out
+
+    # ------------------------------------------------------------ ending
+    def kill(self):
+        """kill -9 of qemu: the machine stops between two instructions."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self._close()
+
+    def stop(self, timeout=60):
+        """A clean power-off (BusyBox init runs rcK), bounded; then kill."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.sock.sendall(b"halt %s\n" % base64.b64encode(b"poweroff"))
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close()
+
+    def _close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+        if getattr(self, "qlog", None):
+            self.qlog.close()
+            self.qlog = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
