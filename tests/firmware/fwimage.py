@@ -207,7 +207,7 @@ def tls_material(outdir):
     return open(key, "rb").read(), open(cert, "rb").read()
 
 
-USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+USERS = {"alice": "secret", "bob": "secret"}   # pop3test.PASSWORD
 
 
 def build(board):
