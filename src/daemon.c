@@ -51,6 +51,9 @@
  * connected and waits for a banner that never comes.  The kernel caps it
  * at net.core.somaxconn. */
 #define LISTEN_BACKLOG 1024
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78   /* Linux 4.15 */
+#endif
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
 #define EXTRA_SLOTS    9     /* signal pipe, control socket and its client, submit socket,
                               * queue and users timers, spare */
@@ -136,6 +139,15 @@ static int open_listener(const struct conf_listen *l)
 		log_msg(LOG_ERR, "listen %s: setsockopt: %m", where);
 		close(fd);
 		return -1;
+	}
+	/* A router's LAN address often comes up after the daemon starts (a
+	 * bridge made by hotplug, DHCP): bind it before the interface has it.
+	 * Kernels without IPV6_FREEBIND (before 4.15) refuse the option; the
+	 * bind then says whether the address is there. */
+	if (l->addr.ss_family == AF_INET) {
+		(void)setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+	} else {
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof one);
 	}
 	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0 ||
 	    listen(fd, LISTEN_BACKLOG) < 0) {

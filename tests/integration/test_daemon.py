@@ -321,3 +321,17 @@ def test_verified_smarthost_by_address_is_refused(make_daemon, smarthost):
     d.extra.append("smarthost_verify no")
     d.write_config()
     assert d.run("check", "-C", d.conf_path).returncode == 0
+
+
+def test_listens_on_a_lan_address_that_is_not_up_yet(make_daemon):
+    """A router starts picomail before its LAN bridge has its address (DHCP,
+    hotplug): a listener on that address binds anyway (IP_FREEBIND), so the
+    daemon starts and serves the address once it appears.  192.0.2.1
+    (TEST-NET-1) is on no interface here; nothing is sent to it."""
+    extra = ["listen smtp 192.0.2.1:%d" % free_port()]
+    if ipv6_loopback_available():
+        extra.append("listen smtp [2001:db8::1]:%d" % free_port())
+    d = make_daemon(extra=extra)
+    with Client("127.0.0.1", d.port, timeout=5) as c:
+        assert c.line().startswith("220 ")
+    assert "Address not available" not in d.log()
