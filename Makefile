@@ -89,6 +89,7 @@ test: deps test-tools
 	$(PYTHON) -m pytest -q $(PYTEST_JOBS) tests/integration
 	$(MAKE) test-asan test-valgrind
 	$(MAKE) test-cross
+	$(MAKE) test-firmware
 
 bench: deps all
 	@bash $(DEPS) bench
@@ -141,3 +142,15 @@ endif
 
 test-cross:
 	@MAKE="$(MAKE)" PYTHON="$(PYTHON)" bash tests/cross/test-cross.sh $(CROSS_BOARDS)
+
+# ---- the firmware lab (issue 14) ------------------------------------------
+#
+#   make test-firmware
+#        each board booted under qemu-system (Debian's kernels, BusyBox init,
+#        picomail installed by make install with rootfs-overlay/): a day on the
+#        device, power cuts, every crash point of the disk replayed, UBIFS on
+#        simulated NAND (tests/firmware/README.md; FIRMWARE_BOARDS,
+#        FIRMWARE_TRIALS, FIRMWARE_CRASH_POINTS, FIRMWARE_UBIFS_CUTS there).
+.PHONY: test-firmware
+test-firmware:
+	@MAKE="$(MAKE)" PYTHON="$(PYTHON)" bash tests/firmware/run.sh

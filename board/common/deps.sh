@@ -5,7 +5,7 @@
 # when something is missing). Otherwise (not root, or not Debian): prints one
 # line per missing tool naming the package that provides it, and exits 1.
 #   -n          check only, never install (exit 1 if anything is missing)
-#   GROUP       build | test | bench | tls   (default: build)
+#   GROUP       build | test | bench | tls | firmware   (default: build)
 #   pkg:NAME    any Debian package by name, e.g. pkg:qemu-user-static
 #               (lets the Makefile pass a board's BOARD_PACKAGES)
 # Quiet when nothing is missing.
@@ -44,6 +44,16 @@ test   valgrind          valgrind
 test   clang             clang
 test   libclang-rt-14-dev /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 bench  procps            pkill
+firmware qemu-system-x86 qemu-system-x86_64
+firmware qemu-system-arm qemu-system-aarch64
+firmware qemu-system-mips qemu-system-mipsel
+firmware kmod            depmod
+firmware mtd-utils       ubinize
+firmware e2fsprogs       debugfs
+firmware socat           socat
+firmware openssl         openssl
+firmware python3-aiosmtpd py:aiosmtpd
+firmware python3-pytest-xdist py:xdist
 tls    openssl           openssl
 '
 # (bench: smtp-source/smtp-sink come from tests/tools/postfix-tools.sh,
