@@ -74,6 +74,9 @@ static const struct conf *cf(void)
 	return inforce_conf();
 }
 
+/* Before this (2020-01-01) the clock is taken as unset, as in tls.c. */
+#define CLOCK_SET 1577836800
+
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
@@ -519,6 +522,12 @@ static void run_finish(struct runner *r)
 
 	for (i = 0; i < r->env.nrcpt; i++) {
 		pending += r->env.rcpt[i].state == 'P';
+	}
+	/* A message taken while the clock was unset (a router without RTC
+	 * boots in 1970) is not 50 years old once NTP sets it: its age counts
+	 * from the first run that sees a set clock (kept in the envelope). */
+	if (r->env.arrival < CLOCK_SET && now >= CLOCK_SET) {
+		r->env.arrival = now;
 	}
 	if (pending > 0 && now - r->env.arrival >= (int64_t)c->queue_lifetime) {
 		for (i = 0; i < r->env.nrcpt; i++) {

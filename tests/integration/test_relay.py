@@ -20,6 +20,7 @@ in test_open_relay.py.
 """
 
 import os
+import re
 import socket
 import time
 
@@ -518,3 +519,37 @@ def test_restart_resumes_the_queue(make_daemon, peers):
     assert got[0]["rcpt_tos"] == ["later@remote.test"]
     wait_queue_empty(d)
     assert sp.names("env") == [] and sp.names("msg") == []
+
+
+def test_arrival_before_the_clock_was_set_does_not_expire(make_daemon, peers):
+    """A router without RTC takes mail in 1970 (sendmail from a boot
+    script), then NTP sets the clock while the smarthost is still out of
+    reach: the message is not 50 years past queue_lifetime.  Its age counts
+    from the first attempt that sees a set clock (the envelope keeps that
+    time), and it is relayed once the smarthost answers."""
+    down = free_port()
+    d = relay_daemon(make_daemon, "127.0.0.1:%d" % down, extra=["retry_min 1h", "retry_max 1h"])
+    r = submit(d, ["bob@remote.test"], message("taken in 1970", headers=b"X-Marker: epoch\r\n"))
+    assert_reply(r, "250 2.0.0", "end of data")
+    qid = queue_id_of(r)
+    sp = Spool(d)
+    wait_for(lambda: "attempts 1\n" in sp.env_text(qid), 10, "the first attempt")
+    d.stop()
+    path = os.path.join(d.spool, "env", qid)
+    text = sp.env_text(qid)
+    with open(path, "w") as f:   # as the daemon wrote it with the clock at the epoch
+        f.write(re.sub(r"(?m)^arrival \d+$", "arrival 42", re.sub(r"(?m)^next \d+$", "next 0", text)))
+    d.extra += ["retry_min 1s", "retry_max 1s"]
+    d.write_config()
+    d.start()
+
+    def attempted_twice():
+        return not os.path.exists(path) or "attempts 3\n" in sp.env_text(qid)
+    wait_for(attempted_twice, 20, "two attempts with the clock set")
+    assert os.path.exists(path) and not dsns(d, "alice"), \
+        "expired and bounced: the 1970 arrival counted as 50 years in the queue"
+    arrival = int(re.search(r"(?m)^arrival (\d+)$", sp.env_text(qid)).group(1))
+    assert arrival >= time.time() - 60, "arrival still %d" % arrival
+    peer = peers(port=down)
+    wait_queue_empty(d, 20)
+    assert [m for m in peer.messages() if b"X-Marker: epoch" in m["bytes"]]
