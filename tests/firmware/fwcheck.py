@@ -75,6 +75,14 @@ class Books:
     def acked(self):
         return sum(1 for m in self.msgs.values() if m.acked)
 
+    def save(self, path):
+        """The books as JSON, for a look after a failure."""
+        import json
+        with open(path, "w") as f:
+            json.dump({i: {"local": m.local, "remote": m.remote, "acked": m.acked,
+                           "deleted_ok": sorted(m.deleted_ok), "deleted_maybe": sorted(m.deleted_maybe)}
+                       for i, m in self.msgs.items()}, f, indent=0)
+
 
 def sink_seqs(messages):
     """{seq: copies} of what the relay sink accepted."""

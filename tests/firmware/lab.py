@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,6 +66,7 @@ class Guest:
         self.mem = mem or self.b["mem"]
         self.proc = None
         self.sock = None
+        self.lock = threading.Lock()
         self.buf = b""
         self.tok = 0
         self.ports = {}
@@ -170,7 +172,14 @@ class Guest:
 
     # ------------------------------------------------------------ commands
     def run(self, script, timeout=120):
-        """Runs SCRIPT with sh in the guest; (status, output)."""
+        """Runs SCRIPT with sh in the guest; (status, output).  One command
+        at a time: threads take turns."""
+        with self.lock:
+            return self._run(script, timeout)
+
+    def _run(self, script, timeout):
+        if self.sock is None:
+            raise GuestError("%s: the guest is down" % self.board)
         self.tok += 1
         tok = "t%d" % self.tok
         self.sock.sendall(("%s %s\n" % (tok, base64.b64encode(script.encode()).decode())).encode())
