@@ -34,6 +34,14 @@ TEST_TIMEOUT = int(os.environ.get("FIRMWARE_TEST_TIMEOUT", "900"))
 RESULTS = os.path.join(ROOT, "build", "firmware", "results")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_guest_left():
+    """Whatever a failure left running is killed by its PID."""
+    yield
+    import lab
+    lab.kill_all()
+
+
 @pytest.fixture(autouse=True)
 def _deadline():
     def expired(signum, frame):

@@ -62,9 +62,9 @@ class Msg:
 
 
 class Books:
-    def __init__(self):
+    def __init__(self, first=1):
         self.msgs = {}
-        self.next = 1
+        self.next = first
 
     def new(self, local=(), remote=()):
         i = self.next

@@ -47,6 +47,16 @@ def free_port():
     return port
 
 
+# Every guest started, so that the tests' teardown kills what a failure left
+# running (conftest.py).
+STARTED = []
+
+
+def kill_all():
+    while STARTED:
+        STARTED.pop().kill()
+
+
 class GuestError(Exception):
     pass
 
@@ -107,12 +117,20 @@ class Guest:
         return cmd
 
     def start(self, timeout=BOOT_TIMEOUT):
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _start(self, timeout):
         cmd = self.command()
         with open(os.path.join(self.workdir, "qemu.cmd"), "a") as f:
             f.write(" ".join(cmd) + "\n")
         t0 = time.monotonic()
         self.qlog = open(os.path.join(self.workdir, "qemu.log"), "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.qlog, stderr=subprocess.STDOUT)
+        STARTED.append(self)
         # qemu waits for this connection before it starts the machine.
         deadline = t0 + 30
         while True:

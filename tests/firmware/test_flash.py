@@ -27,6 +27,7 @@ import os
 import random
 import smtplib
 import tarfile
+import tempfile
 import time
 
 import pytest
@@ -42,14 +43,31 @@ NANDSIM = "first_id_byte=0x20 second_id_byte=0xa2 third_id_byte=0x00 fourth_id_b
 N = 20
 
 
-def flash_guest(board, workdir, sink):
+@pytest.fixture(scope="module")
+def flash(board):
+    """One guest per board for the module: UBIFS on nandsim mounted on
+    /data, picomail started on it, a relay sink."""
     if not BOARDS[board]["mtd"]:
         pytest.skip("Debian's %s kernel has no raw NAND driver (nandsim)" % BOARDS[board]["flavour"])
-    g = Guest(board, workdir, append="fw.data=0", sink_port=sink.port)
-    g.start()
-    g.sh("modprobe nandsim %s && modprobe ubi mtd=0 && fwtool ubi-mkvol /dev/ubi0 mail && "
-         "modprobe ubifs && mount -t ubifs ubi0:mail /data" % NANDSIM, timeout=300)
-    return g
+    from relaytest import Peer
+    base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "firmware", board, "runs")
+    os.makedirs(base, exist_ok=True)
+    d = tempfile.mkdtemp(prefix="flash.", dir=base)
+    sink = Peer(os.path.join(d, "sink"))
+    sink.start()
+    g = Guest(board, d, append="fw.data=0", sink_port=sink.port)
+    try:
+        g.start()
+        g.sh("modprobe nandsim %s && modprobe ubi mtd=0 && fwtool ubi-mkvol /dev/ubi0 mail && "
+             "modprobe ubifs && mount -t ubifs ubi0:mail /data" % NANDSIM, timeout=300)
+        out = g.sh("/etc/init.d/S50picomail start")
+        assert out.rstrip().endswith("OK"), out
+        g.sink = sink
+        g.dir = d
+        yield g
+    finally:
+        g.kill()
+        sink.stop()
 
 
 def mount_info(g):
@@ -78,110 +96,99 @@ def counters(g, pid):
     return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
 
 
-def test_wear_per_message(board, workdir, sink, record):
-    g = flash_guest(board, workdir, sink)
-    try:
-        mtd, ubi = mount_info(g)
-        g.sh("t=/sys/kernel/debug/tracing; echo 'p:fwprog nand_write_page_raw' >>$t/kprobe_events && "
-             "echo 'p:fwerase nand_erase_op' >>$t/kprobe_events && echo 2048 >$t/buffer_size_kb && "
-             "echo 1 >$t/events/kprobes/enable")
-        out = g.sh("/etc/init.d/S50picomail start")
-        assert out.rstrip().endswith("OK"), out
-        pid = int(g.sh("cat /var/run/picomail.pid"))
-        c0 = counters(g, pid)
-        fig = {"nand": "64 MiB, 2 KiB pages, 128 KiB blocks", "ubi": ubi}
+def test_wear_per_message(board, flash, record):
+    g, sink = flash, flash.sink
+    mtd, ubi = mount_info(g)
+    g.sh("t=/sys/kernel/debug/tracing; echo 'p:fwprog nand_write_page_raw' >>$t/kprobe_events && "
+         "echo 'p:fwerase nand_erase_op' >>$t/kprobe_events && echo 2048 >$t/buffer_size_kb && "
+         "echo 1 >$t/events/kprobes/enable")
+    pid = int(g.sh("cat /var/run/picomail.pid"))
+    c0 = counters(g, pid)
+    fig = {"nand": "64 MiB, 2 KiB pages, 128 KiB blocks", "ubi": ubi}
 
-        def phase(name, c_before, n):
-            c = counters(g, pid)
-            fig[name] = {"messages": n,
-                         "pages_per_msg": round((c["prog"] - c_before["prog"]) / n, 1),
-                         "erases_per_msg": round((c["erase"] - c_before["erase"]) / n, 2),
-                         "write_bytes_per_msg": (c["wbytes"] - c_before["wbytes"]) // n}
-            return c
+    def phase(name, c_before, n):
+        c = counters(g, pid)
+        fig[name] = {"messages": n,
+                     "pages_per_msg": round((c["prog"] - c_before["prog"]) / n, 1),
+                     "erases_per_msg": round((c["erase"] - c_before["erase"]) / n, 2),
+                     "write_bytes_per_msg": (c["wbytes"] - c_before["wbytes"]) // n}
+        return c
 
-        with smtplib.SMTP("127.0.0.1", g.ports["smtp"], local_hostname="pc.lan", timeout=60) as s:
-            for i in range(1, N + 1):
-                s.sendmail("pc@example.org", ["alice@lan"], attachment(i))
-        c1 = phase("delivered", c0, N)
-        with smtplib.SMTP("127.0.0.1", g.ports["smtp"], local_hostname="pc.lan", timeout=60) as s:
-            for i in range(N + 1, N + N // 2 + 1):
-                s.sendmail("pc@lan", ["r%d@remote.test" % i], attachment(i))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(sink_seqs(sink.messages())) < N // 2:
-            time.sleep(1)
-        assert len(sink_seqs(sink.messages())) == N // 2
-        g.sh("picomail status | grep -q '^queue_length: 0$'")
-        c2 = phase("relayed", c1, N // 2)
-        p = Pop(g.ports["pop3"], timeout=60)
-        p.login("alice", PASSWORD)
-        n, _ = p.stat()
-        assert n == N, n
-        for k in range(1, n + 1):
-            p.ok("DELE %d" % k)
-        p.quit()
-        phase("deleted", c2, N)
-        assert fig["delivered"]["pages_per_msg"] > 0 and fig["delivered"]["erases_per_msg"] >= 0, fig
-        assert g.sh("ls /data/mail/alice/cur /data/mail/alice/new | grep -c , || true").strip() == "0"
-        fig["mtd"] = mtd.splitlines()[1:]
-        record("flash", fig)
-        print("%s: %r" % (board, fig))
-    finally:
-        g.kill()
+    with smtplib.SMTP("127.0.0.1", g.ports["smtp"], local_hostname="pc.lan", timeout=60) as s:
+        for i in range(1, N + 1):
+            s.sendmail("pc@example.org", ["alice@lan"], attachment(i))
+    c1 = phase("delivered", c0, N)
+    with smtplib.SMTP("127.0.0.1", g.ports["smtp"], local_hostname="pc.lan", timeout=60) as s:
+        for i in range(N + 1, N + N // 2 + 1):
+            s.sendmail("pc@lan", ["r%d@remote.test" % i], attachment(i))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(sink_seqs(sink.messages())) < N // 2:
+        time.sleep(1)
+    assert len(sink_seqs(sink.messages())) == N // 2
+    g.sh("picomail status | grep -q '^queue_length: 0$'")
+    c2 = phase("relayed", c1, N // 2)
+    p = Pop(g.ports["pop3"], timeout=60)
+    p.login("alice", PASSWORD)
+    n, _ = p.stat()
+    assert n == N, n
+    for k in range(1, n + 1):
+        p.ok("DELE %d" % k)
+    p.quit()
+    phase("deleted", c2, N)
+    assert fig["delivered"]["pages_per_msg"] > 0 and fig["delivered"]["erases_per_msg"] >= 0, fig
+    assert g.sh("ls /data/mail/alice/cur /data/mail/alice/new | grep -c , || true").strip() == "0"
+    fig["mtd"] = mtd.splitlines()[1:]
+    record("flash", fig)
+    print("%s: %r" % (board, fig))
 
 
 def fetch_tree(g, dest):
     """/data/mail and /data/spool of the guest, as files under dest."""
-    b64 = g.sh("tar -c -f - -C /data mail spool 2>/dev/null | base64", timeout=300)
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(b64)), mode="r:") as t:
+    b64 = g.sh("tar -c -f - -C /data mail spool 2>/dev/null | gzip -1 | base64", timeout=300)
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(b64)), mode="r:gz") as t:
         # A message for several users is one file hard-linked into each
         # Maildir: tar stores the second name as a link to the first.
         t.extractall(dest, members=[m for m in t.getmembers() if m.isfile() or m.isdir() or m.islnk()])
 
 
-def test_ubifs_power_cut_recovery(board, workdir, sink, record):
-    g = flash_guest(board, workdir, sink)
+def test_ubifs_power_cut_recovery(board, flash, record):
+    g, sink, workdir = flash, flash.sink, flash.dir
     seed = int(os.environ.get("PICOMAIL_SEED", int(time.time() * 1000)))
     print("PICOMAIL_SEED=%d" % seed)
     rng = random.Random(seed)
-    books = Books()
+    books = Books(first=10000)   # apart from the X-Seq numbers of test_wear_per_message
     stats = {"cuts": 0, "acked": 0, "waited_s": []}
-    try:
+    for t in range(CUTS):
+        load = Load(g, books, rng)
+        load.start()
+        time.sleep(2)
+        g.sh("echo 1 >/sys/kernel/debug/ubifs/ubi0_0/tst_recovery")
+        t0 = time.monotonic()
+        # UBIFS cuts within a minute or 10000 writes (fs/ubifs/debug.c).
+        while time.monotonic() - t0 < 150:
+            if g.run("dmesg | grep -q 'UBIFS warning.*failing in'")[0] == 0:
+                break
+            time.sleep(1)
+        cut = g.run("dmesg | grep -q 'UBIFS warning.*failing in'")[0] == 0
+        stats["waited_s"].append(round(time.monotonic() - t0, 1))
+        time.sleep(1)
+        load.pause()
+        load.close()
+        assert cut, "UBIFS did not emulate a power cut in 150 s:\n%s" % g.sh("dmesg | tail -n 20")
+        with open(os.path.join(workdir, "cut%d.log" % t), "w") as f:
+            f.write(g.sh("dmesg; cat /var/log/messages"))
+        g.sh("/etc/init.d/S50picomail stop")
+        g.sh("dmesg -c >/dev/null; umount /data && mount -t ubifs ubi0:mail /data", timeout=300)
+        with open(os.path.join(workdir, "remount%d.log" % t), "w") as f:
+            f.write(g.sh("dmesg -c"))
+        tree = os.path.join(workdir, "tree%d" % t)
+        fetch_tree(g, tree)
+        books.save(os.path.join(workdir, "books%d.json" % t))
+        lost = losses(tree, books, "UBIFS cut %d, after recovery" % t, sink=sink_seqs(sink.messages()))
+        assert not lost, "acknowledged messages lost: %r" % lost[:20]
+        stats["cuts"] += 1
         out = g.sh("/etc/init.d/S50picomail start")
         assert out.rstrip().endswith("OK"), out
-        for t in range(CUTS):
-            load = Load(g, books, rng)
-            load.start()
-            time.sleep(2)
-            g.sh("echo 1 >/sys/kernel/debug/ubifs/ubi0_0/tst_recovery")
-            t0 = time.monotonic()
-            # UBIFS cuts within a minute or 10000 writes (fs/ubifs/debug.c).
-            while time.monotonic() - t0 < 150:
-                if g.run("dmesg | grep -q 'UBIFS warning.*failing in'")[0] == 0:
-                    break
-                time.sleep(1)
-            cut = g.run("dmesg | grep -q 'UBIFS warning.*failing in'")[0] == 0
-            stats["waited_s"].append(round(time.monotonic() - t0, 1))
-            time.sleep(1)
-            load.pause()
-            load.close()
-            assert cut, "UBIFS did not emulate a power cut in 150 s:\n%s" % g.sh("dmesg | tail -n 20")
-            with open(os.path.join(workdir, "cut%d.log" % t), "w") as f:
-                f.write(g.sh("dmesg; cat /var/log/messages"))
-            g.sh("/etc/init.d/S50picomail stop")
-            fetch_tree(g, os.path.join(workdir, "before%d" % t))
-            g.sh("dmesg -c >/dev/null; umount /data && mount -t ubifs ubi0:mail /data", timeout=300)
-            with open(os.path.join(workdir, "remount%d.log" % t), "w") as f:
-                f.write(g.sh("dmesg -c"))
-            tree = os.path.join(workdir, "tree%d" % t)
-            fetch_tree(g, tree)
-            books.save(os.path.join(workdir, "books%d.json" % t))
-            lost = losses(tree, books, "UBIFS cut %d, after recovery" % t, sink=sink_seqs(sink.messages()))
-            assert not lost, "acknowledged messages lost: %r" % lost[:20]
-            stats["cuts"] += 1
-            out = g.sh("/etc/init.d/S50picomail start")
-            assert out.rstrip().endswith("OK"), out
-    finally:
-        g.kill()
     stats["acked"] = books.acked()
     record("ubifs_recovery", stats)
     print("%s: %r" % (board, stats))

@@ -30,6 +30,14 @@ TRIALS = int(os.environ.get("FIRMWARE_TRIALS", "2"))
 
 def boot(board, workdir, img, sink):
     g = Guest(board, workdir, disks={"data": img}, rc=True, sink_port=sink.port)
+    try:
+        return booted(g, board)
+    except BaseException:
+        g.kill()
+        raise
+
+
+def booted(g, board):
     g.start()
     rc_log = g.sh("cat /run/fw/rc.log")
     assert rc_log.startswith("Starting picomail:") and rc_log.rstrip().endswith("OK"), "%s: S50picomail at boot:\n%s\n%s" % (
