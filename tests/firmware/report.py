@@ -53,7 +53,7 @@ def main(boards):
                      "losses seen at %s points" % get(c, "control_points_with_losses") if c else "-"))
     fmt = "%-8s %-20s %-20s %-20s %s"
     print()
-    print(fmt % ("board", "delivered pg/er/B", "relayed pg/er/B", "POP3-deleted pg/er/B", "UBIFS cuts"))
+    print(fmt % ("board", "delivered pg/er", "relayed pg/er", "POP3-deleted pg/er", "UBIFS cuts"))
     for b, r in rows:
         if r is None:
             continue
@@ -64,10 +64,11 @@ def main(boards):
             from boards import BOARDS
             print(fmt % (b, "-" if BOARDS.get(b, {}).get("mtd") else "no NAND in this kernel", "", "", "-"))
             continue
-        cell = [("%s/%s/%s" % (get(f, k, "pages_per_msg"), get(f, k, "erases_per_msg"),
-                               get(f, k, "write_bytes_per_msg"))) for k in ("delivered", "relayed", "deleted")]
+        cell = [("%s/%s" % (get(f, k, "pages_per_msg"), get(f, k, "erases_per_msg")))
+                for k in ("delivered", "relayed", "deleted")]
         print(fmt % (b, cell[0], cell[1], cell[2], "%s, %s acked, 0 lost" % (get(u, "cuts"), get(u, "acked"))))
-    print("(pg/er/B: NAND page programs, erase blocks and the daemon's write_bytes per 5 KB message)")
+    print("(pg/er: NAND page programs and erase blocks per 5 KB message; write_bytes per message on ext4: %s)"
+          % ", ".join("%s %s" % (b, get(r, "memory", "write_bytes_per_msg")) for b, r in rows if r))
 
 
 if __name__ == "__main__":
