@@ -179,7 +179,7 @@ def test_ubifs_power_cut_recovery(board, flash, record):
         t0 = time.monotonic()
         # UBIFS cuts within a minute or 10000 writes (fs/ubifs/debug.c).
         while time.monotonic() - t0 < 150:
-            if g.run("dmesg | grep -q 'UBIFS warning.*failing in'")[0] == 0:
+            if g.run("dmesg | grep -q 'UBIFS warning.*failing in'", timeout=300)[0] == 0:
                 break
             time.sleep(1)
         cut = g.run("dmesg | grep -q 'UBIFS warning.*failing in'")[0] == 0
