@@ -9,7 +9,8 @@
 # Environment: FIRMWARE_BOARDS (default: x86_64 aarch64 armv7 mipsel),
 # FIRMWARE_TRIALS (power cuts per board, default 2), FIRMWARE_CRASH_POINTS
 # (all: every write between flushes too, the default; flush: flush and FUA
-# points only), FIRMWARE_UBIFS_CUTS (UBIFS recovery trials, default 2),
+# points only), FIRMWARE_UBIFS_CUTS (UBIFS recovery trials, default 1),
+# FIRMWARE_UBIFS_BOARDS (the boards whose UBIFS is cut, default x86_64),
 # FIRMWARE_K (pytest -k), FIRMWARE_KEEP=1 (keep every run's directory).
 set -eu
 me=run.sh

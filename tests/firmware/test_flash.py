@@ -42,6 +42,12 @@ from lab import Guest
 from pop3test import PASSWORD, Pop
 
 CUTS = int(os.environ.get("FIRMWARE_UBIFS_CUTS", "1"))
+# The boards whose UBIFS is cut in the default run.  The cut is the lab's
+# slowest step (a load until UBIFS decides to fail, then the whole tree
+# fetched through the control channel), and on a loaded host the emulated
+# ARM and MIPS guests have stalled in that fetch; their cuts run when named
+# here (FIRMWARE_UBIFS_BOARDS="x86_64 armv7 mipsel").
+UBIFS_BOARDS = os.environ.get("FIRMWARE_UBIFS_BOARDS", "x86_64").split()
 NANDSIM = "first_id_byte=0x20 second_id_byte=0xa2 third_id_byte=0x00 fourth_id_byte=0x15"
 N = 20
 
@@ -165,6 +171,8 @@ def fetch_tree(g, dest):
 
 
 def test_ubifs_power_cut_recovery(board, flash, record):
+    if board not in UBIFS_BOARDS:
+        pytest.skip("UBIFS cut on %s: FIRMWARE_UBIFS_BOARDS=%s" % (board, " ".join(UBIFS_BOARDS)))
     g, sink, workdir = flash, flash.sink, flash.dir
     seed = int(os.environ.get("PICOMAIL_SEED", int(time.time() * 1000)))
     print("PICOMAIL_SEED=%d" % seed)
