@@ -21,7 +21,7 @@ UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main
                  $(UNIT_CC) -x c - -o /dev/null >/dev/null 2>&1 || echo -lcrypt)
 UNIT_OUT     = build/unit
 UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log \
-               test_fsyncs
+               test_fsyncs test_json test_http
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -83,6 +83,14 @@ $(UNIT_OUT)/test_smtp_data: tests/unit/test_smtp_data.c src/smtp_data.c src/smtp
 $(UNIT_OUT)/test_msgwire: tests/unit/test_msgwire.c src/msgwire.c src/msgwire.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_msgwire.c src/msgwire.c
+
+$(UNIT_OUT)/test_json: tests/unit/test_json.c src/json.c src/json.h tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_json.c src/json.c
+
+$(UNIT_OUT)/test_http: tests/unit/test_http.c src/http.c src/http.h src/conf.h tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_http.c src/http.c
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
 $(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c src/log_kv.c \
