@@ -744,12 +744,13 @@ static int conf_set_dnsbl(struct conf *c, const struct conf_key *k, char **v,
 	return 0;
 }
 
-/* "scanner /abs/program arg..." or "scanner none".  Never a shell: the
- * words are the program's argv as they stand, so the program must be an
- * absolute path. */
-static int conf_set_scanner(struct conf *c, const struct conf_key *k, char **v,
+/* "scanner /abs/program arg..." or "scanner none" (also the smarthost's
+ * token command).  Never a shell: the words are the program's argv as
+ * they stand, so the program must be an absolute path. */
+static int conf_set_command(struct conf *c, const struct conf_key *k, char **v,
                             unsigned n, char *err, size_t errlen)
 {
+	char *field = conf_field(c, k);
 	size_t len = 0, w;
 	unsigned i;
 
@@ -757,7 +758,7 @@ static int conf_set_scanner(struct conf *c, const struct conf_key *k, char **v,
 		return conf_fail(err, errlen, "%s: missing value", k->name);
 	}
 	if (n == 1 && strcmp(v[0], "none") == 0) {
-		c->scanner[0] = '\0';
+		field[0] = '\0';
 		return 0;
 	}
 	if (v[0][0] != '/') {
@@ -770,15 +771,45 @@ static int conf_set_scanner(struct conf *c, const struct conf_key *k, char **v,
 	for (i = 0; i < n; i++) {
 		len += strlen(v[i]) + 1;
 	}
-	if (len > sizeof c->scanner) {
-		return conf_fail(err, errlen, "%s: value too long (max %zu)", k->name,
-		                 sizeof c->scanner - 1);
+	if (len > k->size) {
+		return conf_fail(err, errlen, "%s: value too long (max %zu)", k->name, k->size - 1);
 	}
 	for (i = 0, len = 0; i < n; i++) {
 		w = strlen(v[i]);
-		memcpy(c->scanner + len, v[i], w);
+		memcpy(field + len, v[i], w);
 		len += w;
-		c->scanner[len++] = i + 1 < n ? ' ' : '\0';
+		field[len++] = i + 1 < n ? ' ' : '\0';
+	}
+	return 0;
+}
+
+/* "smarthost_auth_mech xoauth2 [oauthbearer]": the first the smarthost
+ * offers is used; "none" goes back to PLAIN/LOGIN. */
+static int conf_set_mech(struct conf *c, const struct conf_key *k, char **v,
+                         unsigned n, char *err, size_t errlen)
+{
+	unsigned i, m;
+
+	if (n == 0 || n > CONF_MECHS_MAX) {
+		return conf_fail(err, errlen, "%s: expected xoauth2, oauthbearer or both", k->name);
+	}
+	c->nauth_mech = 0;
+	if (n == 1 && strcmp(v[0], "none") == 0) {
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (strcasecmp(v[i], "xoauth2") == 0) {
+			m = MECH_XOAUTH2;
+		} else if (strcasecmp(v[i], "oauthbearer") == 0) {
+			m = MECH_OAUTHBEARER;
+		} else {
+			return conf_fail(err, errlen, "%s: unknown mechanism '%s' (xoauth2 or oauthbearer)",
+			                 k->name, v[i]);
+		}
+		if (i > 0 && c->auth_mech[0] == m) {
+			return conf_fail(err, errlen, "%s: '%s' twice", k->name, v[i]);
+		}
+		c->auth_mech[c->nauth_mech++] = (unsigned char)m;
 	}
 	return 0;
 }
@@ -799,6 +830,12 @@ static const struct conf_key conf_keys[] = {
 	{ "relay_from", conf_set_relay_from, 0, 0, 0, 0 },
 	{ "smarthost", conf_set_smarthost, 0, 0, 0, 0 },
 	CONF_PATH(smarthost_auth),
+	{ "smarthost_auth_mech", conf_set_mech, 0, 0, 0, 0 },
+	{ "smarthost_token_command", conf_set_command, offsetof(struct conf, smarthost_token_command),
+	  sizeof(((struct conf *)0)->smarthost_token_command), 0, 0 },
+	{ "smarthost_token_lifetime", conf_set_time, offsetof(struct conf, smarthost_token_lifetime), 0,
+	  60, 86400 },
+	CONF_PATH(smarthost_oauth),
 	CONF_PATH(tls_cert),
 	CONF_PATH(tls_key),
 	CONF_PATH(ca_file),
@@ -832,7 +869,8 @@ static const struct conf_key conf_keys[] = {
 	{ "greylist_delay", conf_set_time, offsetof(struct conf, greylist_delay), 0, 1, 86400 },
 	{ "dnsbl", conf_set_dnsbl, 0, 0, 0, 0 },
 	{ "dnsbl_timeout", conf_set_time, offsetof(struct conf, dnsbl_timeout), 0, 1, 60 },
-	{ "scanner", conf_set_scanner, 0, 0, 0, 0 },
+	{ "scanner", conf_set_command, offsetof(struct conf, scanner), sizeof(((struct conf *)0)->scanner),
+	  0, 0 },
 	{ "scanner_timeout", conf_set_time, offsetof(struct conf, scanner_timeout), 0, 1, 3600 },
 };
 
@@ -893,6 +931,7 @@ void conf_defaults(struct conf *c)
 	c->greylist_delay = 5 * 60;
 	c->dnsbl_timeout = 4;
 	c->scanner_timeout = 60;
+	c->smarthost_token_lifetime = 50 * 60;
 }
 
 /* Tab, CR and LF separate words like spaces; any other control byte is a
@@ -995,6 +1034,22 @@ static int conf_finish(struct conf *c, const char *path, char *err, size_t errle
 		return conf_fail(err, errlen, "%s: smarthost %s is an address: its certificate cannot "
 		                 "be checked against it; name it by host name (an /etc/hosts line will "
 		                 "do) or set smarthost_verify no", path, c->smarthost.host);
+	}
+	if (c->nauth_mech > 0 || c->smarthost_oauth[0] != '\0' ||
+	    c->smarthost_token_command[0] != '\0') {
+		if (c->nauth_mech == 0 || c->smarthost_oauth[0] == '\0' || c->smarthost.host[0] == '\0') {
+			return conf_fail(err, errlen, "%s: OAuth2 at the smarthost takes smarthost, "
+			                 "smarthost_auth_mech and smarthost_oauth together (and "
+			                 "smarthost_token_command, or the refresh grant of the file)", path);
+		}
+		if (c->smarthost_auth[0] != '\0') {
+			return conf_fail(err, errlen, "%s: smarthost_auth (a password) and "
+			                 "smarthost_auth_mech (OAuth2) exclude each other", path);
+		}
+		if (c->smarthost_token_command[0] == '\0' && c->ca_file[0] == '\0') {
+			return conf_fail(err, errlen, "%s: the refresh grant of smarthost_oauth needs "
+			                 "ca_file to verify the token endpoint", path);
+		}
 	}
 	if (c->control[0] == '\0') {
 		len = strlen(c->spool);

@@ -41,6 +41,10 @@ struct conf_net {
 	unsigned bits;
 };
 
+/* SASL mechanisms for an OAuth2 token at the smarthost (smarthost_auth_mech). */
+enum conf_auth_mech { MECH_NONE, MECH_XOAUTH2, MECH_OAUTHBEARER };
+#define CONF_MECHS_MAX 2
+
 struct conf_smarthost {
 	char host[CONF_NAME_MAX];       /* empty: deliver to the MX */
 	uint16_t port;
@@ -61,6 +65,15 @@ struct conf {
 	unsigned nrelay_from;
 	struct conf_smarthost smarthost;
 	char smarthost_auth[CONF_PATH_MAX];
+	/* OAuth2 at the smarthost: the mechanisms in order of preference
+	 * (none: PLAIN/LOGIN with smarthost_auth), where the token comes
+	 * from (a program, or the refresh grant of the smarthost_oauth
+	 * file, which also names the user). */
+	unsigned char auth_mech[CONF_MECHS_MAX];
+	unsigned nauth_mech;
+	char smarthost_token_command[CONF_PATH_MAX];   /* program and arguments, one space apart */
+	unsigned smarthost_token_lifetime;             /* seconds, when the program says none */
+	char smarthost_oauth[CONF_PATH_MAX];
 	char tls_cert[CONF_PATH_MAX];
 	char tls_key[CONF_PATH_MAX];
 	char ca_file[CONF_PATH_MAX];

@@ -11,6 +11,7 @@
 #include "loop.h"
 #include "maildir.h"
 #include "maildrop.h"
+#include "oauth.h"
 #include "pool.h"
 #include "pop3.h"
 #include "dns.h"
@@ -362,6 +363,9 @@ static int status_text(char *buf, size_t len)
 	                 stats.greylist_passed, greylist_used(), stats.scanner_accepted,
 	                 stats.scanner_rejected, stats.scanner_tempfail,
 	                 stats.scanner_timeouts, scanner_running());
+	if (n > 0 && (size_t)n < len) {
+		n += (int)oauth_status(buf + n, len - (size_t)n);
+	}
 #ifdef PICOMAIL_TEST
 	if (n > 0 && (size_t)n < len) {
 		n += snprintf(buf + n, len - (size_t)n, "mallocs: %" PRIu64 "\n", testalloc_count);
@@ -499,7 +503,7 @@ static void reload(void)
 
 static void on_signal(int sig)
 {
-	char buf[2048];
+	char buf[3072];
 
 	switch (sig) {
 	case SIGTERM:

@@ -129,11 +129,65 @@ static void reachable(struct check *k, const char *key, const char *path)
 	(void)key;
 }
 
+/* A program the daemon runs (the scanner, the token command). */
+static void runnable(struct check *k, const char *key, const char *cmdline)
+{
+	char prog[CONF_PATH_MAX];
+
+	if (cmdline[0] == '\0') {
+		return;
+	}
+	/* The program is the first word. */
+	snprintf(prog, sizeof prog, "%.*s", (int)strcspn(cmdline, " "), cmdline);
+	if (access(prog, X_OK) < 0 && errno != ENOENT) {
+		say(k, 0, "run_as %s cannot run the %s %s: %s", k->pw->pw_name, key, prog,
+		    strerror(errno));
+	}
+}
+
+/* The smarthost_oauth file holds secrets the daemon rewrites as run_as
+ * when the provider rotates the refresh token: run_as's own, 0600, in a
+ * directory where run_as may put the new file. */
+static void oauth_writable(struct check *k, const struct conf *c)
+{
+	const char *path = c->smarthost_oauth;
+	char dir[CONF_PATH_MAX], om[UNIXUSER_NAME_MAX * 2 + 40];
+	struct stat st;
+	const char *slash = strrchr(path, '/');
+
+	if (path[0] == '\0') {
+		return;
+	}
+	if (stat(path, &st) < 0) {
+		if (errno != ENOENT && blocked_dir(path, 0, dir, sizeof dir) == 0) {
+			cannot_enter(k, 0, dir, path);
+		}
+		return;   /* missing: the loader says so */
+	}
+	owner_mode(path, om, sizeof om);
+	if (st.st_uid != k->pw->pw_uid) {
+		say(k, 0, "smarthost_oauth %s (%s) holds secrets only the daemon (%s) and root may "
+		    "read, and the daemon rewrites it; fix: chown %s %s && chmod 600 %s", path, om,
+		    k->pw->pw_name, k->pw->pw_name, path, path);
+	}
+	if (c->smarthost_token_command[0] != '\0' || slash == NULL) {
+		return;   /* no refresh grant: nothing is written */
+	}
+	snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	if (access(dir, W_OK | X_OK) < 0) {
+		owner_mode(dir, om, sizeof om);
+		say(k, 0, "run_as %s cannot create files in %s (%s), where a rotated refresh token of "
+		    "smarthost_oauth is written (a new file, renamed over the old); fix: give the "
+		    "file a directory of %s's own, e.g. mkdir -m 700 %s/oauth.d && chown %s %s/oauth.d "
+		    "&& mv %s %s/oauth.d/", k->pw->pw_name, dir, om, k->pw->pw_name, dir,
+		    k->pw->pw_name, dir, path, dir);
+	}
+}
+
 unsigned runas_check(const struct conf *c, const char *conf_path, const struct passwd *pw,
                      runas_report_fn report, void *ctx)
 {
 	struct check k = { pw, report, ctx, 0 };
-	char prog[CONF_PATH_MAX];
 
 	reachable(&k, "spool", c->spool);
 	reachable(&k, "maildir_root", c->maildir_root);
@@ -144,14 +198,9 @@ unsigned runas_check(const struct conf *c, const char *conf_path, const struct p
 	readable(&k, "tls_key", c->tls_key);
 	readable(&k, "ca_file", c->ca_file);
 	readable(&k, "smarthost_auth", c->smarthost_auth);
-	if (c->scanner[0] != '\0') {
-		/* The program is the first word. */
-		snprintf(prog, sizeof prog, "%.*s", (int)strcspn(c->scanner, " "), c->scanner);
-		if (access(prog, X_OK) < 0 && errno != ENOENT) {
-			say(&k, 0, "run_as %s cannot run the scanner %s: %s", pw->pw_name, prog,
-			    strerror(errno));
-		}
-	}
+	oauth_writable(&k, c);
+	runnable(&k, "scanner", c->scanner);
+	runnable(&k, "token command", c->smarthost_token_command);
 	return k.problems;
 }
 

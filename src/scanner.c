@@ -64,11 +64,12 @@ static void split(const char *cmdline, char *buf, size_t len, char **argv)
 	argv[n] = NULL;
 }
 
-/* In the child: the message on stdin, stdout to /dev/null, the signals
+/* In the child: the message on stdin (or /dev/null), stdout to out (or
+ * /dev/null), the signals
  * the daemon catches or ignores back to their defaults, nothing blocked,
  * and a process group of its own so that a kill reaches whatever it
  * started.  Never returns. */
-static void child(const char *cmdline, const char *path)
+static void child(const char *cmdline, const char *path, int out)
 {
 	static const int sigs[] = { SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 	char buf[CONF_PATH_MAX];
@@ -83,14 +84,14 @@ static void child(const char *cmdline, const char *path)
 	}
 	sigemptyset(&none);
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	fd = open(path, O_RDONLY);
+	fd = open(path != NULL ? path : "/dev/null", O_RDONLY);
 	if (fd < 0 || dup2(fd, 0) < 0) {
 		_exit(SCANNER_EXIT_SETUP);
 	}
 	if (fd != 0) {
 		(void)close(fd);
 	}
-	fd = open("/dev/null", O_WRONLY);
+	fd = out >= 0 ? out : open("/dev/null", O_WRONLY);
 	if (fd < 0 || dup2(fd, 1) < 0) {
 		_exit(SCANNER_EXIT_SETUP);
 	}
@@ -105,19 +106,24 @@ static void child(const char *cmdline, const char *path)
 /* fork, not posix_spawn: its file actions allocate, and the daemon
  * allocates nothing once running.  The daemon is small, so copying its
  * page tables costs little. */
-static int spawn(const char *cmdline, const char *path, pid_t *pid)
+static int spawn(const char *cmdline, const char *path, int out, pid_t *pid)
 {
 	*pid = fork();
 	if (*pid < 0) {
 		return errno;
 	}
 	if (*pid == 0) {
-		child(cmdline, path);
+		child(cmdline, path, out);
 	}
 	return 0;
 }
 
 int scanner_start(const char *cmdline, const char *path, scanner_done_fn done, void *ctx)
+{
+	return scanner_run(cmdline, path, -1, done, ctx);
+}
+
+int scanner_run(const char *cmdline, const char *path, int out, scanner_done_fn done, void *ctx)
 {
 	unsigned i;
 	pid_t pid;
@@ -129,7 +135,7 @@ int scanner_start(const char *cmdline, const char *path, scanner_done_fn done, v
 		errno = EAGAIN;
 		return -1;
 	}
-	e = spawn(cmdline, path, &pid);
+	e = spawn(cmdline, path, out, &pid);
 	if (e != 0) {
 		errno = e;
 		return -1;

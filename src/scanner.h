@@ -22,6 +22,11 @@ int scanner_init(unsigned n);
  * or -1 with errno (no free slot: EAGAIN; the program could not run). */
 int scanner_start(const char *cmdline, const char *path, scanner_done_fn done, void *ctx);
 
+/* The same for any program: stdin from path (NULL: /dev/null), stdout
+ * into out (-1: /dev/null), e.g. the write end of a pipe (the smarthost's
+ * token command). */
+int scanner_run(const char *cmdline, const char *path, int out, scanner_done_fn done, void *ctx);
+
 /* Kills the scanner's process group and forgets it: done is never called.
  * The slot is free once the child has been reaped. */
 void scanner_cancel(int handle);

@@ -10,6 +10,8 @@
 #include "base64.h"
 #include "conn.h"
 #include "inforce.h"
+#include "json.h"
+#include "oauth.h"
 #include "stats.h"
 #include "dns.h"
 #include "io.h"
@@ -40,6 +42,7 @@
 
 enum client_state {
 	C_IDLE,
+	C_TOKEN,          /* waiting for the smarthost's OAuth2 token */
 	C_RESOLVE_MX,     /* waiting for the MX records */
 	C_RESOLVE_ADDR,   /* waiting for a host's addresses */
 	C_CONNECT,
@@ -50,6 +53,9 @@ enum client_state {
 	C_AUTH_USER,      /* AUTH LOGIN: the first challenge (the name) */
 	C_AUTH_WORD,      /* AUTH LOGIN: the second challenge (the password) */
 	C_AUTH_PASS,      /* AUTH LOGIN: the verdict */
+	C_AUTH_SEND,      /* AUTH XOAUTH2/OAUTHBEARER: sending the response */
+	C_AUTH_OAUTH,     /* its verdict, or an error challenge */
+	C_AUTH_OAUTH_END, /* the verdict after the challenge was answered */
 	C_ENVELOPE,       /* replies to MAIL, RCPT..., DATA */
 	C_BODY,           /* sending the message */
 	C_DOT,            /* waiting for the reply to the final dot */
@@ -61,6 +67,8 @@ enum client_state {
 #define EXT_PIPELINING 2u
 #define EXT_AUTH_PLAIN 4u
 #define EXT_AUTH_LOGIN 8u
+#define EXT_AUTH_XOAUTH2 16u
+#define EXT_AUTH_OAUTHBEARER 32u
 
 struct smtp_client {
 	enum client_state state;
@@ -94,6 +102,14 @@ struct smtp_client {
 	unsigned accepted;                /* RCPTs taken */
 	int mail_ok;
 	int bol;
+	/* OAuth2 (smarthost_auth_mech) */
+	int mech;                         /* the mechanism chosen */
+	unsigned tok_gen;                 /* the generation of the token sent */
+	size_t auth_off;                  /* how much of the response is out */
+	int challenged;                   /* the server answered with an error challenge */
+	int token_retried;                /* one new token per attempt */
+	int reconnect;                    /* after the token: this address again */
+	char challenge[160];              /* what that challenge said */
 	/* the reply being read */
 	int code;
 	unsigned lines;
@@ -122,6 +138,9 @@ int smtp_client_init(const struct conf *c, char *err, size_t errlen)
 	int fd;
 
 	auth_user[0] = auth_pass[0] = '\0';
+	if (oauth_init(c, err, errlen) < 0) {
+		return -1;
+	}
 	if (c->smarthost.host[0] != '\0' && c->smarthost_verify && c->ca_file[0] != '\0' &&
 	    c->smarthost.tls != TLS_NONE && tls_load_anchors(c->ca_file, err, errlen) < 0) {
 		return -1;
@@ -213,6 +232,7 @@ static void finish(struct smtp_client *cl)
 		dns_cancel(cl->dns);
 		cl->dns = -1;
 	}
+	oauth_unwait(cl);
 	if (cl->slot >= 0) {
 		loop_del(cl->slot);
 		cl->slot = -1;
@@ -248,7 +268,43 @@ static void error_text(struct smtp_client *cl, const char *fmt, ...)
 
 static void next_host(struct smtp_client *cl);
 static void try_address(struct smtp_client *cl);
+static int64_t reply_ms(void);
 static void client_io(void *ctx, int revents);
+static void want_token(struct smtp_client *cl);
+
+static void token_ready(void *ctx)
+{
+	struct smtp_client *cl = ctx;
+
+	if (cl->state == C_TOKEN) {
+		want_token(cl);
+	}
+}
+
+/* Before the smarthost is even resolved, the OAuth2 token: a delivery
+ * without one is deferred here, with the reason, and nothing is sent.
+ * After a refused token, the same address again with a new one. */
+static void want_token(struct smtp_client *cl)
+{
+	int r;
+
+	cl->state = C_TOKEN;
+	r = oauth_want(token_ready, cl);
+	if (r == 0) {
+		return;   /* being fetched: token_ready follows */
+	}
+	if (r < 0) {
+		error_text(cl, "4.7.0 no OAuth2 token for %s: %s", oauth_user(), oauth_why());
+		finish(cl);
+		return;
+	}
+	if (cl->reconnect) {
+		cl->reconnect = 0;
+		try_address(cl);
+		return;
+	}
+	next_host(cl);
+}
 
 static void addr_ready(void *ctx, const struct dns_result *r)
 {
@@ -438,6 +494,10 @@ void smtp_client_start(struct smtp_client *cl, const char *id, const char *sende
 		snprintf(cl->host[0], sizeof cl->host[0], "%s", c->smarthost.host);
 		cl->nhost = 1;
 		cl->port = c->smarthost.port;
+		if (c->nauth_mech > 0) {
+			want_token(cl);
+			return;
+		}
 		next_host(cl);
 		return;
 	}
@@ -547,6 +607,145 @@ static void start_auth(struct smtp_client *cl)
 	}
 }
 
+static const char *mech_name(int mech)
+{
+	return mech == MECH_OAUTHBEARER ? "OAUTHBEARER" : "XOAUTH2";
+}
+
+/* The first mechanism of smarthost_auth_mech the server offers, or 0. */
+static int pick_mech(const struct smtp_client *cl)
+{
+	const struct conf *c = cf();
+	unsigned i;
+
+	for (i = 0; i < c->nauth_mech; i++) {
+		if ((c->auth_mech[i] == MECH_XOAUTH2 && (cl->ext & EXT_AUTH_XOAUTH2)) ||
+		    (c->auth_mech[i] == MECH_OAUTHBEARER && (cl->ext & EXT_AUTH_OAUTHBEARER))) {
+			return c->auth_mech[i];
+		}
+	}
+	return 0;
+}
+
+/* Streams the AUTH line (an access token may be longer than the output
+ * buffer) from oauth.c's copy, which must not change meanwhile. */
+static void pump_auth(struct smtp_client *cl)
+{
+	size_t len, room, k;
+	unsigned gen;
+	const char *line = oauth_sasl(cl->mech, &len, &gen);
+
+	if (line == NULL || gen != cl->tok_gen) {
+		error_text(cl, "4.7.0 the OAuth2 token changed while it was being sent");
+		cl->conn.err = ECANCELED;
+		return;
+	}
+	while (cl->auth_off < len && (room = conn_room(&cl->conn)) > 2) {
+		k = len - cl->auth_off < room - 2 ? len - cl->auth_off : room - 2;
+		conn_put(&cl->conn, line + cl->auth_off, k);
+		cl->auth_off += k;
+		loop_deadline(cl->slot, loop_now() + reply_ms());
+	}
+	if (cl->auth_off == len && conn_room(&cl->conn) >= 2) {
+		conn_put(&cl->conn, "\r\n", 2);
+		cl->state = C_AUTH_OAUTH;
+	}
+}
+
+/* AUTH XOAUTH2 or OAUTHBEARER with the initial response (RFC 4954 4). */
+static void start_oauth(struct smtp_client *cl)
+{
+	size_t len;
+	char head[32];
+	int n;
+
+	if (oauth_sasl(cl->mech, &len, &cl->tok_gen) == NULL) {
+		error_text(cl, "4.7.0 the OAuth2 token expired before it could be sent");
+		cl->conn.err = ECANCELED;
+		return;
+	}
+	n = snprintf(head, sizeof head, "AUTH %s ", mech_name(cl->mech));
+	conn_put(&cl->conn, head, (size_t)n);
+	cl->auth_off = 0;
+	cl->challenged = 0;
+	cl->challenge[0] = '\0';
+	cl->state = C_AUTH_SEND;
+	pump_auth(cl);
+}
+
+/* An error challenge (RFC 7628 3.2.2, and XOAUTH2 likewise): base64 JSON
+ * with status, schemes and scope, kept in words for the reason. */
+static void read_challenge(struct smtp_client *cl, const char *b64)
+{
+	unsigned char js[384];
+	char status[24], schemes[32], scope[64];
+	struct json_field f[] = {
+		{ "status", JSON_STRING, status, sizeof status, 1, 0, 0 },
+		{ "schemes", JSON_STRING, schemes, sizeof schemes, 1, 0, 0 },
+		{ "scope", JSON_STRING, scope, sizeof scope, 1, 0, 0 },
+	};
+	const char *why;
+	long n = base64_decode(b64, strlen(b64), js, sizeof js);
+
+	cl->challenged = 1;
+	if (n < 0 || json_read((const char *)js, (size_t)n, f, 3, &why) < 0) {
+		snprintf(cl->challenge, sizeof cl->challenge, "; an unreadable challenge");
+		return;
+	}
+	snprintf(cl->challenge, sizeof cl->challenge, "; status %s%s%s%s%s", status,
+	         schemes[0] ? " schemes " : "", schemes, scope[0] ? " scope " : "", scope);
+}
+
+/* The smarthost said no to the token: once per attempt it is forgotten
+ * and a new one fetched, then the same address is tried again. */
+static void oauth_failed(struct smtp_client *cl)
+{
+	int refused = cl->challenged || cl->code == 535;
+
+	error_text(cl, "4.7.8 the smarthost refused the OAuth2 token of %s (%s): %d %s%s",
+	           oauth_user(), mech_name(cl->mech), cl->code, cl->text, cl->challenge);
+	if (!refused) {
+		next_address(cl);
+		return;
+	}
+	oauth_refused(cl->tok_gen, cl->last_error);
+	if (cl->token_retried) {
+		next_address(cl);
+		return;
+	}
+	cl->token_retried = 1;
+	send_line(cl, "QUIT");
+	(void)conn_flush(&cl->conn);
+	loop_del(cl->slot);
+	cl->slot = -1;
+	note_relay(cl);
+	conn_close(&cl->conn);
+	cl->where[0] = '\0';
+	cl->reconnect = 1;
+	want_token(cl);
+}
+
+/* A refusal of the password: Exchange Online answers 5.7.30 (or 5.7.139)
+ * once basic authentication is off, and only OAuth2 will do then; that is
+ * said in the log once until a password is taken again. */
+static int basic_refused;
+
+static void password_refused(struct smtp_client *cl, const char *what)
+{
+	int basic = strstr(cl->text, "5.7.30") != NULL || strstr(cl->text, "5.7.139") != NULL ||
+	            strcasestr(cl->text, "basic auth") != NULL;
+
+	error_text(cl, "%s refused: %d %s%s", what, cl->code, cl->text,
+	           basic ? " (this smarthost needs OAuth2)" : "");
+	if (basic && !basic_refused) {
+		log_msg(LOG_WARNING, "smarthost %s refuses password AUTH (%d %s): it needs OAuth2; "
+		        "set smarthost_auth_mech and smarthost_oauth (picomail.conf(5), README: "
+		        "\"OAuth2 smarthost\")", cl->where, cl->code, cl->text);
+	}
+	basic_refused = basic;
+	next_address(cl);
+}
+
 /* After EHLO: STARTTLS if we must or may, AUTH if configured, then mail. */
 static void after_ehlo(struct smtp_client *cl)
 {
@@ -562,6 +761,23 @@ static void after_ehlo(struct smtp_client *cl)
 	if (want_tls) {
 		send_line(cl, "STARTTLS");
 		cl->state = C_STARTTLS;
+		return;
+	}
+	if (smarthost() && c->nauth_mech > 0) {
+		if (!cl->tls_done) {
+			error_text(cl, "4.7.0 will not send the OAuth2 token without TLS");
+			next_address(cl);
+			return;
+		}
+		cl->mech = pick_mech(cl);
+		if (cl->mech == 0) {
+			error_text(cl, "4.7.0 the smarthost offers no AUTH %s%s%s", mech_name(c->auth_mech[0]),
+			           c->nauth_mech > 1 ? " or " : "",
+			           c->nauth_mech > 1 ? mech_name(c->auth_mech[1]) : "");
+			next_address(cl);
+			return;
+		}
+		start_oauth(cl);
 		return;
 	}
 	if (smarthost() && auth_user[0] != '\0') {
@@ -624,6 +840,10 @@ static void parse_ext(struct smtp_client *cl, const char *line)
 				cl->ext |= EXT_AUTH_PLAIN;
 			} else if (n == 5 && strncasecmp(p, "LOGIN", 5) == 0) {
 				cl->ext |= EXT_AUTH_LOGIN;
+			} else if (n == 7 && strncasecmp(p, "XOAUTH2", 7) == 0) {
+				cl->ext |= EXT_AUTH_XOAUTH2;
+			} else if (n == 11 && strncasecmp(p, "OAUTHBEARER", 11) == 0) {
+				cl->ext |= EXT_AUTH_OAUTHBEARER;
 			}
 			p += n;
 			while (*p == ' ') {
@@ -746,11 +966,28 @@ static void on_reply(struct smtp_client *cl)
 	case C_AUTH_PLAIN:
 	case C_AUTH_PASS:
 		if (cl->code != 235) {
-			error_text(cl, "AUTH refused: %d %s", cl->code, cl->text);
-			next_address(cl);
+			password_refused(cl, "AUTH");
 			return;
 		}
+		basic_refused = 0;
 		send_envelope(cl);
+		break;
+	case C_AUTH_OAUTH:
+		if (cl->code == 235) {
+			send_envelope(cl);
+			break;
+		}
+		if (cl->code == 334) {
+			/* The exchange ends with a dummy response: empty for
+			 * XOAUTH2, %x01 for OAUTHBEARER (RFC 7628 3.2.3). */
+			send_line(cl, "%s", cl->mech == MECH_OAUTHBEARER ? "AQ==" : "");
+			cl->state = C_AUTH_OAUTH_END;
+			break;
+		}
+		oauth_failed(cl);
+		break;
+	case C_AUTH_OAUTH_END:
+		oauth_failed(cl);
 		break;
 	case C_AUTH_USER:
 		/* The challenges' wording varies ("Username:", "User Name"):
@@ -763,8 +1000,7 @@ static void on_reply(struct smtp_client *cl)
 			cl->state = C_AUTH_WORD;
 			return;
 		}
-		error_text(cl, "AUTH LOGIN refused: %d %s", cl->code, cl->text);
-		next_address(cl);
+		password_refused(cl, "AUTH LOGIN");
 		break;
 	case C_AUTH_WORD:
 		if (cl->code == 334) {
@@ -776,8 +1012,7 @@ static void on_reply(struct smtp_client *cl)
 			cl->state = C_AUTH_PASS;
 			return;
 		}
-		error_text(cl, "AUTH LOGIN refused: %d %s", cl->code, cl->text);
-		next_address(cl);
+		password_refused(cl, "AUTH LOGIN");
 		break;
 	case C_ENVELOPE:
 		envelope_reply(cl);
@@ -835,8 +1070,8 @@ static int read_replies(struct smtp_client *cl)
 	unsigned run = cl->run;
 
 	for (;;) {
-		if (cl->state == C_BODY || cl->state == C_DONE) {
-			return 0;
+		if (cl->state == C_BODY || cl->state == C_AUTH_SEND || cl->state == C_DONE) {
+			return 0;   /* a reply waits until what it answers is out */
 		}
 		switch (conn_line(&cl->conn, &line, &len, 512)) {
 		case CONN_LINE_NONE:
@@ -870,14 +1105,17 @@ static int read_replies(struct smtp_client *cl)
 		if (cl->state == C_EHLO && cl->lines > 1) {
 			parse_ext(cl, line);
 		}
+		if (cl->state == C_AUTH_OAUTH && code == 334 && len > 4 && line[3] == ' ') {
+			read_challenge(cl, line + 4);
+		}
 		if (len > 3 && line[3] == '-') {
 			continue;
 		}
 		clean_copy(cl->text, sizeof cl->text, len > 4 ? line + 4 : "");
 		cl->lines = 0;
 		on_reply(cl);
-		if (cl->run != run || cl->state == C_DONE) {
-			return 1;
+		if (cl->run != run || cl->state == C_DONE || cl->state == C_TOKEN) {
+			return 1;   /* done, or the connection given up for a new token */
 		}
 	}
 }
@@ -961,7 +1199,7 @@ static void session_failed(struct smtp_client *cl)
 		error_text(cl, "4.4.2 connection lost%s%s", cl->conn.err ? ": " : "",
 		           cl->conn.err ? strerror(cl->conn.err) : "");
 	}
-	if (cl->state <= C_AUTH_PASS || (cl->state == C_ENVELOPE && !cl->mail_ok)) {
+	if (cl->state <= C_AUTH_OAUTH_END || (cl->state == C_ENVELOPE && !cl->mail_ok)) {
 		next_address(cl);
 		return;
 	}
@@ -990,7 +1228,7 @@ static void client_io(void *ctx, int revents)
 		(void)conn_fill(&cl->conn);
 	}
 	r = read_replies(cl);
-	if (cl->run != run || cl->state == C_DONE) {
+	if (cl->run != run || cl->state == C_DONE || cl->state == C_TOKEN) {
 		return;   /* finished, and perhaps already started anew by done() */
 	}
 	/* read_replies took every whole line: what is left after the server's
@@ -1002,12 +1240,13 @@ static void client_io(void *ctx, int revents)
 	}
 	if (cl->state == C_BODY) {
 		pump_body(cl);
+	} else if (cl->state == C_AUTH_SEND) {
+		pump_auth(cl);
 	}
 	if (conn_flush(&cl->conn) < 0) {
 		session_failed(cl);
 		return;
 	}
-	want = cl->state != C_BODY;
-	loop_events(cl->slot, conn_poll_events(&cl->conn, want) |
-	                      (cl->state == C_BODY ? POLLOUT : 0));
+	want = cl->state != C_BODY && cl->state != C_AUTH_SEND;
+	loop_events(cl->slot, conn_poll_events(&cl->conn, want) | (want ? 0 : POLLOUT));
 }

@@ -10,6 +10,12 @@ PID) with Debian's /usr/bin/python3 and python3-aiosmtpd:
                  [--implicit-tls]         TLS from the first byte (465)
                  [--auth USER:PASSWORD]   AUTH required, only these credentials
                  [--auth-mech LOGIN]      offer only this mechanism (repeatable)
+                 [--oauth-tokens FILE]    offer XOAUTH2 and OAUTHBEARER, AUTH required:
+                                          the access tokens accepted now, one a line,
+                                          read at each AUTH (a token endpoint rewrites it)
+                 [--oauth-user USER]      the account those tokens are for
+                 [--refuse-basic]         PLAIN/LOGIN answered "550 5.7.30 Basic
+                                          authentication is not supported ..." 
                  [--fail-data N]          451 4.3.0 to the first N DATA
                  [--reject-rcpt ADDR]     550 5.1.1 to RCPT ADDR (repeatable)
                  [--defer-rcpt ADDR]      450 4.2.0 to RCPT ADDR, the first time only
@@ -29,6 +35,8 @@ message is not recorded (a real MTA discards it as well).
 
 import argparse
 import asyncio
+import base64
+import collections
 import itertools
 import json
 import os
@@ -36,7 +44,18 @@ import ssl
 import sys
 import time
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING as MISSING_, SMTP, AuthResult, LoginPassword
+
+
+class LongAuthSMTP(SMTP):
+    """aiosmtpd with room for AUTH lines carrying an access token (RFC 4954
+    allows 12288 octets; the stock limits are 512 and 1001)."""
+    line_length_limit = 16384
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.command_size_limits = collections.defaultdict(lambda: 512)
+        self.command_size_limits["AUTH"] = 16384
 
 
 class Recorder:
@@ -73,6 +92,73 @@ class Handler:
         self.rec = rec
         self.data_count = 0
         self.deferred = set()
+
+    # ---- OAuth2 (XOAUTH2, OAUTHBEARER RFC 7628) -----------------------------
+
+    def _tokens(self):
+        try:
+            with open(self.args.oauth_tokens) as f:
+                return set(l.strip() for l in f if l.strip())
+        except OSError:
+            return set()
+
+    async def _oauth(self, server, args, mech):
+        if len(args) > 1:
+            blob = args[1]
+        else:
+            line = await server.challenge_auth("", encode_to_b64=False)
+            if line is MISSING_:
+                return AuthResult(success=False, handled=True)
+            blob = base64.b64encode(line).decode()
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except Exception:
+            self.rec.event("auth", "%s undecodable" % mech)
+            return AuthResult(success=False, handled=False, message="501 5.5.2 bad base64")
+        fields = {}
+        user = None
+        if mech == "XOAUTH2":
+            parts = raw.split(b"\x01")
+            ok_shape = raw.endswith(b"\x01\x01")
+        else:
+            gs2, _, rest = raw.partition(b",\x01")
+            ok_shape = gs2.startswith(b"n,a=") and raw.endswith(b"\x01\x01")
+            user = gs2[4:].decode("latin-1").replace("=2C", ",").replace("=3D", "=")
+            parts = rest.split(b"\x01")
+        for p in parts:
+            k, sep, v = p.partition(b"=")
+            if sep:
+                fields[k.decode("latin-1")] = v.decode("latin-1")
+        if mech == "XOAUTH2":
+            user = fields.get("user")
+        auth = fields.get("auth", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        good = (ok_shape and token is not None and token in self._tokens()
+                and user == self.args.oauth_user)
+        self.rec.event("auth", "%s %s %s token=%s host=%s port=%s" % (
+            mech, user, "ok" if good else "bad", (token or "-")[:12], fields.get("host", "-"),
+            fields.get("port", "-")))
+        if good:
+            return AuthResult(success=True, auth_data={"mech": mech, "user": user,
+                                                       "token": token})
+        # RFC 7628 3.2.2: an error challenge, then the client's dummy response.
+        status = {"status": "401" if mech == "OAUTHBEARER" else "400", "schemes": "bearer",
+                  "scope": "https://mail.example/"}
+        await server.push("334 " + base64.b64encode(json.dumps(status).encode()).decode())
+        answer = (await server._reader.readline()).rstrip(b"\r\n")
+        self.rec.event("auth-end", "%s %r" % (mech, answer))
+        want = b"AQ==" if mech == "OAUTHBEARER" else b""
+        if answer != want:
+            return AuthResult(success=False, handled=False,
+                              message="501 5.5.2 bad dummy response %r" % answer)
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
+
+    async def auth_XOAUTH2(self, server, args):
+        return await self._oauth(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server, args):
+        return await self._oauth(server, args, "OAUTHBEARER")
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -150,6 +236,9 @@ def main():
     p.add_argument("--implicit-tls", action="store_true")
     p.add_argument("--auth")
     p.add_argument("--auth-mech", action="append", default=[])
+    p.add_argument("--oauth-tokens")
+    p.add_argument("--oauth-user")
+    p.add_argument("--refuse-basic", action="store_true")
     p.add_argument("--fail-data", type=int, default=0)
     p.add_argument("--reject-rcpt", action="append", default=[])
     p.add_argument("--defer-rcpt", action="append", default=[])
@@ -168,6 +257,22 @@ def main():
         ctx.load_cert_chain(args.cert, args.key)
 
     kw = {"hostname": "peer.test", "data_size_limit": 64 << 20, "timeout": 30}
+    oauth_mechs = {"XOAUTH2", "OAUTHBEARER"}
+    if not args.oauth_tokens:
+        # No OAuth2 unless asked for: those mechanisms are not offered.
+        kw["auth_exclude_mechanism"] = list(oauth_mechs)
+    if args.refuse_basic:
+        def refuse(server, session, envelope, mechanism, auth_data):
+            rec.event("auth", "%s refused-basic" % mechanism)
+            return AuthResult(success=False, handled=False, message=(
+                "550 5.7.30 Basic authentication is not supported for Client Submission"))
+        kw.update(authenticator=refuse, auth_required=True, auth_require_tls=False)
+    elif args.oauth_tokens:
+        kw.update(authenticator=lambda *a: AuthResult(success=False, handled=False),
+                  auth_required=True, auth_require_tls=not args.implicit_tls,
+                  auth_exclude_mechanism=[m for m in ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
+                                          if args.auth_mech and m not in args.auth_mech]
+                  or (["PLAIN", "LOGIN"] if not args.auth_mech else []))
     if args.auth:
         user, _, password = args.auth.partition(":")
 
@@ -186,7 +291,7 @@ def main():
                   auth_require_tls=not args.implicit_tls)
         if args.auth_mech:
             kw["auth_exclude_mechanism"] = [m for m in ("PLAIN", "LOGIN")
-                                            if m not in args.auth_mech]
+                                            if m not in args.auth_mech] + list(oauth_mechs)
     if ctx is not None and not args.implicit_tls:
         kw.update(tls_context=ctx, require_starttls=args.require_starttls)
 
@@ -195,7 +300,7 @@ def main():
 
     def factory():
         rec.event("connect")
-        return SMTP(handler, loop=loop, **kw)
+        return LongAuthSMTP(handler, loop=loop, **kw)
 
     server = loop.run_until_complete(loop.create_server(
         factory, host=args.host, port=args.port, reuse_address=True,
