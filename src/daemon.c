@@ -56,8 +56,9 @@
 #define IPV6_FREEBIND 78   /* Linux 4.15 */
 #endif
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
-#define EXTRA_SLOTS    9     /* signal pipe, control socket and its client, submit socket,
-                              * queue and users timers, spare */
+#define EXTRA_SLOTS    11    /* signal pipe, control socket and its client, submit socket,
+                              * queue and users timers, the OAuth2 token's command or
+                              * HTTPS request, spare */
 #define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
 
 static int users_slot = -1;
@@ -748,6 +749,9 @@ int daemon_serve(const char *path, int foreground)
 	if (tls_init(c, err, sizeof err) < 0 || smtp_client_init(c, err, sizeof err) < 0) {
 		log_msg(LOG_ERR, "%s", err);
 		return 1;
+	}
+	if (oauth_enabled() && oauth_why()[0] != '\0') {
+		log_msg(LOG_WARNING, "oauth: %s; relayed mail waits until then", oauth_why());
 	}
 	if (make_dirs(c, pw) < 0 || open_listeners(c) < 0) {
 		return 1;

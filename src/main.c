@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "daemon.h"
 #include "log.h"
+#include "oauth.h"
 #include "ctlcmd.h"
 #include "sendmail.h"
 #include "smtp_client.h"
@@ -132,6 +133,9 @@ static int cmd_check(const char *path)
 	    smtp_client_init(&c, err, sizeof err) < 0) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
+	}
+	if (oauth_enabled() && oauth_why()[0] != '\0') {
+		fprintf(stderr, "warning: %s; relayed mail waits until then\n", oauth_why());
 	}
 	if (check_as_runas(&c, path)) {
 		return 1;

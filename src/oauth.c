@@ -2,11 +2,14 @@
  * refreshed, its failures kept apart from the queue. */
 #include "oauth.h"
 #include "base64.h"
+#include "https.h"
 #include "io.h"
+#include "json.h"
 #include "log.h"
 #include "loop.h"
 #include "oauth_file.h"
 #include "scanner.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,7 +52,9 @@ static struct {
 	int permanent;                   /* wait for the file to change */
 	char why[OAUTH_WHY_MAX];
 	char logged[OAUTH_WHY_MAX];      /* the failure last logged */
-	uint64_t fetches, failures, refused;
+	uint64_t fetches, failures, refused, rotations;
+	int unsaved;                     /* a rotated refresh token not yet on disk */
+	char save_err[OAUTH_WHY_MAX];
 	unsigned nwait;
 	struct { oauth_ready_fn fn; void *ctx; } wait[WAITERS_MAX];
 } tk;
@@ -357,9 +363,171 @@ static void cmd_start(void)
 
 /* ---- the refresh grant ------------------------------------------------------- */
 
+/* The form body, then the endpoint's answer: both hold secrets, cleared
+ * after use. */
+static char form[OAUTH_REFRESH_MAX * 3 / 2 + 1536];
+static struct oauth_reply reply;
+
+static int printable(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+int oauth_reply_read(const struct http_resp *r, struct oauth_reply *o, char *why, size_t len)
+{
+	struct json_field f[] = {
+		{ "access_token", JSON_STRING, o->access_token, sizeof o->access_token, 0, 0, 0 },
+		{ "refresh_token", JSON_STRING, o->refresh_token, sizeof o->refresh_token, 0, 0, 0 },
+		{ "token_type", JSON_STRING, o->token_type, sizeof o->token_type, 1, 0, 0 },
+		{ "error", JSON_STRING, o->error, sizeof o->error, 1, 0, 0 },
+		{ "error_description", JSON_STRING, o->error_description, sizeof o->error_description, 1,
+		  0, 0 },
+		{ "expires_in", JSON_NUMBER, NULL, 0, 0, 0, 0 },
+	};
+	const char *bad;
+
+	o->expires_in = -1;
+	if (json_read((const char *)r->body, r->body_len, f, 6, &bad) < 0) {
+		snprintf(why, len, "HTTP %d with a body that is not the JSON of a token endpoint (%s)",
+		         r->status, bad);
+		return -1;
+	}
+	if (f[5].found) {
+		o->expires_in = f[5].num;
+	}
+	if (o->error[0] != '\0' || r->status != 200) {
+		snprintf(why, len, "HTTP %d %s%s%s", r->status, o->error[0] ? o->error : "without an error",
+		         o->error_description[0] ? ": " : "", o->error_description);
+		return -1;
+	}
+	if (o->access_token[0] == '\0' || !token_ok(o->access_token, strlen(o->access_token))) {
+		snprintf(why, len, "HTTP 200 without %s", o->access_token[0] ? "a usable access_token "
+		         "(RFC 6750 characters)" : "an access_token");
+		return -1;
+	}
+	if (f[2].found && strcasecmp(o->token_type, "Bearer") != 0) {
+		snprintf(why, len, "a token of type %s, not Bearer", o->token_type);
+		return -1;
+	}
+	if (!printable(o->refresh_token)) {
+		snprintf(why, len, "a refresh_token with spaces or control characters");
+		return -1;
+	}
+	return 0;
+}
+
+/* Refused grants that no retry mends: a new consent is needed (RFC 6749
+ * 5.2), or the client's settings are wrong. */
+static int permanent(const char *error)
+{
+	static const char *const words[] = { "invalid_grant", "invalid_client",
+	                                     "unauthorized_client", "unsupported_grant_type",
+	                                     "invalid_scope", "invalid_request" };
+	unsigned i;
+
+	for (i = 0; i < sizeof words / sizeof words[0]; i++) {
+		if (strcmp(error, words[i]) == 0) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* A refresh token the provider rotated goes to the file before it is
+ * used; if it cannot, it is kept in memory (the old one may be dead
+ * already), written again before the next refresh, and said. */
+static void save_refresh(const char *rt)
+{
+	char err[OAUTH_WHY_MAX];
+	struct log_kv l;
+	int e = oauth_file_save(tk.path, &file, rt, err, sizeof err);
+
+	if (e != 0 && rt != file.refresh_token) {
+		snprintf(file.refresh_token, sizeof file.refresh_token, "%s", rt);
+	}
+	tk.unsaved = e != 0;
+	if (e == 0) {
+		tk.save_err[0] = '\0';
+		log_start(&l, "rotated");
+		log_kv_str(&l, "file", tk.path);
+		log_kv_end(&l, LOG_INFO);
+		return;
+	}
+	if (strcmp(err, tk.save_err) != 0) {
+		snprintf(tk.save_err, sizeof tk.save_err, "%s", err);
+		log_start(&l, "unsaved");
+		log_kv_str(&l, "file", tk.path);
+		log_kv_str(&l, "error", err);
+		log_kv_end(&l, LOG_ERR);
+	}
+}
+
+static void refresh_done(void *ctx, const struct http_resp *r, const char *err)
+{
+	char why[OAUTH_WHY_MAX];
+	int64_t life;
+
+	(void)ctx;
+	memset(form, 0, sizeof form);
+	if (r == NULL) {
+		fetch_failed(0, "refresh at %s: %s", file.token_endpoint, err);
+		return;
+	}
+	if (oauth_reply_read(r, &reply, why, sizeof why) < 0) {
+		fetch_failed(permanent(reply.error), "refresh at %s: %s", file.token_endpoint, why);
+		memset(&reply, 0, sizeof reply);
+		return;
+	}
+	if (reply.refresh_token[0] != '\0' && strcmp(reply.refresh_token, file.refresh_token) != 0) {
+		tk.rotations++;
+		save_refresh(reply.refresh_token);
+	}
+	/* RFC 6749 5.1: expires_in is recommended; without it, an hour.
+	 * Never less than 2 s, or every delivery would fetch anew. */
+	life = reply.expires_in < 0 ? 3600 : reply.expires_in < 2 ? 2 : reply.expires_in;
+	fetch_ok(reply.access_token, strlen(reply.access_token), (unsigned)life);
+	memset(&reply, 0, sizeof reply);
+}
+
 static void refresh_start(void)
 {
-	fetch_failed(1, "the refresh grant is not built in; set smarthost_token_command");
+	char err[OAUTH_WHY_MAX];
+	size_t off = 0;
+
+	/* picomail oauth login (or an editor) wrote the file: it wins. */
+	if (oauth_file_changed(tk.path, &file) == 1) {
+		if (oauth_file_read(tk.path, &file, err, sizeof err) < 0) {
+			fetch_failed(1, "%s", err);
+			return;
+		}
+		tk.unsaved = 0;
+	}
+	if (tk.unsaved) {
+		save_refresh(file.refresh_token);
+	}
+	if (file.refresh_token[0] == '\0') {
+		fetch_failed(1, "no refresh_token in %s yet: run picomail oauth login", tk.path);
+		return;
+	}
+	if (http_form_add(form, sizeof form, &off, "grant_type", "refresh_token") < 0 ||
+	    http_form_add(form, sizeof form, &off, "refresh_token", file.refresh_token) < 0 ||
+	    http_form_add(form, sizeof form, &off, "client_id", file.client_id) < 0 ||
+	    (file.client_secret[0] != '\0' &&
+	     http_form_add(form, sizeof form, &off, "client_secret", file.client_secret) < 0) ||
+	    (file.scope[0] != '\0' && http_form_add(form, sizeof form, &off, "scope", file.scope) < 0)) {
+		memset(form, 0, sizeof form);
+		fetch_failed(1, "refresh at %s: the request is too long", file.token_endpoint);
+		return;
+	}
+	if (https_post(file.token_endpoint, form, refresh_done, NULL, err, sizeof err) < 0) {
+		memset(form, 0, sizeof form);
+		fetch_failed(0, "refresh at %s: %s", file.token_endpoint, err);
+	}
 }
 
 /* ---- what the relay client asks ---------------------------------------------- */
@@ -528,10 +696,12 @@ size_t oauth_status(char *buf, size_t len)
 	} else {
 		n = snprintf(buf, len, "oauth.state: %s\noauth.source: %s\noauth.expires_in: %" PRId64
 		             "\noauth.fetches: %" PRIu64 "\noauth.failures: %" PRIu64
-		             "\noauth.refused: %" PRIu64 "\noauth.error: %s\n",
+		             "\noauth.refused: %" PRIu64 "\noauth.rotations: %" PRIu64
+		             "\noauth.refresh_saved: %s\noauth.error: %s\n",
 		             tk.state == T_VALID && left <= 0 ? "expired" : state_names[tk.state],
 		             tk.source == SRC_COMMAND ? "command" : "refresh", left > 0 ? left : 0,
-		             tk.fetches, tk.failures, tk.refused, tk.why);
+		             tk.fetches, tk.failures, tk.refused, tk.rotations,
+		             tk.unsaved ? tk.save_err : "yes", tk.why);
 	}
 	return n < 0 || (size_t)n >= len ? 0 : (size_t)n;
 }
@@ -548,6 +718,7 @@ int oauth_init(const struct conf *c, char *err, size_t errlen)
 		backoff_min = 1;
 		backoff_max = 4;
 		command_ms = 3000;
+		https_set_timeout(3000);
 	}
 #endif
 	if (c->nauth_mech == 0) {
@@ -566,11 +737,6 @@ int oauth_init(const struct conf *c, char *err, size_t errlen)
 		         c->smarthost_oauth);
 		return -1;
 	}
-	if (c->smarthost_token_command[0] == '\0') {
-		snprintf(err, errlen, "smarthost_oauth %s: the refresh grant is not built in yet; "
-		         "set smarthost_token_command", c->smarthost_oauth);
-		return -1;
-	}
 	snprintf(tk.path, sizeof tk.path, "%s", c->smarthost_oauth);
 	snprintf(tk.command, sizeof tk.command, "%s", c->smarthost_token_command);
 	snprintf(tk.host, sizeof tk.host, "%s", c->smarthost.host);
@@ -578,5 +744,24 @@ int oauth_init(const struct conf *c, char *err, size_t errlen)
 	tk.lifetime = c->smarthost_token_lifetime;
 	tk.source = c->smarthost_token_command[0] != '\0' ? SRC_COMMAND : SRC_REFRESH;
 	tk.state = T_EMPTY;
+	if (tk.source == SRC_COMMAND) {
+		return 0;
+	}
+	if (file.token_endpoint[0] == '\0' || file.client_id[0] == '\0') {
+		snprintf(err, errlen, "smarthost_oauth %s: the refresh grant needs token_endpoint and "
+		         "client_id (or set smarthost_token_command)", c->smarthost_oauth);
+		return -1;
+	}
+	if (tls_load_anchors(c->ca_file, err, errlen) < 0) {
+		return -1;
+	}
+	if (file.refresh_token[0] == '\0') {
+		/* Not an error: the consent is given once the daemon runs.  Mail
+		 * waits (4xx) until the file has one. */
+		tk.state = T_FAILED;
+		tk.permanent = 1;
+		snprintf(tk.why, sizeof tk.why, "no refresh_token in %s yet: run picomail oauth login",
+		         tk.path);
+	}
 	return 0;
 }

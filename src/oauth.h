@@ -17,7 +17,10 @@
 #define PICOMAIL_OAUTH_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "conf.h"
+#include "http.h"
+#include "oauth_file.h"
 
 #define OAUTH_TOKEN_MAX 4096     /* an access token, in octets */
 #define OAUTH_WHY_MAX   320      /* the reason of the last failure */
@@ -58,6 +61,21 @@ const char *oauth_why(void);
 
 /* The account the token is for (the file's user). */
 const char *oauth_user(void);
+
+/* A token endpoint's answer (RFC 6749 5.1, 5.2), read from its JSON. */
+struct oauth_reply {
+	char access_token[OAUTH_TOKEN_MAX + 1];
+	char refresh_token[OAUTH_REFRESH_MAX];
+	char token_type[32];
+	char error[64];
+	char error_description[200];
+	int64_t expires_in;              /* -1: not said */
+};
+
+/* Reads r (a complete response) into o.  0 when it holds a usable bearer
+ * token; -1 with the reason in why (o->error set when the endpoint named
+ * one: invalid_grant, authorization_pending...). */
+int oauth_reply_read(const struct http_resp *r, struct oauth_reply *o, char *why, size_t len);
 
 /* picomail status: "oauth.state: ..." and the other lines into buf; the
  * length written. */

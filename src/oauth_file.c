@@ -298,17 +298,16 @@ int oauth_file_save(const char *path, struct oauth_file *f, const char *refresh,
 		 * only not yet known to be on the disk. */
 		e = errno;
 		fail(err, errlen, "%s: fsync: %s", dir, strerror(e));
-		snprintf(f->refresh_token, sizeof f->refresh_token, "%s", refresh);
-		if (stat(path, &st) == 0) {
-			identity(f, &st);
-		}
-		return e;
+	} else {
+		e = 0;
 	}
-	snprintf(f->refresh_token, sizeof f->refresh_token, "%s", refresh);
+	if (refresh != f->refresh_token) {
+		memcpy(f->refresh_token, refresh, strlen(refresh) + 1);   /* length checked above */
+	}
 	if (stat(path, &st) == 0) {
 		identity(f, &st);
 	}
-	return 0;
+	return e;
 fail:
 	e = errno;
 	memset(out, 0, len);

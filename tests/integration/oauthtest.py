@@ -8,16 +8,26 @@ A dnsmasq on a loopback port resolves test.lan to 127.0.0.1.
 
 TokenCommand   a /bin/sh program for smarthost_token_command whose output
                and exit status the test sets through files, counting its runs.
+Endpoint       oauthpeer.py, the fake token endpoint (HTTPS, test CA), steered
+               through its state.json.
 oauth_file()   writes the smarthost_oauth file (0600 unless told).
 oauth_daemon() a picomail relaying through the peer with OAuth2.
 
 Every wait is bounded; every process is stopped by its PID.
 """
 
+import json
 import os
 import stat
+import subprocess
+import time
 
-from relaytest import relay_daemon
+from picotest import free_port
+from relaytest import PY, relay_daemon, stop_pid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENDPOINT = os.path.join(HERE, "oauthpeer.py")
+CLIENT_ID = "picomail-test"
 
 USER = "alice@example.com"
 
@@ -124,3 +134,70 @@ def auth_events(peer):
         else:
             out.append(tuple(w))
     return out
+
+
+class Endpoint:
+    """oauthpeer.py on 127.0.0.1:port with cert/key; its state in out."""
+
+    def __init__(self, out, cert, key, port=None, **state):
+        self.out = out
+        os.makedirs(out, exist_ok=True)
+        self.port = port or free_port()
+        self.cert, self.key = cert, key
+        self.proc = None
+        st = {"client_id": CLIENT_ID, "client_secret": None, "refresh_tokens": ["rt-0"],
+              "rotate": False, "expires_in": 3600, "mode": "ok"}
+        st.update(state)
+        self.write(st)
+
+    def url(self, path="/token", host="test.lan"):
+        return "https://%s:%d%s" % (host, self.port, path)
+
+    def write(self, st):
+        p = os.path.join(self.out, "state.json")
+        with open(p + ".tmp", "w") as f:
+            json.dump(st, f)
+        os.rename(p + ".tmp", p)
+
+    def state(self):
+        with open(os.path.join(self.out, "state.json")) as f:
+            return json.load(f)
+
+    def set(self, **kw):
+        st = self.state()
+        st.update(kw)
+        self.write(st)
+
+    def start(self, timeout=10):
+        ready = os.path.join(self.out, "ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        self.logf = open(os.path.join(self.out, "endpoint.log"), "ab")
+        self.proc = subprocess.Popen([PY, ENDPOINT, "--port", str(self.port), "--out", self.out,
+                                      "--cert", self.cert, "--key", self.key],
+                                     stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("oauthpeer did not start on port %d" % self.port)
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        stop_pid(self.proc)
+        if getattr(self, "logf", None):
+            self.logf.close()
+            self.logf = None
+
+    def events(self, path=None):
+        try:
+            with open(os.path.join(self.out, "events.log")) as f:
+                ev = [json.loads(l) for l in f if l.strip()]
+        except OSError:
+            return []
+        return [e for e in ev if path is None or e["path"] == path]
+
+    def grants(self, grant="refresh_token"):
+        return [e for e in self.events("/token") if e["form"].get("grant_type", "").endswith(grant)]
