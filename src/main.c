@@ -6,6 +6,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "oauth.h"
+#include "oauth_login.h"
 #include "ctlcmd.h"
 #include "sendmail.h"
 #include "smtp_client.h"
@@ -39,6 +40,7 @@ static void usage(void)
 	        "       picomail sendmail [flags] [rcpt...]  submit a message (also as sendmail)\n"
 	        "       picomail mailq [-C FILE]        list the queue (also as mailq)\n"
 	        "       picomail queue flush|delete ID  act on the queue\n"
+	        "       picomail oauth login [-C FILE]  sign the smarthost's OAuth2 account in\n"
 	        "       picomail version\n");
 }
 
@@ -211,6 +213,9 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "queue") == 0) {
 		return queue_main(argc - 1, argv + 1);
+	}
+	if (strcmp(cmd, "oauth") == 0) {
+		return oauth_login_main(argc - 1, argv + 1);
 	}
 	usage();
 	return EX_USAGE;

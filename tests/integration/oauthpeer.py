@@ -38,7 +38,8 @@ changes it while picomail runs (oauthtest.Endpoint.set):
                      slow_down], "deny": true (access_denied), "expire": true
                      (expired_token), "interval": I, "expires_in": E,
                      "uri_key": "verification_uri" or "verification_url"
-                     (Google's spelling), "refresh": the refresh token given}
+                     (Google's spelling), "refresh": the refresh token given
+                     (null: none), "user_code": the code shown}
 
 Writes DIR/ready once it listens.  DIR/events.log gets one JSON line per
 request: {"t", "path", "form", "mode", "status"}.  Access tokens are
@@ -226,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
             d["polls"] = 0
             st["device"] = d
             save_state(st)
-            return 200, {"device_code": "dc-secret", "user_code": "WDJB-MJHT",
+            return 200, {"device_code": "dc-secret", "user_code": d.get("user_code", "WDJB-MJHT"),
                          d.get("uri_key", "verification_uri"): "https://test.lan/device",
                          "verification_uri_complete": "https://test.lan/device?user_code=WDJB-MJHT",
                          "expires_in": d.get("expires_in", 900),
@@ -260,8 +261,9 @@ class Handler(BaseHTTPRequestHandler):
             if d["polls"] <= d.get("pending", 0):
                 return 400, {"error": "authorization_pending"}
             rt = d.get("refresh", "rt-device")
-            st["refresh_tokens"] = st.get("refresh_tokens", []) + [rt]
-            save_state(st)
+            if rt is not None:
+                st["refresh_tokens"] = st.get("refresh_tokens", []) + [rt]
+                save_state(st)
             return 200, self.tokens(st, rt)
         return 400, {"error": "unsupported_grant_type"}
 
