@@ -65,8 +65,9 @@ static int put(struct cur *c, char *out, size_t size, size_t *n, int cut, unsign
  * set.  The cut flag keeps what fits of a long one. */
 static int string(struct cur *c, char *out, size_t size, int cut)
 {
+	unsigned char u8[4];
 	size_t n = 0;
-	unsigned u, lo;
+	unsigned u, lo, i, k;
 	int r = 0;
 
 	c->p++;
@@ -123,20 +124,15 @@ static int string(struct cur *c, char *out, size_t size, int cut)
 			if (u == 0) {
 				return fail(c, "\\u0000 in a string");
 			}
-			if (u < 0x80) {
-				r |= put(c, out, size, &n, cut, (unsigned char)u);
-			} else if (u < 0x800) {
-				r |= put(c, out, size, &n, cut, (unsigned char)(0xc0 | u >> 6));
-				r |= put(c, out, size, &n, cut, (unsigned char)(0x80 | (u & 0x3f)));
-			} else if (u < 0x10000) {
-				r |= put(c, out, size, &n, cut, (unsigned char)(0xe0 | u >> 12));
-				r |= put(c, out, size, &n, cut, (unsigned char)(0x80 | (u >> 6 & 0x3f)));
-				r |= put(c, out, size, &n, cut, (unsigned char)(0x80 | (u & 0x3f)));
-			} else {
-				r |= put(c, out, size, &n, cut, (unsigned char)(0xf0 | u >> 18));
-				r |= put(c, out, size, &n, cut, (unsigned char)(0x80 | (u >> 12 & 0x3f)));
-				r |= put(c, out, size, &n, cut, (unsigned char)(0x80 | (u >> 6 & 0x3f)));
-				r |= put(c, out, size, &n, cut, (unsigned char)(0x80 | (u & 0x3f)));
+			/* UTF-8: a lead octet, then 6 bits a continuation octet. */
+			k = u < 0x80 ? 1 : u < 0x800 ? 2 : u < 0x10000 ? 3 : 4;
+			for (i = k - 1; i > 0; i--) {
+				u8[i] = (unsigned char)(0x80 | (u & 0x3f));
+				u >>= 6;
+			}
+			u8[0] = (unsigned char)(k == 1 ? u : ((0xff00u >> k) & 0xff) | u);
+			for (i = 0; i < k; i++) {
+				r |= put(c, out, size, &n, cut, u8[i]);
 			}
 			if (r < 0) {
 				return -1;

@@ -137,7 +137,8 @@ static void token_answer(void *ctx, const struct http_resp *r, const char *err)
 			return;
 		}
 		fprintf(stderr, "picomail: %s: %s%s\n", file.token_endpoint, shown(why, show, sizeof show),
-		        strcmp(reply.error, "access_denied") == 0 ? " (the sign-in was refused)" :
+		        strcmp(reply.error, "access_denied") == 0 ||
+		        strcmp(reply.error, "authorization_declined") == 0 ? " (the sign-in was refused)" :
 		        strcmp(reply.error, "expired_token") == 0 ?
 		        " (the code expired: run picomail oauth login again)" : "");
 		finish(reply.error[0] == '\0' || strcmp(reply.error, "expired_token") == 0 ? EX_TEMPFAIL : 1);

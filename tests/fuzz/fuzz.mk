@@ -20,7 +20,8 @@ FUZZ_CC         = clang
 FUZZ_TIME      ?= 60
 FUZZ_SMOKE_TIME ?= 10
 FUZZ_OUT        = build/fuzz
-FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session sasl addr conf queue_env dns pem tls_client
+FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session sasl addr conf queue_env dns pem tls_client \
+                  http
 FUZZ_SAN        = -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS     = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
                   -Isrc -Itests/fuzz/support -I$(FUZZ_BEARSSL)/inc

@@ -25,7 +25,7 @@ started=$(date +%s)
 # sessions span several buffers, a PEM chain or an envelope is larger.
 max_len() {
     case $1 in
-    smtp_session|pop3_session|pem|queue_env) echo 16384 ;;
+    smtp_session|pop3_session|pem|queue_env|http) echo 16384 ;;
     conf) echo 8192 ;;
     *) echo 4096 ;;
     esac
