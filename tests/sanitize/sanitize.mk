@@ -65,7 +65,8 @@ SAN_VG_WRAP  = valgrind -q --tool=memcheck --error-exitcode=97 --leak-check=full
 # and pipelining, POP3 (streamed RETR, DELE/QUIT, restart), the TLS
 # handshakes as server (STARTTLS, STLS, implicit, garbage, pool full) and as
 # client (smarthost STARTTLS and implicit TLS, AUTH), relaying through the
-# queue (retries, DSN, two domains in one run).  SAN_VG_TESTS=<files> on the
+# queue (retries, DSN, two domains in one run), OAuth2 at the smarthost (a
+# token program, the refresh grant over HTTPS, a hostile token endpoint).  SAN_VG_TESTS=<files> on the
 # command line runs others, e.g. the whole of test_smtp.py test_pop3.py
 # test_tls.py test_relay.py (about 200 s).
 SAN_VG_T     = tests/integration
@@ -97,7 +98,10 @@ SAN_VG_TESTS = $(SAN_VG_T)/test_smtp.py::test_smtplib_delivery \
                $(SAN_VG_T)/test_relay.py::test_one_of_three_refused_one_dsn \
                $(SAN_VG_T)/test_relay_mx.py::test_two_domains_two_transactions \
                $(SAN_VG_T)/test_relay_tls.py::test_starttls_required_and_verified \
-               $(SAN_VG_T)/test_relay_tls.py::test_smarthost_auth_implicit_tls
+               $(SAN_VG_T)/test_relay_tls.py::test_smarthost_auth_implicit_tls \
+               $(SAN_VG_T)/test_oauth_command.py::test_refused_token_is_replaced_within_the_attempt \
+               $(SAN_VG_T)/test_oauth_refresh.py::test_refresh_grant_delivers \
+               $(SAN_VG_T)/test_oauth_refresh.py::test_hostile_endpoint_defers_and_the_daemon_serves_on[bad-chunk]
 
 .PHONY: asan test-asan valgrind test-valgrind
 
