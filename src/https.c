@@ -58,7 +58,10 @@ static void reset(void)
 		conn_close(&conn);
 		conn.fd = -1;
 	}
-	memset(req, 0, hc.req_len);   /* it held secrets */
+	/* They held secrets: the request's tokens, the answer's. */
+	memset(req, 0, hc.req_len);
+	memset(conn.out, 0, sizeof conn.out);
+	memset(conn.in, 0, sizeof conn.in);
 	hc.state = S_IDLE;
 }
 

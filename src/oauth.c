@@ -400,6 +400,9 @@ int oauth_reply_read(const struct http_resp *r, struct oauth_reply *o, char *why
 	if (f[5].found) {
 		o->expires_in = f[5].num;
 	}
+	/* The first line of the description: Microsoft adds a trace id and a
+	 * time on lines of their own, which would make every failure new. */
+	o->error_description[strcspn(o->error_description, "\r\n")] = '\0';
 	if (o->error[0] != '\0' || r->status != 200) {
 		snprintf(why, len, "HTTP %d %s%s%s", r->status, o->error[0] ? o->error : "without an error",
 		         o->error_description[0] ? ": " : "", o->error_description);

@@ -637,7 +637,7 @@ static void pump_auth(struct smtp_client *cl)
 
 	if (line == NULL || gen != cl->tok_gen) {
 		error_text(cl, "4.7.0 the OAuth2 token changed while it was being sent");
-		cl->conn.err = ECANCELED;
+		cl->conn.err = ECANCELED;   /* ends the session, keeping this reason */
 		return;
 	}
 	while (cl->auth_off < len && (room = conn_room(&cl->conn)) > 2) {
@@ -1195,7 +1195,8 @@ static void session_failed(struct smtp_client *cl)
 		error_text(cl, "4.7.5 TLS failed: %s%s", tls_error_text(cl->conn.tls_error),
 		           cl->conn.tls_error >= BR_ERR_X509_OK && time(NULL) < 1577836800 ?
 		           " (the clock is not set: certificates cannot be checked)" : "");
-	} else if (cl->last_error[0] == '\0' || cl->conn.err != 0 || cl->conn.eof) {
+	} else if (cl->last_error[0] == '\0' || (cl->conn.err != 0 && cl->conn.err != ECANCELED) ||
+	           cl->conn.eof) {
 		error_text(cl, "4.4.2 connection lost%s%s", cl->conn.err ? ": " : "",
 		           cl->conn.err ? strerror(cl->conn.err) : "");
 	}

@@ -146,16 +146,22 @@ def test_client_secret_is_sent_where_the_provider_needs_one(make_daemon, dns, pk
     secrets_absent(d, "s3cr3t")
 
 
-def test_token_renewed_when_it_expires(make_daemon, dns, pki, world):
+def test_token_renewed_when_it_expires(make_daemon, dns, pki, world, picomail_test_bin):
+    """And no malloc for it: the second refresh, its HTTPS exchange and
+    the delivery allocate nothing (the test build counts)."""
     w = world(expires_in=3)
-    d = daemon(make_daemon, dns, pki, w)
+    d = daemon(make_daemon, dns, pki, w, binary=picomail_test_bin)
     submit(d, ["bob@remote.test"], message("one"))
     delivered(w, d)
+    wait_queue_empty(d)
+    before = int(d.status()["mallocs"])
     time.sleep(3)
     submit(d, ["bob@remote.test"], message("two"))
     got = delivered(w, d, 2)
     assert [m["auth"]["token"] for m in got] == ["at-1", "at-2"], got
     assert len(w.ep.grants()) == 2
+    wait_queue_empty(d)
+    assert int(d.status()["mallocs"]) == before, "malloc in steady state"
 
 
 def test_refused_access_token_is_renewed_within_the_attempt(make_daemon, dns, pki, world):
