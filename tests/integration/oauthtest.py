@@ -10,6 +10,8 @@ TokenCommand   a /bin/sh program for smarthost_token_command whose output
                and exit status the test sets through files, counting its runs.
 Endpoint       oauthpeer.py, the fake token endpoint (HTTPS, test CA), steered
                through its state.json.
+Pki            a test CA and one server certificate for test.lan (EC P-256,
+               made in a tenth of a second: tlstest.Pki makes every kind).
 oauth_file()   writes the smarthost_oauth file (0600 unless told).
 oauth_daemon() a picomail relaying through the peer with OAuth2.
 
@@ -41,6 +43,29 @@ echo "$n" > "$d/runs"
 if [ -f "$d/out.$n" ]; then cat "$d/out.$n"; else cat "$d/out"; fi
 exit "$(cat "$d/rc" 2>/dev/null || echo 0)"
 """
+
+
+class Pki:
+    """ca: the CA certificate; cert["rsa"] and key["rsa"] (named so for
+    tlstest.Pki's users; the key is EC P-256): test.lan's."""
+
+    def __init__(self, dir):
+        def run(*args):
+            p = subprocess.run(["openssl"] + list(args), cwd=dir, capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stderr.decode(errors="replace")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
+            "-subj", "/CN=picomail oauth test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=test.lan")
+        with open(os.path.join(dir, "server.ext"), "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:test.lan\n"
+                    "extendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "30", "-extfile", "server.ext")
+        self.ca = os.path.join(dir, "ca.pem")
+        self.cert = {"rsa": os.path.join(dir, "server.pem")}
+        self.key = {"rsa": os.path.join(dir, "server.key")}
 
 
 class TokenCommand:

@@ -19,8 +19,7 @@ import pytest
 
 from picotest import message
 from relaytest import Peer, mailq, submit, wait_for, wait_queue_empty, Dnsmasq
-from tlstest import Pki
-from oauthtest import (USER, TokenCommand, auth_events, oauth_daemon, oauth_file, set_tokens)
+from oauthtest import (Pki, USER, TokenCommand, auth_events, oauth_daemon, oauth_file, set_tokens)
 
 pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 

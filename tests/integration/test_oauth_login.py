@@ -15,8 +15,7 @@ import pytest
 
 from picotest import message
 from relaytest import Dnsmasq, Peer, mailq, submit, wait_for, wait_queue_empty
-from tlstest import Pki
-from oauthtest import (CLIENT_ID, USER, Endpoint, mode_of, oauth_daemon, oauth_file,
+from oauthtest import (Pki, CLIENT_ID, USER, Endpoint, mode_of, oauth_daemon, oauth_file,
                        read_oauth_file, set_tokens)
 
 pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
