@@ -17,18 +17,57 @@ CC := musl-gcc
 endif
 
 BEARSSL := $(BUILD)/bearssl
-OPT ?= -Os
+STRIP ?= strip
+
+# ---- size (issue 15) -------------------------------------------------------
+# -Oz where the compiler has it (gcc 12, clang), else -Os.  Worked out once
+# per make run, not at every use.
+ifeq ($(origin OPT),undefined)
+OPT := $(shell $(CC) -Oz -x c -c -o /dev/null /dev/null >/dev/null 2>&1 && echo -Oz || echo -Os)
+endif
 # No unwind tables: C has no exceptions, and they are a tenth of the binary.
-SIZE_CFLAGS := -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables
+# -fno-pie: the binary is linked static and not position-independent (-no-pie
+# below), so PIC code would only buy indirections through a GOT (a third of
+# the code on MIPS, where it also means -mabicalls).
+SIZE_CFLAGS := -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables \
+	-fno-pie
+# Link-time optimisation of picomail and BearSSL together.  LTO=auto (the
+# default) uses it when $(CC) links a static program with -flto (a gcc built
+# without the LTO plugin, as some Buildroot toolchains are, cannot); LTO=yes
+# insists, LTO=no turns it off.  BearSSL's objects are "fat" (machine code
+# beside the LTO IR), so its library also links without LTO.
+LTO ?= auto
+ifeq ($(LTO),auto)
+LTO_ON := $(shell printf 'int main(void) { return 0; }\n' | \
+	$(CC) -flto -static -x c - -o /dev/null >/dev/null 2>&1 && echo yes || echo no)
+else
+LTO_ON := $(LTO)
+endif
+ifeq ($(LTO_ON),yes)
+# One partition: the whole program is small, and one is smaller than several.
+LTO_CFLAGS := -flto
+LTO_LDFLAGS := -flto -flto-partition=one
+BEARSSL_LTO := -flto -ffat-lto-objects
+endif
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror \
-	$(SIZE_CFLAGS) -I$(BEARSSL)/inc $(BOARD_CFLAGS) $(CFLAGS)
-LDFLAGS_ALL := -static -Wl,--gc-sections $(LDFLAGS)
+	$(SIZE_CFLAGS) $(LTO_CFLAGS) -I$(BEARSSL)/inc $(BOARD_CFLAGS) $(CFLAGS)
+# -z norelro: musl does not apply PT_GNU_RELRO in a static binary that is not
+# PIE (nothing mprotects it: /proc/PID/maps shows it rw-p), so RELRO only
+# adds padding, up to the maximum page size (64 KiB on aarch64).
+LDFLAGS_ALL := -static -no-pie -Wl,--gc-sections -Wl,-z,norelro $(LTO_LDFLAGS) $(LDFLAGS)
 LIBS := $(BEARSSL)/lib/libbearssl.a
 
 SRCS := $(filter-out src/testalloc.c,$(wildcard src/*.c))
 OBJS := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 TEST_OBJS := $(SRCS:src/%.c=$(BUILD)/obj-test/%.o) $(BUILD)/obj-test/testalloc.o
 HEADERS := $(wildcard src/*.h)
+
+# Objects are rebuilt when the compiler or a flag changes (LTO=no, OPT=...):
+# $(BUILD)/.flags holds the last set and is rewritten only when it differs.
+FLAGS_NOW := $(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)
+ifneq ($(strip $(FLAGS_NOW)),$(strip $(shell cat $(BUILD)/.flags 2>/dev/null)))
+$(shell mkdir -p $(BUILD) && printf '%s\n' "$(subst ",\",$(FLAGS_NOW))" >$(BUILD)/.flags)
+endif
 
 PYTHON := /usr/bin/python3
 # The integration suite waits on sockets and timers far more than it
@@ -38,31 +77,40 @@ TEST_JOBS ?= 3
 PYTEST_JOBS := -n $(TEST_JOBS) --dist loadfile
 DEPS := board/common/deps.sh
 
-.PHONY: all deps run test test-tools unit integration bench clean
+.PHONY: all deps run test test-tools unit integration bench clean FORCE
 all: $(BUILD)/picomail $(BUILD)/picomail-test
 
 deps:
 	@bash $(DEPS) build $(addprefix pkg:,$(BOARD_PACKAGES))
 
-$(LIBS):
-	@QEMU="$(QEMU)" BEARSSL_CFLAGS="$(BOARD_CFLAGS) $(SIZE_CFLAGS)" $(if $(AR),AR="$(AR)") \
+# bearssl.sh runs at every make: it does nothing when its library was built
+# from the same sources with the same compiler and flags, and rebuilds it
+# when they changed (the objects then follow, as they depend on it).
+$(LIBS): FORCE
+	@QEMU="$(QEMU)" BEARSSL_CFLAGS="$(BOARD_CFLAGS) $(SIZE_CFLAGS) $(OPT) $(BEARSSL_LTO)" \
+		$(if $(AR),AR="$(AR)") \
 		bash board/common/bearssl.sh $(CC) $(BEARSSL)
 
-$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(LIBS)
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(LIBS) $(BUILD)/.flags
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	@$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/obj-test/%.o: src/%.c $(HEADERS) $(LIBS)
+$(BUILD)/obj-test/%.o: src/%.c $(HEADERS) $(LIBS) $(BUILD)/.flags
 	@mkdir -p $(@D)
 	@echo "  CC-TEST $<"
 	@$(CC) $(CFLAGS_ALL) -DPICOMAIL_TEST -c $< -o $@
 
+# Stripped, and without the compilers' .comment.
 $(BUILD)/picomail: $(OBJS) $(LIBS)
-	$(CC) $(LDFLAGS_ALL) -s -o $@ $(OBJS) $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -s -o $@ $(OBJS) $(LIBS)
+	@$(STRIP) -R .comment $@
+	@echo "  SIZE    $@: $$(wc -c <$@) bytes"
 
 $(BUILD)/picomail-test: $(TEST_OBJS) $(LIBS)
-	$(CC) $(LDFLAGS_ALL) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $(TEST_OBJS) $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $(TEST_OBJS) $(LIBS)
 
 # A demo daemon on loopback ports with its Maildir under ./run/.
 run: deps all
