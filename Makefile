@@ -50,7 +50,7 @@ LTO_LDFLAGS := -flto -flto-partition=one
 BEARSSL_LTO := -flto -ffat-lto-objects
 endif
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror \
-	$(SIZE_CFLAGS) $(LTO_CFLAGS) -I$(BEARSSL)/inc $(BOARD_CFLAGS) $(CFLAGS)
+	$(SIZE_CFLAGS) $(LTO_CFLAGS) -I$(BEARSSL)/inc $(BOARD_CFLAGS) $(BOARD_CODE_CFLAGS) $(CFLAGS)
 # -z norelro: musl does not apply PT_GNU_RELRO in a static binary that is not
 # PIE (nothing mprotects it: /proc/PID/maps shows it rw-p), so RELRO only
 # adds padding, up to the maximum page size (64 KiB on aarch64).

@@ -14,7 +14,19 @@ CROSS          := mipsel-linux-gnu-
 CC             := mipsel-linux-musl-gcc
 AR             := $(CROSS)ar
 STRIP          := $(CROSS)strip
-BOARD_CFLAGS   := -march=mips32r2
+# -mno-abicalls: code for a static executable, not the PIC "abicalls" code
+# that Debian's gcc makes by default (every global reached through $gp and
+# the GOT).  musl's libc.a stays abicalls; ld links the two (with a warning,
+# "linking abicalls files with non-abicalls files") and puts a stub that sets
+# $t9 before each call into PIC code.  BearSSL is built with it too: the
+# pointers in its vtables are called from our code without $t9 set up.
+BOARD_CFLAGS   := -march=mips32r2 -mno-abicalls
+# MIPS16e for picomail's own code, not for BearSSL (the crypto's speed is
+# the handshake's) nor musl (Debian's, MIPS32): a third smaller.  The cores
+# of the routers this board is for have MIPS16e (MT7621's 1004Kc, MT7628's
+# 24KEc, ath79's 24Kc and 74Kc); MIPS16=no for one without it.
+MIPS16         ?= yes
+BOARD_CODE_CFLAGS := $(if $(filter yes,$(MIPS16)),-mips16 -minterlink-compressed)
 QEMU           := qemu-mipsel-static
 DEB_ARCH       := mipsel
 BOARD_PACKAGES := gcc-mipsel-linux-gnu musl-dev:mipsel qemu-user-static

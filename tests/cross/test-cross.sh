@@ -101,6 +101,7 @@ for b in $BOARDS; do
     grep '^bearssl.sh: built' "$log" || true
     # The unit tests, with the board's compiler (unit.mk's rules, its UNIT_
     # variables overridden); the sanitizers need a runtime musl lacks.
+    # Not position-independent, as the binaries (-mno-abicalls needs it).
     if [ -n "${qemu[$b]}" ]; then
         units=''
         for f in tests/unit/test_*.c; do
@@ -111,7 +112,7 @@ for b in $BOARDS; do
         # shellcheck disable=SC2086  # a list of targets
         if ! $MAKE --no-print-directory -j"$NPROC" -f tests/unit/unit.mk \
                 UNIT_CC="$(board_var "$b" CC) -static" UNIT_LDLIBS= \
-                UNIT_CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(board_var "$b" BOARD_CFLAGS)" \
+                UNIT_CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fno-pie $(board_var "$b" BOARD_CFLAGS)" \
                 UNIT_OUT="build/$b/unit" UNIT_BEARSSL="build/$b/bearssl" $units >>"$log" 2>&1; then
             status[$b]="unit tests do not build"
             echo "$me: $b: unit tests do not build (tail of $log):" >&2
