@@ -57,7 +57,16 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror \
 LDFLAGS_ALL := -static -no-pie -Wl,--gc-sections -Wl,-z,norelro $(LTO_LDFLAGS) $(LDFLAGS)
 LIBS := $(BEARSSL)/lib/libbearssl.a
 
-SRCS := $(filter-out src/testalloc.c,$(wildcard src/*.c))
+# src/libc/: small stand-ins for parts of musl that are large for what
+# picomail asks of them (vfprintf.c says why), linked instead of musl's.
+# Only with musl: a glibc or uClibc static library's printf does not go
+# through vfprintf, and two definitions could collide.  LIBC_OWN=no leaves
+# them out.
+ifeq ($(origin LIBC_OWN),undefined)
+LIBC_OWN := $(shell printf '\043include <stdio.h>\n\043if defined __GLIBC__ || defined __UCLIBC__\nother\n\043endif\n' | \
+	$(CC) -E -P -x c - 2>/dev/null | grep -q other && echo no || echo yes)
+endif
+SRCS := $(filter-out src/testalloc.c,$(wildcard src/*.c)) $(if $(filter yes,$(LIBC_OWN)),$(wildcard src/libc/*.c))
 OBJS := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 TEST_OBJS := $(SRCS:src/%.c=$(BUILD)/obj-test/%.o) $(BUILD)/obj-test/testalloc.o
 HEADERS := $(wildcard src/*.h)

@@ -46,8 +46,12 @@ int random_init(void)
 		t0 = now_ms();
 		r = io_getrandom(probe, sizeof probe, 0);
 		if (r == (ssize_t)sizeof probe) {
-			log_msg(LOG_NOTICE, "the kernel's random pool is ready after %.1f s",
-			        (double)(now_ms() - t0) / 1000);
+			/* Tenths in integers: the printf of the static build has no
+			 * floating point (src/libc/vfprintf.c). */
+			int64_t tenths = (now_ms() - t0 + 50) / 100;
+
+			log_msg(LOG_NOTICE, "the kernel's random pool is ready after %lld.%d s",
+			        (long long)(tenths / 10), (int)(tenths % 10));
 			return 0;
 		}
 	}

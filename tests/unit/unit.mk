@@ -21,7 +21,8 @@ UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main
                  $(UNIT_CC) -x c - -o /dev/null >/dev/null 2>&1 || echo -lcrypt)
 UNIT_OUT     = build/unit
 UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log \
-               test_fsyncs test_json test_http
+               test_fsyncs test_json test_http \
+               test_vfprintf
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -106,5 +107,13 @@ $(UNIT_OUT)/test_fsyncs: tests/unit/test_fsyncs.c src/fsyncs.c src/fsyncs.h src/
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_fsyncs.c src/fsyncs.c src/io.c src/log.c \
 		src/log_kv.c
+
+# src/libc/vfprintf.c with its vfprintf renamed, so that the test compares
+# it with the C library's own in one program.
+$(UNIT_OUT)/test_vfprintf: tests/unit/test_vfprintf.c src/libc/vfprintf.c tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -Dvfprintf=picomail_vfprintf -c src/libc/vfprintf.c \
+		-o $(UNIT_OUT)/libc-vfprintf.o
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_vfprintf.c $(UNIT_OUT)/libc-vfprintf.o -lm
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)
