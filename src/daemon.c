@@ -729,7 +729,7 @@ int daemon_serve(const char *path, int foreground)
 {
 	char err[CONF_ERR_MAX];
 	const struct conf *c;
-	struct passwd *pw = NULL;
+	struct passwd runas, *pw = NULL;
 
 	log_open("picomail", 1);
 	if (inforce_load(path, err, sizeof err) < 0) {
@@ -741,9 +741,12 @@ int daemon_serve(const char *path, int foreground)
 		return 1;
 	}
 	c = inforce_conf();
-	if (c->run_as[0] != '\0' && (pw = getpwnam(c->run_as)) == NULL) {
-		log_msg(LOG_ERR, "run_as: no user '%s'", c->run_as);
-		return 1;
+	if (c->run_as[0] != '\0') {
+		if (unixuser_passwd(c->run_as, &runas) < 0) {
+			log_msg(LOG_ERR, "run_as: no user '%s'", c->run_as);
+			return 1;
+		}
+		pw = &runas;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_init(c, err, sizeof err) < 0 || smtp_client_init(c, err, sizeof err) < 0) {

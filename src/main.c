@@ -12,6 +12,7 @@
 #include "smtp_client.h"
 #include "runas.h"
 #include "tls.h"
+#include "unixuser.h"
 #include "users_admin.h"
 #include "version.h"
 
@@ -81,15 +82,14 @@ static void runas_printed(void *ctx, int fatal, const char *text)
 static int check_as_runas(const struct conf *c, const char *path)
 {
 	char err[CONF_ERR_MAX];
-	struct passwd *pw;
+	struct passwd runas, *pw = &runas;
 	pid_t pid;
 	int st;
 
 	if (c->run_as[0] == '\0') {
 		return 0;
 	}
-	pw = getpwnam(c->run_as);
-	if (pw == NULL) {
+	if (unixuser_passwd(c->run_as, &runas) < 0) {
 		fprintf(stderr, "%s: run_as user '%s' does not exist; add it or change run_as in %s\n",
 		        path, c->run_as, path);
 		return 1;

@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -281,13 +280,10 @@ static int addr_normal(const char *s, size_t n, const char *qual, char *out)
 /* The sender when there is no -f: the login name of the real uid. */
 static void login_address(const char *qual, char *out)
 {
-	struct passwd *pw = getpwuid(getuid());
 	char name[64];
 
-	name[0] = '\0';
-	if (pw != NULL && pw->pw_name != NULL && strlen(pw->pw_name) < sizeof name &&
-	    strchr(pw->pw_name, '@') == NULL) {
-		memcpy(name, pw->pw_name, strlen(pw->pw_name) + 1);
+	if (unixuser_name(getuid(), name, sizeof name) < 0 || strchr(name, '@') != NULL) {
+		name[0] = '\0';
 	}
 	if (name[0] == '\0' || addr_normal(name, strlen(name), qual, out) < 0) {
 		snprintf(name, sizeof name, "uid%u", (unsigned)getuid());
