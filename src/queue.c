@@ -4,6 +4,7 @@
 #include "queue.h"
 #include "inforce.h"
 #include "stats.h"
+#include "date.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -766,7 +767,6 @@ static int make_bounce(struct runner *r)
 	const struct conf *c = cf();
 	char date[64], arrival[64], status[16];
 	time_t now = time(NULL), arr = (time_t)r->env.arrival;
-	struct tm tm;
 	struct log_kv l;
 	unsigned i, n = 0;
 	int e;
@@ -789,10 +789,8 @@ static int make_bounce(struct runner *r)
 		log_msg(LOG_ERR, "id=%s: cannot write a bounce: %m", r->env.id);
 		return -1;
 	}
-	localtime_r(&now, &tm);
-	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-	localtime_r(&arr, &tm);
-	strftime(arrival, sizeof arrival, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	date_rfc5322(date, sizeof date, now);
+	date_rfc5322(arrival, sizeof arrival, arr);
 	put(&m, "Received: by %s (picomail); %s\n", c->hostname, date);
 	put(&m, "From: Mail Delivery System <MAILER-DAEMON@%s>\n", c->hostname);
 	put(&m, "To: <%s>\n", r->env.sender);

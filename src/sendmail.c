@@ -25,6 +25,7 @@
 #include "maildrop.h"
 #include "queue.h"
 #include "submitter.h"
+#include "date.h"
 #include "unixuser.h"
 
 #include <dirent.h>
@@ -51,33 +52,6 @@
 #define SM_NAME_MAX    200     /* -F full name, after sanitizing */
 #define SM_FIELD_NAME_MAX 256  /* longer "names" are text: the body has begun */
 #define SM_SUBMIT      "submit"
-
-/* RFC 5322 3.3 date-time in local time with its offset.  Names from tables,
- * not strftime: they must be English whatever the locale. */
-static void rfc5322_date(char *out, size_t len, time_t t)
-{
-	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-	struct tm tm;
-	long off;
-	char sign = '+';
-
-	if (localtime_r(&t, &tm) == NULL) {
-		memset(&tm, 0, sizeof tm);
-		tm.tm_mday = 1;
-		tm.tm_year = 70;
-		tm.tm_wday = 4;
-	}
-	off = tm.tm_gmtoff / 60;
-	if (off < 0) {
-		sign = '-';
-		off = -off;
-	}
-	snprintf(out, len, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday % 7],
-	         tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-	         tm.tm_sec, sign, off / 60, off % 60);
-}
 
 static uint64_t random64(void)
 {
@@ -960,7 +934,7 @@ static int message_write(struct maildir_msg *m, const struct conf *c, const stru
 	size_t at, end;
 	time_t now = time(NULL);
 
-	rfc5322_date(date, sizeof date, now);
+	date_rfc5322(date, sizeof date, now);
 	snprintf(line, sizeof line, "Received: by %s (picomail sendmail, uid %u); %s\n",
 	         c->hostname, (unsigned)getuid(), date);
 	put(m, line);

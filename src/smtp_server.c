@@ -11,6 +11,7 @@
 #include "smtp_session.h"
 #include "auth.h"
 #include "base64.h"
+#include "date.h"
 #include "inforce.h"
 #include "loop.h"
 #include "queue.h"
@@ -691,12 +692,9 @@ static void write_trace(struct smtp_session *s)
 {
 	char buf[1200], date[64], forwho[ADDR_MAX + 16] = "", with[16], tlsdesc[96] = "";
 	const struct conf *c = inforce_conf();
-	time_t now = time(NULL);
-	struct tm tm;
 	int n;
 
-	localtime_r(&now, &tm);
-	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	date_rfc5322(date, sizeof date, time(NULL));
 	/* Naming the recipient only when there is one leaks no Bcc. */
 	if (s->tx.nrcpt == 1) {
 		snprintf(forwho, sizeof forwho, "\n\tfor <%s>", s->tx.first_rcpt);

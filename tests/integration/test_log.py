@@ -9,9 +9,12 @@ flush; every refusal once with its reason; the end of each SMTP and POP3
 session, with or without QUIT.
 """
 
+import os
 import re
+import signal
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
@@ -252,3 +255,72 @@ def test_pop3_session_lines(make_daemon):
     assert second["end"] == "closed" and second["deleted"] == "0", second
     logins = d.events("login", proto="pop3", user="alice")
     assert len(logins) == 2 and logins[0]["messages"] == "3", logins
+
+
+# --------------------------------------------------------------------------
+# syslog, in the background
+
+SYSLOG_LINE = re.compile(r"^<(\d+)>(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                         r"([ 1-3]\d) (\d\d):(\d\d):(\d\d) picomail\[(\d+)\]: (.*)\n$", re.S)
+
+
+def syslog_lines(sock, want, timeout=5):
+    """Datagrams from sock until one holds want; each checked against the
+    protocol's shape and returned parsed: (priority, pid, text)."""
+    got = []
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            data = sock.recv(4096).decode("latin-1")
+        except socket.timeout:
+            break
+        m = SYSLOG_LINE.match(data)
+        assert m, "not a syslog line: %r" % data
+        got.append((int(m.group(1)), int(m.group(7)), m.group(8)))
+        if want in m.group(8):
+            return got
+    raise AssertionError("no syslog line with %r; got %r" % (want, got))
+
+
+def test_syslog_in_the_background(make_daemon, picomail_test_bin, workdir):
+    """Without -f the daemon goes to the background and logs to syslog,
+    facility mail: one datagram a line, "<pri>Mmm dd hh:mm:ss
+    picomail[pid]: text", as syslog(3) writes it; after the log daemon
+    restarts, the next line reaches the new one.  The test build reads the
+    socket's path from PICOMAIL_SYSLOG."""
+    path = os.path.join(workdir, "log")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    d = make_daemon(binary=picomail_test_bin, start=False)
+    env = dict(os.environ, PICOMAIL_SYSLOG=path)
+    env.pop("PICOMAIL_CONF", None)
+    env.pop("PICOMAIL_FAULT", None)
+    p = subprocess.run([picomail_test_bin, "serve", "-C", d.conf_path], env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=scaled(10))
+    assert p.returncode == 0, p.stderr
+    pid = None
+    try:
+        got = syslog_lines(sock, "ready")
+        pri, pid, text = got[-1]
+        assert pri == (2 << 3) | 6, got        # LOG_MAIL | LOG_INFO
+        assert text.startswith("picomail "), got
+        os.kill(pid, 0)                        # the daemon, in the background
+        # The log daemon restarts: a new socket at the same path.
+        sock.close()
+        os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        with socket.create_connection((d.host, d.port), timeout=scaled(5)) as c:
+            c.recv(512)
+            c.sendall(b"QUIT\r\n")
+            c.recv(512)
+        got = syslog_lines(sock, "disconnect ")
+        assert all(g[1] == pid for g in got), got
+        os.kill(pid, signal.SIGTERM)
+        got = syslog_lines(sock, "stopped")
+        pid = None
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        sock.close()

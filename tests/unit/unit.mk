@@ -69,9 +69,10 @@ $(UNIT_OUT)/test_auth: tests/unit/test_auth.c src/auth.c src/conf.c src/textfile
 $(UNIT_BEARSSL_LIB):
 	@bash board/common/bearssl.sh $(UNIT_CC) $(UNIT_BEARSSL)
 
-$(UNIT_OUT)/test_log: tests/unit/test_log.c src/log.c src/log_kv.c src/log.h tests/unit/check.h
+$(UNIT_OUT)/test_log: tests/unit/test_log.c src/log.c src/log_kv.c src/date.c src/log.h src/date.h \
+                     tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
-	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_log.c src/log.c src/log_kv.c $(UNIT_LDLIBS)
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_log.c src/log.c src/log_kv.c src/date.c $(UNIT_LDLIBS)
 
 $(UNIT_OUT)/test_pool: tests/unit/test_pool.c src/pool.c $(UNIT_HDRS)
 	@mkdir -p $(UNIT_OUT)
@@ -95,18 +96,18 @@ $(UNIT_OUT)/test_http: tests/unit/test_http.c src/http.c src/http.h src/conf.h t
 
 # test_dns runs queries on the real loop against a fake resolver on loopback.
 $(UNIT_OUT)/test_dns: tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c src/io.c src/log.c src/log_kv.c \
-                     src/pool.c src/random.c src/fsyncs.c src/dns.h src/dnsbl.h src/loop.h src/io.h \
-                     src/log.h src/pool.h src/random.h src/fsyncs.h src/conf.h tests/unit/check.h
+                     src/date.c src/pool.c src/random.c src/fsyncs.c src/dns.h src/dnsbl.h src/loop.h \
+                     src/io.h src/log.h src/pool.h src/random.h src/fsyncs.h src/conf.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dns.c src/dns.c src/dnsbl.c src/loop.c \
-		src/io.c src/log.c src/log_kv.c src/pool.c src/random.c src/fsyncs.c
+		src/io.c src/log.c src/log_kv.c src/date.c src/pool.c src/random.c src/fsyncs.c
 
 # test_fsyncs syncs real files in /tmp, through io_uring where the kernel has it.
 $(UNIT_OUT)/test_fsyncs: tests/unit/test_fsyncs.c src/fsyncs.c src/fsyncs.h src/io.c src/io.h \
-                        src/log.c src/log_kv.c src/log.h tests/unit/check.h
+                        src/log.c src/log_kv.c src/date.c src/log.h tests/unit/check.h
 	@mkdir -p $(UNIT_OUT)
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_fsyncs.c src/fsyncs.c src/io.c src/log.c \
-		src/log_kv.c
+		src/log_kv.c src/date.c
 
 # src/libc/vfprintf.c with its vfprintf renamed, so that the test compares
 # it with the C library's own in one program.
