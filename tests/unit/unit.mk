@@ -22,7 +22,7 @@ UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main
 UNIT_OUT     = build/unit
 UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log \
                test_fsyncs test_json test_http \
-               test_vfprintf
+               test_vfprintf test_dirent
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -116,5 +116,12 @@ $(UNIT_OUT)/test_vfprintf: tests/unit/test_vfprintf.c src/libc/vfprintf.c tests/
 	$(UNIT_CC) $(UNIT_CFLAGS) -Dvfprintf=picomail_vfprintf -c src/libc/vfprintf.c \
 		-o $(UNIT_OUT)/libc-vfprintf.o
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_vfprintf.c $(UNIT_OUT)/libc-vfprintf.o -lm
+
+# src/libc/dirent.c the same way.
+$(UNIT_OUT)/test_dirent: tests/unit/test_dirent.c src/libc/dirent.c tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -Dopendir=pm_opendir -Dfdopendir=pm_fdopendir -Dreaddir=pm_readdir \
+		-Dclosedir=pm_closedir -c src/libc/dirent.c -o $(UNIT_OUT)/libc-dirent.o
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dirent.c $(UNIT_OUT)/libc-dirent.o
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)
