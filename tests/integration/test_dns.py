@@ -22,7 +22,7 @@ from picotest import ROOT, ipv6_loopback_available
 
 DNSQ = os.path.join(ROOT, "build", "dnsq")
 DNSQ_SRCS = ["tests/tools/dnsq.c", "src/dns.c", "src/loop.c", "src/io.c", "src/fsyncs.c", "src/log.c", "src/log_kv.c",
-             "src/conf.c", "src/textfile.c", "src/pool.c", "src/random.c"]
+             "src/date.c", "src/conf.c", "src/textfile.c", "src/pool.c", "src/random.c"]
 DNSQ_TIMEOUT = 15   # seconds: 3 tries of 2 s, with room to spare
 
 DNSMASQ_RECORDS = [

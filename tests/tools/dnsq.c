@@ -9,7 +9,7 @@
  * stderr.  Built by tests/integration/test_dns.py:
  *
  *   cc -std=c11 -D_GNU_SOURCE -Isrc -o build/dnsq tests/tools/dnsq.c \
- *      src/dns.c src/loop.c src/io.c src/log.c src/log_kv.c src/conf.c src/textfile.c \
+ *      src/dns.c src/loop.c src/io.c src/log.c src/log_kv.c src/date.c src/conf.c src/textfile.c \
  *      src/pool.c src/random.c
  */
 #include "dns.h"
