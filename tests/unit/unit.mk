@@ -22,7 +22,7 @@ UNIT_LDLIBS  = $(shell printf 'char *crypt(const char *, const char *); int main
 UNIT_OUT     = build/unit
 UNIT_TESTS   = test_conf test_addr test_auth test_pool test_smtp_data test_msgwire test_dns test_log \
                test_fsyncs test_json test_http \
-               test_vfprintf test_dirent
+               test_vfprintf test_dirent test_libc_small
 UNIT_BINS    = $(addprefix $(UNIT_OUT)/,$(UNIT_TESTS))
 UNIT_HDRS    = tests/unit/check.h src/conf.h src/addr.h src/auth.h src/pool.h src/crypt_sha.h \
                src/textfile.h
@@ -123,5 +123,15 @@ $(UNIT_OUT)/test_dirent: tests/unit/test_dirent.c src/libc/dirent.c tests/unit/c
 	$(UNIT_CC) $(UNIT_CFLAGS) -Dopendir=pm_opendir -Dfdopendir=pm_fdopendir -Dreaddir=pm_readdir \
 		-Dclosedir=pm_closedir -c src/libc/dirent.c -o $(UNIT_OUT)/libc-dirent.o
 	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_dirent.c $(UNIT_OUT)/libc-dirent.o
+
+# src/libc/qsort.c and strtol.c the same way.
+UNIT_STRTOL_NAMES = -Dstrtoul=pm_strtoul -Dstrtoull=pm_strtoull -Dstrtol=pm_strtol -Dstrtoll=pm_strtoll \
+                    -Dstrtoimax=pm_strtoimax -Dstrtoumax=pm_strtoumax
+$(UNIT_OUT)/test_libc_small: tests/unit/test_libc_small.c src/libc/qsort.c src/libc/strtol.c tests/unit/check.h
+	@mkdir -p $(UNIT_OUT)
+	$(UNIT_CC) $(UNIT_CFLAGS) -Dqsort=pm_qsort -c src/libc/qsort.c -o $(UNIT_OUT)/libc-qsort.o
+	$(UNIT_CC) $(UNIT_CFLAGS) $(UNIT_STRTOL_NAMES) -c src/libc/strtol.c -o $(UNIT_OUT)/libc-strtol.o
+	$(UNIT_CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_libc_small.c $(UNIT_OUT)/libc-qsort.o \
+		$(UNIT_OUT)/libc-strtol.o
 
 .DEFAULT_GOAL := $(UNIT_DEFAULT_GOAL)
