@@ -45,9 +45,9 @@ const char *addr_split(const char *a, char *local);
 /* The alias table. */
 struct alias_table {
 	unsigned n;
+	size_t used;   /* beside n: a small table dirties only its first pages */
 	struct { const char *name; const char *targets; } e[ALIAS_MAX];
 	char arena[ALIAS_ARENA];
-	size_t used;
 };
 
 /* Loads the aliases file into *t.  A missing file is an empty table.

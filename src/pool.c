@@ -1,8 +1,11 @@
 /* pool.c - fixed-size object pools carved once at start-up.
  *
- * One allocation per pool holds the objects followed by the free list, a
- * stack of object indices.  Taking and giving are O(1) pops and pushes,
- * except for the double-give check (see pool_give).
+ * One mapping per pool holds the objects followed by the free list, a
+ * stack of the indices given back.  Objects are handed out in order the
+ * first time (fresh), then from the free list, the last given first (warm
+ * in the cache and resident already).  Taking and giving are O(1), except
+ * for the double-give check (see pool_give).  Nothing is written at
+ * pool_init, so the pool costs no RSS until it is used (pool.h).
  */
 #include "pool.h"
 
@@ -26,7 +29,6 @@ int pool_init(struct pool *p, const char *name, size_t objsize, unsigned n)
 {
 	const size_t align = alignof(max_align_t);
 	size_t stride, objbytes, total;
-	unsigned i;
 
 	memset(p, 0, sizeof *p);
 	p->name = name;
@@ -47,24 +49,16 @@ int pool_init(struct pool *p, const char *name, size_t objsize, unsigned n)
 		return -1;
 	}
 	total = objbytes + (size_t)n * sizeof(unsigned);
-	/* Start-up only, the one allocation of this pool.  calloc because a
-	 * large block comes from mmap as zero pages that it need not touch, so
-	 * objects stay out of the RSS until used, and an object never holds a
-	 * previous process's bytes. */
-	p->mem = calloc(1, total);
+	/* Start-up only, the one allocation of this pool: zero pages, so an
+	 * object never holds a previous process's bytes. */
+	p->mem = pool_zalloc(total);
 	if (p->mem == NULL) {
 		return -1;
 	}
+	p->maplen = total;
 	/* objbytes is a multiple of max_align_t, so the list is aligned. */
 	p->freelist = (unsigned *)(void *)(p->mem + objbytes);
 	p->size = n;
-	/* Highest index at the bottom, so that the first takes come from the
-	 * start of the block. */
-	for (i = 0; i < n; i++) {
-		p->freelist[i] = n - 1 - i;
-	}
-	p->nfree = n;
-	p->used = 0;
 	return 0;
 }
 
@@ -72,10 +66,13 @@ void *pool_take(struct pool *p)
 {
 	unsigned idx;
 
-	if (p->nfree == 0) {
+	if (p->nfree > 0) {
+		idx = p->freelist[--p->nfree];
+	} else if (p->fresh < p->size) {
+		idx = p->fresh++;
+	} else {
 		return NULL;
 	}
-	idx = p->freelist[--p->nfree];
 	p->used++;
 	return p->mem + (size_t)idx * p->objsize;
 }
@@ -98,6 +95,9 @@ void pool_give(struct pool *p, void *obj)
 		pool_abort(p, "pointer inside an object:", obj);
 	}
 	idx = (unsigned)(off / p->objsize);
+	if (idx >= p->fresh) {
+		pool_abort(p, "object never taken:", obj);
+	}
 	/* A double give would put one object on the list twice.  The scan is
 	 * at most max_connections compares, once per closed session. */
 	for (i = 0; i < p->nfree; i++) {
@@ -121,6 +121,8 @@ void *pool_zalloc(size_t n)
 
 void pool_free(struct pool *p)
 {
-	free(p->mem);
+	if (p->mem != NULL) {
+		munmap(p->mem, p->maplen);
+	}
 	memset(p, 0, sizeof *p);
 }

@@ -55,6 +55,8 @@ static struct qitem *items;
 static unsigned nitems_max;
 static struct runner *runners;
 static unsigned nrunners;
+static unsigned char *clients;   /* the runners' outbound clients, one mapping */
+static size_t client_size;
 static int timer_slot = -1;
 static int shutting;
 
@@ -617,6 +619,10 @@ static void run_start(struct runner *r, struct qitem *it)
 	it->busy = 1;
 	r->busy = 1;
 	r->item = it;
+	/* Set here rather than at start-up, so that an idle runner's pages
+	 * stay zero pages, out of the RSS. */
+	r->data_fd = -1;
+	r->client = (struct smtp_client *)(void *)(clients + (size_t)(r - runners) * client_size);
 	memset(r->failed_now, 0, sizeof r->failed_now);
 	memset(r->tried, 0, sizeof r->tried);
 	if (queue_env_read(cf()->spool, it->id, &r->env) < 0) {
@@ -922,7 +928,6 @@ static void clean_tmp_one(const char *name, void *ctx)
 int queue_init(const struct conf *c)
 {
 	char dir[PATH_LEN];
-	unsigned i;
 
 	if (queue_make_dirs(c->spool) < 0) {
 		log_msg(LOG_ERR, "spool %s: %m", c->spool);
@@ -930,19 +935,15 @@ int queue_init(const struct conf *c)
 	}
 	nitems_max = c->queue_max_messages;
 	nrunners = c->queue_runners;
-	/* Start-up allocations: the index and the runners, as zero pages that
-	 * stay out of the RSS until a message needs them. */
+	/* Start-up allocations: the index, the runners and their clients, as
+	 * zero pages that stay out of the RSS until a message needs them
+	 * (nothing is written to them here; run_start sets a runner up). */
+	client_size = (smtp_client_size() + 15) / 16 * 16;
 	items = pool_zalloc((size_t)nitems_max * sizeof *items);
 	runners = pool_zalloc((size_t)nrunners * sizeof *runners);
-	if (items == NULL || runners == NULL) {
+	clients = pool_zalloc((size_t)nrunners * client_size);
+	if (items == NULL || runners == NULL || clients == NULL) {
 		return -1;
-	}
-	for (i = 0; i < nrunners; i++) {
-		runners[i].client = pool_zalloc(smtp_client_size());
-		runners[i].data_fd = -1;
-		if (runners[i].client == NULL) {
-			return -1;
-		}
 	}
 	snprintf(dir, sizeof dir, "%s/tmp", c->spool);
 	io_each_name(dir, clean_tmp_one, NULL);
