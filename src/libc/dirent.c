@@ -1,28 +1,26 @@
 /* dirent.c - opendir, fdopendir, readdir and closedir for the static musl
- * build, over getdents64 with DIR_MAX streams in static storage instead
- * of one malloc'd each.
+ * build, over getdents64, each stream in an anonymous mapping of its own
+ * (mmap at opendir, munmap at closedir) instead of malloc'd memory.
  *
  * Why: closedir's free() was the one call to free left in the binary,
  * and a static musl program that never calls free links musl's simple
  * bump allocator instead of its general one (mallocng, 6-7 KB); picomail
- * allocates only at start-up and never frees.  A stream is musl's
+ * allocates only at start-up and never frees.  A mapping also leaves no
+ * resident page behind once the listing is closed.  A stream is musl's
  * struct __dirstream, field for field, so that musl's own dirfd, telldir,
- * seekdir, rewinddir and readdir_r work on ours.  More than DIR_MAX
- * streams open at once is EMFILE (picomail nests two: the Maildir root,
- * then a user's tmp/).  See vfprintf.c for why only this build links it;
- * tests/unit/test_dirent.c holds it to the C library's listing. */
+ * seekdir, rewinddir and readdir_r work on ours.  See vfprintf.c for why
+ * only this build links it; tests/unit/test_dirent.c holds it to the C
+ * library's listing. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
-
-#define DIR_MAX 4
 
 /* musl 1.2's struct __dirstream (src/dirent/__dirent.h). */
 struct __dirstream {
@@ -34,24 +32,17 @@ struct __dirstream {
 	char buf[2048];
 };
 
-static struct __dirstream streams[DIR_MAX];
-static unsigned char in_use[DIR_MAX];
-
-/* A free stream for fd, or NULL (EMFILE). */
+/* A new stream for fd, or NULL (ENOMEM). */
 static DIR *take(int fd)
 {
-	unsigned i;
+	DIR *d = mmap(NULL, sizeof *d, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	for (i = 0; i < DIR_MAX; i++) {
-		if (!in_use[i]) {
-			memset(&streams[i], 0, offsetof(struct __dirstream, buf));
-			streams[i].fd = fd;
-			in_use[i] = 1;
-			return &streams[i];
-		}
+	if (d == MAP_FAILED) {
+		errno = ENOMEM;
+		return NULL;
 	}
-	errno = EMFILE;
-	return NULL;
+	d->fd = fd;
+	return d;
 }
 
 DIR *fdopendir(int fd)
@@ -88,7 +79,7 @@ DIR *opendir(const char *name)
 	d = take(fd);
 	if (d == NULL) {
 		close(fd);
-		errno = EMFILE;
+		errno = ENOMEM;
 	}
 	return d;
 }
@@ -120,11 +111,9 @@ struct dirent *readdir(DIR *d)
 
 int closedir(DIR *d)
 {
-	int r = close(d->fd);
-	uintptr_t at = (uintptr_t)d, base = (uintptr_t)streams;
+	int r = close(d->fd), e = errno;
 
-	if (at >= base && at < base + sizeof streams) {
-		in_use[(at - base) / sizeof streams[0]] = 0;
-	}
+	munmap(d, sizeof *d);
+	errno = e;
 	return r;
 }
