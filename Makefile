@@ -116,15 +116,45 @@ $(BUILD)/obj-test/%.o: src/%.c $(HEADERS) $(LIBS) $(BUILD)/.flags
 	@$(CC) $(CFLAGS_ALL) -DPICOMAIL_TEST -c $< -o $@
 
 # Stripped, and without the compilers' .comment.
-$(BUILD)/picomail: $(OBJS) $(LIBS)
+# The functions the daemon runs from start-up to idle (and in a plain SMTP
+# session) first in .text, together: the kernel maps a binary's pages in
+# 64 KiB blocks around each page used (fault-around), so that code spread
+# over all of .text made all of it resident.  board/common/text-order.txt
+# lists them (board/common/text-order.sh says how it is made): a function's
+# own section (gcc's -ffunction-sections names it .text.<name>, also with
+# LTO's suffixes), or the .text of a file (musl's functions in assembly,
+# the C runtime's start); the linker script below places them before the
+# rest of .text.  TEXT_ORDER= (empty) links without.
+TEXT_ORDER ?= board/common/text-order.txt
+ifneq ($(TEXT_ORDER),)
+TEXT_ORDER_LD := $(BUILD)/text-order.ld
+TEXT_ORDER_LDFLAGS := -Wl,-T,$(TEXT_ORDER_LD)
+endif
+$(BUILD)/text-order.ld: $(TEXT_ORDER)
+	@mkdir -p $(@D)
+	@awk 'BEGIN { print "/* made by the Makefile from $(TEXT_ORDER) */"; \
+		print "SECTIONS\n{\n\t.text.daemon :\n\t{" } \
+		/^\.text\.[A-Za-z0-9_.]+$$/ { printf "\t\t*(%s %s.*)\n", $$1, $$1 } \
+		/^[A-Za-z0-9_.-]+\(\.text\)$$/ { printf "\t\t*:%s\n\t\t*/%s\n", $$1, $$1 } \
+		END { print "\t}\n}\nINSERT BEFORE .text;" }' $< >$@.tmp
+	@mv $@.tmp $@
+
+# picomail.elf keeps its symbols (nm --size-sort -S, valgrind), and
+# picomail.map says where each input section went; picomail is it stripped,
+# without the compilers' .comment either.
+$(BUILD)/picomail.elf: $(OBJS) $(LIBS) $(TEXT_ORDER_LD)
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -s -o $@ $(OBJS) $(LIBS)
-	@$(STRIP) -R .comment $@
+	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(TEXT_ORDER_LDFLAGS) -Wl,-Map,$(BUILD)/picomail.map \
+		-o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/picomail: $(BUILD)/picomail.elf
+	@$(STRIP) --strip-all -R .comment -o $@ $<
 	@echo "  SIZE    $@: $$(wc -c <$@) bytes"
 
-$(BUILD)/picomail-test: $(TEST_OBJS) $(LIBS)
+$(BUILD)/picomail-test: $(TEST_OBJS) $(LIBS) $(TEXT_ORDER_LD)
 	@echo "  LD      $@"
-	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $(TEST_OBJS) $(LIBS)
+	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(TEXT_ORDER_LDFLAGS) \
+		-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $(TEST_OBJS) $(LIBS)
 
 # A demo daemon on loopback ports with its Maildir under ./run/.
 run: deps all
@@ -158,7 +188,8 @@ bench: deps all
 	@bash tests/bench/bench.sh $(BUILD)/picomail
 
 clean:
-	rm -rf build/host/obj build/host/obj-test build/host/picomail build/host/picomail-test build/unit \
+	rm -rf build/host/obj build/host/obj-test build/host/picomail build/host/picomail.elf build/host/picomail.map \
+		build/host/picomail-test build/host/text-order.ld build/unit \
 		build/asan build/valgrind build/fuzz
 
 # ---- shipping: make install, make test-cross (issue 6) -------------------

@@ -1,0 +1,164 @@
+#!/bin/bash
+# text-order.sh [OUT] - writes board/common/text-order.txt (or OUT) anew:
+# the functions the daemon runs, in the order the link should place them
+# first in .text (the Makefile turns the list into $(BUILD)/text-order.ld).
+#
+# Why: the kernel maps a binary's pages into a process 64 KiB at a time
+# around each page it touches (fault-around), when they are in the page
+# cache, as they are for a binary just run.  Start-up and the idle loop run
+# about 40 KB of code spread over every part of .text, so all of .text
+# ended up resident; grouped, that code is one or two such blocks.
+#
+# How: build/host/picomail.elf (the host build before stripping) runs under
+# valgrind's callgrind twice, with a configuration like the bench's plus TLS
+# (an EC key) and POP3 over TLS: once from start-up to idle, once more with
+# one SMTP delivery.  Each instruction that ran is found in the link map
+# (build/host/picomail.map) and its input section listed, those of the
+# first run first: a function's own section, .text.<name> (LTO's suffixes,
+# .lto_priv.0, .constprop.0..., cut: the linker script matches <name> and
+# <name>.*, which other boards' builds name alike), or for code in
+# assembly (musl's memcpy, the C runtime's start) the file it is in,
+# file(.text).  A stale list costs only resident pages, never correctness:
+# run this after changes to the start-up or the loop, and commit the result.
+set -eu
+
+me=text-order.sh
+die() { echo "$me: $*" >&2; exit 1; }
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${1:-$ROOT/board/common/text-order.txt}
+ELF=$ROOT/build/host/picomail.elf
+MAP=$ROOT/build/host/picomail.map
+PY=/usr/bin/python3
+IDLE=${TEXT_ORDER_IDLE:-5}
+command -v valgrind >/dev/null 2>&1 || die "needs valgrind (apt-get install valgrind)"
+command -v openssl >/dev/null 2>&1 || die "needs openssl"
+[ -x "$ELF" ] && [ -f "$MAP" ] || die "no $ELF or $MAP: run make first"
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/text-order.XXXXXX")
+VPID=''
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+    if [ -n "$VPID" ] && kill -0 "$VPID" 2>/dev/null; then kill -KILL "$VPID" 2>/dev/null || true; fi
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+mkdir -p "$W/mail" "$W/spool"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/key.pem" \
+    -out "$W/cert.pem" -days 30 -subj /CN=bench.lan >/dev/null 2>&1 || die "openssl could not make a key"
+printf 'user:%s\n' "$(printf 'x\n' | "$ELF" passwd)" >"$W/users"
+printf 'postmaster: user\n' >"$W/aliases"
+
+# run NAME SESSION: callgrind's output for one run in $W/NAME.out
+run() {
+    local name=$1 session=$2 smtp pop3 i
+    smtp=$(free_port)
+    pop3=$(free_port)
+    cat >"$W/picomail.conf" <<CONF
+hostname         bench.lan
+domains          lan
+listen           smtp 127.0.0.1:$smtp
+listen           pop3 127.0.0.1:$pop3 tls
+maildir_root     $W/mail
+spool            $W/spool
+users            $W/users
+aliases          $W/aliases
+relay_from       127.0.0.0/8
+tls_cert         $W/cert.pem
+tls_key          $W/key.pem
+max_connections  64
+max_message_size 10M
+CONF
+    valgrind -q --tool=callgrind --dump-instr=yes --callgrind-out-file="$W/$name.out" \
+        "$ELF" serve -C "$W/picomail.conf" -f 2>"$W/$name.log" &
+    VPID=$!
+    for ((i = 0; i < 300; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$smtp") 2>/dev/null && break
+        kill -0 "$VPID" 2>/dev/null || die "the daemon did not start: $(tail -n 5 "$W/$name.log")"
+        sleep 0.1
+    done
+    sleep "$IDLE"
+    if [ "$session" = 1 ]; then
+        "$PY" - "$smtp" <<'PY' || die "the SMTP session failed"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60)
+s.sendmail("a@example.org", ["user@lan"], "Subject: x\r\n\r\nhello\r\n")
+s.quit()
+PY
+        sleep 1
+    fi
+    kill -TERM "$VPID"
+    wait "$VPID" || true
+    VPID=''
+    [ -s "$W/$name.out" ] || die "callgrind wrote nothing: $(tail -n 5 "$W/$name.log")"
+}
+
+# The input sections (as the list names them) holding the instructions
+# that ran, from a callgrind output and the link map.
+sections() {
+    "$PY" - "$1" "$MAP" <<'PY'
+import bisect, os, re, sys
+ran, cur = set(), 0
+for line in open(sys.argv[1]):
+    m = re.match(r"^(0x[0-9a-f]+|[+-]\d+|\*)\s", line)
+    if m:
+        t = m.group(1)
+        cur = int(t, 16) if t.startswith("0x") else cur + int(t) if t != "*" else cur
+        ran.add(cur)
+# " .text.name  0xADDR  0xSIZE  file", the name alone on its line when long.
+spans, pending, started = [], None, False
+for line in open(sys.argv[2]):
+    if line.startswith("Linker script and memory map"):
+        started = True
+        continue
+    if not started:
+        continue
+    m = re.match(r"^ (\.text[^\s]*)\s*$", line)
+    if m:
+        pending = m.group(1)
+        continue
+    m = re.match(r"^ (\.text[^\s]*)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)", line)
+    if m and (m.group(1) or pending):
+        sec, addr, size, f = m.group(1) or pending, int(m.group(2), 16), int(m.group(3), 16), m.group(4)
+        if size:
+            spans.append((addr, size, sec, f))
+    pending = None
+spans.sort()
+starts = [s[0] for s in spans]
+out = []
+for a in sorted(ran):
+    i = bisect.bisect_right(starts, a) - 1
+    if i < 0 or a >= spans[i][0] + spans[i][1]:
+        continue
+    _, _, sec, f = spans[i]
+    m = re.match(r"^\.text\.((?:startup|unlikely|hot|exit)\.)?([A-Za-z_][A-Za-z0-9_]*)", sec)
+    if m:
+        name = ".text." + (m.group(1) or "") + m.group(2)
+    else:
+        f = re.sub(r"^.*\(([^)]*)\)$", r"\1", f)   # an archive's member
+        name = os.path.basename(f) + "(.text)"
+    if name not in out:
+        out.append(name)
+print("\n".join(sorted(out)))
+PY
+}
+
+run idle 0
+run session 1
+sections "$W/idle.out" >"$W/idle.txt"
+sections "$W/session.out" >"$W/session.txt"
+{
+    echo "# The code the daemon runs, placed first in .text in this order"
+    echo "# (board/common/text-order.sh made this list; see it for why and how)."
+    echo "# From start-up to idle, with TLS and POP3 configured:"
+    cat "$W/idle.txt"
+    echo "# One SMTP delivery besides:"
+    grep -vxF -f "$W/idle.txt" "$W/session.txt" || true
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+echo "$me: $(grep -vc '^#' "$OUT") sections in $OUT"
