@@ -11,8 +11,9 @@
 #
 # How: build/host/picomail.elf (the host build before stripping) runs under
 # valgrind's callgrind twice, with a configuration like the bench's plus TLS
-# (an EC key) and POP3 over TLS: once from start-up to idle, once more with
-# one SMTP delivery.  Each instruction that ran is found in the link map
+# (an EC key) and POP3 over TLS: once from start-up to idle (with a
+# connection that closes at once and a `picomail status`, as a watched idle
+# daemon sees), once more with one SMTP delivery.  Each instruction that ran is found in the link map
 # (build/host/picomail.map) and its input section listed, those of the
 # first run first: a function's own section, .text.<name> (LTO's suffixes,
 # .lto_priv.0, .constprop.0..., cut: the linker script matches <name> and
@@ -83,6 +84,11 @@ CONF
         sleep 0.1
     done
     sleep "$IDLE"
+    # What an idle daemon still does when it is watched: a connection that
+    # closes at once, and `picomail status` (the bench does both).
+    (exec 3<>"/dev/tcp/127.0.0.1/$smtp") 2>/dev/null || true
+    "$ELF" status -C "$W/picomail.conf" >/dev/null 2>&1 || true
+    sleep 1
     if [ "$session" = 1 ]; then
         "$PY" - "$smtp" <<'PY' || die "the SMTP session failed"
 import smtplib, sys
@@ -155,7 +161,8 @@ sections "$W/session.out" >"$W/session.txt"
 {
     echo "# The code the daemon runs, placed first in .text in this order"
     echo "# (board/common/text-order.sh made this list; see it for why and how)."
-    echo "# From start-up to idle, with TLS and POP3 configured:"
+    echo "# From start-up to idle, with TLS and POP3 configured; a connection"
+    echo "# closed at once; picomail status:"
     cat "$W/idle.txt"
     echo "# One SMTP delivery besides:"
     grep -vxF -f "$W/idle.txt" "$W/session.txt" || true
