@@ -12,7 +12,9 @@
 #     (both in BENCH_ROUNDS rounds, default 3, of reference, 1 session, 20
 #     sessions back to back; the table gives the medians, every run, and
 #     each picomail run's ratio to the reference run of its own round)
-#   - the daemon's RSS idle, with 50 idle connections, peak during the
+#   - the daemon's RSS idle, and what it is made of mapping by mapping
+#     (tests/bench/rss_breakdown.py: code, constants, .data, .bss, heap,
+#     stack, the pools' mappings), with 50 idle connections, peak during the
 #     20-session loads (sampled every 50 ms) and VmHWM
 #   - the size of the stripped binary
 #   - bytes written per delivered message (/proc/PID/io, informational)
@@ -272,6 +274,17 @@ sleep 0.5
 rss_idle=$(proc_field status VmRSS)
 rss_idle_anon=$(proc_field status RssAnon)
 rss_idle_file=$(proc_field status RssFile)
+# What it is made of, mapping by mapping (tests/bench/rss_breakdown.py):
+# "<part> <rss> <anon>" lines, in R[rss_<part>] and R[anon_<part>].
+declare -A RSS_PART
+if "$PY" "$HERE/rss_breakdown.py" "$DPID" "$BIN" >"$W/rss.parts" 2>"$W/rss.parts.err"; then
+    while read -r part rss anon; do
+        RSS_PART[rss_$part]=$rss
+        RSS_PART[anon_$part]=$anon
+    done <"$W/rss.parts"
+else
+    say "could not read /proc/$DPID/smaps: $(cat "$W/rss.parts.err")"
+fi
 say "idle RSS: $rss_idle KiB"
 
 # ---------------------------------------------------------------- 3b. 50 idle connections
@@ -561,11 +574,29 @@ done
 
 if [ -n "$rss_idle" ]; then
     row "RSS idle (VmRSS after start)" "$rss_idle KiB" "< 300 KiB" "$(ok lt "$rss_idle" 300)"
-    # VmRSS counts the binary's own code pages, which the kernel maps in
-    # whole (fault-around) and which are shared and clean; RssAnon is the
-    # memory the daemon really takes.
+    # VmRSS counts the binary's own code pages, which are shared and clean;
+    # RssAnon is the memory the daemon really takes.
     row "RSS idle, split: RssAnon (private) / RssFile (the binary's pages)" \
         "${rss_idle_anon:-?} KiB / ${rss_idle_file:-?} KiB" "- (info)" "-"
+    # /proc/PID/smaps mapping by mapping.  The binary's pages are shared
+    # and clean: the kernel maps them 64 KiB at a time around each one the
+    # daemon runs (fault-around), hence the code the daemon runs first in
+    # .text (board/common/text-order.txt).  The rest is the daemon's own.
+    if [ -n "${RSS_PART[rss_total]-}" ]; then
+        part_row() {     # part_row PART WHAT
+            row "RSS idle: $2" "${RSS_PART[rss_$1]} KiB (${RSS_PART[anon_$1]} KiB anonymous)" "- (info)" "-"
+        }
+        part_row text "the binary's code (r-x)"
+        part_row rodata "the binary's constants and ELF headers (r--)"
+        part_row data "the binary's .data (rw-, file pages written once)"
+        part_row bss ".bss (static buffers and state; pages never written cost nothing)"
+        part_row heap "heap (brk: the few start-up allocations)"
+        part_row stack "stack"
+        part_row mmap "anonymous mappings (session, mailbox, DNS and queue pools, TLS sessions: written only when used)"
+        part_row files "other files mapped (the time zone)"
+        part_row kernel "the kernel's [vdso]"
+        part_row total "the parts added up (VmRSS, read a moment later)"
+    fi
 else
     row "RSS idle (VmRSS after start)" "FAIL: not read" "< 300 KiB" "FAIL"
 fi
