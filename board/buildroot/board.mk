@@ -14,3 +14,7 @@ BOARD_CFLAGS   :=
 QEMU           :=
 DEB_ARCH       :=
 BOARD_PACKAGES :=
+# No size check: Buildroot's CFLAGS (its BR2_OPTIMIZE_* choice) decide the
+# size, and a package must not fail for it.  LTO=auto tries the toolchain's
+# LTO plugin and builds without when there is none.
+SIZE_LIMIT     ?=
