@@ -62,7 +62,11 @@ static unsigned long long scan(const char *s, char **end, int base, unsigned lon
 			v = v * (unsigned)base + (unsigned)d;
 		}
 	}
-	if (any && end != NULL) {
+	if (!any) {
+		errno = EINVAL;   /* no digits: POSIX allows it, and musl says so */
+		return 0;
+	}
+	if (end != NULL) {
 		*end = (char *)p;
 	}
 	return v;
