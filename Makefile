@@ -153,8 +153,11 @@ $(BUILD)/picomail.elf: $(OBJS) $(LIBS) $(TEXT_ORDER_LD)
 	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(TEXT_ORDER_LDFLAGS) -Wl,-Map,$(BUILD)/picomail.map \
 		-o $@ $(OBJS) $(LIBS)
 
+# Stripped in place on a copy: Buildroot's STRIP is /bin/true when the
+# packager keeps symbols.
 $(BUILD)/picomail: $(BUILD)/picomail.elf
-	@$(STRIP) --strip-all -R .comment -o $@.tmp $<
+	@cp $< $@.tmp
+	@$(STRIP) --strip-all -R .comment $@.tmp
 	@size=$$(wc -c <$@.tmp); \
 	if [ -n "$(SIZE_LIMIT)" ] && [ "$$size" -gt "$(SIZE_LIMIT)" ]; then \
 		echo "$@: $$size bytes stripped, over SIZE_LIMIT=$(SIZE_LIMIT) by $$((size - $(SIZE_LIMIT)))" >&2; \
