@@ -536,7 +536,7 @@ static int conf_set_listen(struct conf *c, const struct conf_key *k, char **v,
 	(void)k;
 	if (n < 2 || n > 3) {
 		return conf_fail(err, errlen,
-		                 "listen: expected 'smtp|submission|pop3 address:port [starttls|tls]'");
+		                 "listen: expected 'smtp|submission|pop3|imap address:port [starttls|tls]'");
 	}
 	memset(&l, 0, sizeof l);
 	if (strcmp(v[0], "smtp") == 0) {
@@ -545,6 +545,8 @@ static int conf_set_listen(struct conf *c, const struct conf_key *k, char **v,
 		l.proto = PROTO_SUBMISSION;
 	} else if (strcmp(v[0], "pop3") == 0) {
 		l.proto = PROTO_POP3;
+	} else if (strcmp(v[0], "imap") == 0) {
+		l.proto = PROTO_IMAP;
 	} else {
 		return conf_fail(err, errlen, "listen: bad protocol '%s'", v[0]);
 	}
@@ -853,6 +855,9 @@ static const struct conf_key conf_keys[] = {
 	CONF_TIME(pop3_timeout),
 	CONF_UINT(pop3_sessions, 1, 1024),
 	CONF_UINT(pop3_max_messages, 16, 1000000),
+	CONF_TIME(imap_timeout),
+	CONF_UINT(imap_sessions, 1, 1024),
+	CONF_UINT(imap_max_messages, 16, 1000000),
 	{ "run_as", conf_set_run_as, 0, 0, 0, 0 },
 	{ "trusted_users", conf_set_trusted, 0, 0, 0, 0 },
 	{ "plaintext_auth", conf_set_yesno, offsetof(struct conf, plaintext_auth), 0, 0, 0 },
@@ -925,6 +930,9 @@ void conf_defaults(struct conf *c)
 	c->queue_runners = 2;
 	c->queue_max_messages = 1000;
 	c->pop3_max_messages = 2000;
+	c->imap_timeout = 30 * 60;
+	c->imap_sessions = 8;
+	c->imap_max_messages = 5000;
 	c->plaintext_auth = 0;
 	c->greet_pause = 1;
 	c->helo_check = 1;

@@ -24,7 +24,7 @@
 #define CONF_SCANNER_ARGS 16    /* the scanner program and its arguments */
 #define CONF_DEFAULT_PATH "/etc/picomail.conf"
 
-enum listen_proto { PROTO_SMTP, PROTO_SUBMISSION, PROTO_POP3 };
+enum listen_proto { PROTO_SMTP, PROTO_SUBMISSION, PROTO_POP3, PROTO_IMAP };
 enum listen_tls { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 
 struct conf_listen {
@@ -91,6 +91,9 @@ struct conf {
 	unsigned pop3_timeout;          /* seconds idle; RFC 1939 asks for >= 600 */
 	unsigned pop3_sessions;         /* mailboxes open at once (POP3 logins) */
 	unsigned pop3_max_messages;     /* messages one POP3 session lists */
+	unsigned imap_timeout;          /* seconds idle, IDLE included; RFC 3501 5.4: >= 30 min */
+	unsigned imap_sessions;         /* IMAP logins at once (each with a folder index) */
+	unsigned imap_max_messages;     /* messages an IMAP session indexes in one folder */
 	char run_as[64];                /* empty: stay as started */
 	/* Local users whose sendmail -f is honoured, besides root and run_as. */
 	char trusted_users[CONF_TRUSTED_MAX][64];

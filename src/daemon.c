@@ -13,6 +13,7 @@
 #include "maildrop.h"
 #include "oauth.h"
 #include "pool.h"
+#include "imap.h"
 #include "pop3.h"
 #include "dns.h"
 #include "greylist.h"
@@ -56,9 +57,9 @@
 #define IPV6_FREEBIND 78   /* Linux 4.15 */
 #endif
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
-#define EXTRA_SLOTS    11    /* signal pipe, control socket and its client, submit socket,
+#define EXTRA_SLOTS    12    /* signal pipe, control socket and its client, submit socket,
                               * queue and users timers, the OAuth2 token's command or
-                              * HTTPS request, spare */
+                              * HTTPS request, inotify of the IMAP folders, spare */
 #define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
 
 static int users_slot = -1;
@@ -158,20 +159,24 @@ static int open_listener(const struct conf_listen *l)
 		return -1;
 	}
 	log_msg(LOG_INFO, "listening on %s (%s)", where,
-	        l->proto == PROTO_SMTP ? "smtp" : l->proto == PROTO_SUBMISSION ? "submission" : "pop3");
+	        l->proto == PROTO_SMTP ? "smtp" : l->proto == PROTO_SUBMISSION ? "submission" :
+	        l->proto == PROTO_POP3 ? "pop3" : "imap");
 	return fd;
 }
 
 /* The protocol modules behind the pool's objects. */
 static const struct sockaddr_storage *session_peer(void *mem, enum listen_proto proto)
 {
-	return proto == PROTO_POP3 ? pop3_session_peer(mem) : smtp_session_peer(mem);
+	return proto == PROTO_POP3 ? pop3_session_peer(mem) :
+	       proto == PROTO_IMAP ? imap_session_peer(mem) : smtp_session_peer(mem);
 }
 
 static void session_shutdown(void *mem, enum listen_proto proto)
 {
 	if (proto == PROTO_POP3) {
 		pop3_session_shutdown(mem);
+	} else if (proto == PROTO_IMAP) {
+		imap_session_shutdown(mem);
 	} else {
 		smtp_session_shutdown(mem);
 	}
@@ -179,9 +184,25 @@ static void session_shutdown(void *mem, enum listen_proto proto)
 
 static size_t session_objsize(void)
 {
-	size_t a = smtp_session_size(), b = pop3_session_size();
+	size_t a = smtp_session_size(), b = pop3_session_size(), c = imap_session_size();
 
-	return a > b ? a : b;
+	return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
+
+/* What a connection refused before its session hears, per protocol. */
+static const char *refusal(const struct conf_listen *l, int busy)
+{
+	switch (l->proto) {
+	case PROTO_POP3:
+		return busy ? "-ERR [SYS/TEMP] Too busy, try again later\r\n" :
+		              "-ERR [SYS/TEMP] Too many connections from your address\r\n";
+	case PROTO_IMAP:
+		return busy ? "* BYE [UNAVAILABLE] Too busy, try again later\r\n" :
+		              "* BYE [UNAVAILABLE] Too many connections from your address\r\n";
+	default:
+		return busy ? "421 4.3.2 Error: too busy, try again later\r\n" :
+		              "421 4.7.0 Error: too many connections from your address\r\n";
+	}
 }
 
 /* Sessions open from the same address as peer. */
@@ -270,21 +291,20 @@ static void accept_one(const struct conf_listen *l, int lfd)
 	    sessions_from(&peer) >= c->max_per_address) {
 		stats.refused_per_address++;
 		log_refused(&peer, "per-address");
-		refuse(l, fd, l->proto == PROTO_POP3 ?
-		               "-ERR [SYS/TEMP] Too many connections from your address\r\n" :
-		               "421 4.7.0 Error: too many connections from your address\r\n");
+		refuse(l, fd, refusal(l, 0));
 		return;
 	}
 	mem = sessions_take(l->proto);
 	if (mem == NULL) {
 		stats.refused_busy++;
 		log_refused(&peer, "busy");
-		refuse(l, fd, l->proto == PROTO_POP3 ? "-ERR [SYS/TEMP] Too busy, try again later\r\n" :
-		                                    "421 4.3.2 Error: too busy, try again later\r\n");
+		refuse(l, fd, refusal(l, 1));
 		return;
 	}
 	if (l->proto == PROTO_POP3) {
 		pop3_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
+	} else if (l->proto == PROTO_IMAP) {
+		imap_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
 	} else {
 		smtp_session_start(mem, fd, (struct sockaddr *)&peer, len, l, ++next_id);
 	}
@@ -323,6 +343,7 @@ static int status_text(char *buf, size_t len)
 	                 "connections_total: %" PRIu64 "\n"
 	                 "pool.conn: %u/%u\n"
 	                 "pool.mailboxes: %u/%u\n"
+	                 "pool.imap: %u/%u\n"
 	                 "pool.tls: %u/%u\n"
 	                 "loop.slots: %u/%u\n"
 	                 "refused_busy: %" PRIu64 "\n"
@@ -353,7 +374,7 @@ static int status_text(char *buf, size_t len)
 	                 PICOMAIL_VERSION, (int)getpid(),
 	                 (loop_now() - stats.started) / 1000, sessions_used(),
 	                 stats.connections, sessions_used(), sessions_size(), pop3_mailboxes_used(),
-	                 pop3_mailboxes_size(), tls_used(), tls_size(), loop_used(),
+	                 pop3_mailboxes_size(), imap_boxes_used(), imap_boxes_size(), tls_used(), tls_size(), loop_used(),
 	                 loop_size(), stats.refused_busy, stats.refused_per_address,
 	                 stats.messages_in, stats.messages_refused,
 	                 stats.bytes_written, stats.write_errors, stats.commit_batches,
@@ -689,7 +710,7 @@ static int join_loop(void)
 		return -1;
 	}
 	users_slot = loop_add(-1, 0, users_watch, NULL);
-	if (users_slot < 0) {
+	if (users_slot < 0 || imap_start() < 0) {
 		return -1;
 	}
 	loop_deadline(users_slot, loop_now() + USERS_CHECK_MS);
@@ -762,6 +783,7 @@ int daemon_serve(const char *path, int foreground)
 	/* Start-up: every pool and table the daemon will ever use, sized
 	 * from the configuration; nothing is allocated after this. */
 	if (sessions_init(c->max_connections, session_objsize()) < 0 || pop3_init(c) < 0 ||
+	    imap_init(c) < 0 ||
 	    scanner_init(c->max_connections) < 0 || (c->greylist && greylist_init(c->spool) < 0) ||
 	    loop_init(c->max_connections + c->nlisten + c->queue_runners + 2 * DNS_QUERIES +
 	              EXTRA_SLOTS) < 0) {

@@ -467,24 +467,50 @@ struct dirent64_raw {
 
 /* getdents64 itself, not opendir: musl's opendir allocates its buffer,
  * and the daemon allocates nothing once running. */
-void io_each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx)
+int io_each_entry(const char *dir, void (*fn)(const char *name, int type, void *ctx), void *ctx)
 {
 	static _Alignas(8) char buf[4096];
 	long n, off;
-	int fd = io_open(dir, O_RDONLY | O_DIRECTORY, 0);
+	int fd = io_open(dir, O_RDONLY | O_DIRECTORY, 0), saved;
 
 	if (fd < 0) {
-		return;
+		return -1;
 	}
 	while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
 		for (off = 0; off < n;) {
 			struct dirent64_raw *d = (struct dirent64_raw *)(buf + off);
 
 			off += d->reclen;
-			if (d->name[0] != '.') {
-				fn(d->name, ctx);
+			if (d->name[0] != '.' || (d->name[1] != '\0' &&
+			                          (d->name[1] != '.' || d->name[2] != '\0'))) {
+				fn(d->name, d->type, ctx);
 			}
 		}
 	}
+	saved = errno;
 	io_close(fd);
+	errno = saved;
+	return n < 0 ? -1 : 0;
+}
+
+struct each_name {
+	void (*fn)(const char *name, void *ctx);
+	void *ctx;
+};
+
+static void each_name_one(const char *name, int type, void *ctx)
+{
+	struct each_name *e = ctx;
+
+	(void)type;
+	if (name[0] != '.') {
+		e->fn(name, e->ctx);
+	}
+}
+
+void io_each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx)
+{
+	struct each_name e = { fn, ctx };
+
+	(void)io_each_entry(dir, each_name_one, &e);
 }

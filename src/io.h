@@ -64,6 +64,12 @@ int io_fsync_dir(const char *path);
  * be opened. */
 void io_each_name(const char *dir, void (*fn)(const char *name, void *ctx), void *ctx);
 
+/* Calls fn for each entry of dir but "." and "..", with its d_type
+ * (DT_DIR, DT_REG, DT_UNKNOWN...), without allocating; fn must not list a
+ * directory itself.  0, or -1 with errno when dir cannot be opened or
+ * read. */
+int io_each_entry(const char *dir, void (*fn)(const char *name, int type, void *ctx), void *ctx);
+
 /* Creates path and its missing parents, mode for each; 0 or -1. */
 int io_mkdirs(const char *path, mode_t mode);
 

@@ -289,6 +289,11 @@ void mailbox_close(struct mailbox *mb)
 	mb->next_open = NULL;
 }
 
+int mailbox_wire_size(const char *name, const char *path, uint64_t *size)
+{
+	return tag_size(name, path, size) == 0 ? 0 : wire_size(path, size);
+}
+
 static int msg_path(const struct mailbox *mb, const char *root, unsigned i, char *out, size_t len)
 {
 	if (snprintf(out, len, "%s/%s/cur/%s", root, mb->user, mb->arena + mb->msgs[i].name) >=
@@ -299,11 +304,64 @@ static int msg_path(const struct mailbox *mb, const char *root, unsigned i, char
 	return 0;
 }
 
+struct find_ctx {
+	const char *uidl;
+	size_t len;
+	char *out;
+	size_t outlen;
+	int found;
+};
+
+static int find_one(void *ctx, const char *name)
+{
+	struct find_ctx *f = ctx;
+
+	if (strcspn(name, ",:") == f->len && memcmp(name, f->uidl, f->len) == 0 &&
+	    snprintf(f->out, f->outlen, "%s", name) < (int)f->outlen) {
+		f->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* The path of message i where it is now.  IMAP sessions (and other
+ * readers) rename a message in cur/ when its flags change or it gets a
+ * UID, keeping the part before ',' or ':', its UIDL: when the snapshot's
+ * name is gone, cur/ is searched for that part.  0, or -1 with errno. */
+static int msg_path_now(const struct mailbox *mb, const char *root, unsigned i, char *out,
+                        size_t len)
+{
+	char dir[PATH_MAX_MB], name[PATH_MAX_MB], uidl[MAILBOX_UIDL_MAX + 1];
+	struct find_ctx f = { uidl, 0, name, sizeof name, 0 };
+
+	if (msg_path(mb, root, i, out, len) < 0) {
+		return -1;
+	}
+	if (access(out, F_OK) == 0 || errno != ENOENT) {
+		return 0;
+	}
+	mailbox_uidl(mb, i, uidl);
+	f.len = strlen(uidl);
+	snprintf(dir, sizeof dir, "%s/%s/cur", root, mb->user);
+	if (each_entry(dir, find_one, &f) < 0 && !f.found) {
+		return -1;
+	}
+	if (!f.found) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (snprintf(out, len, "%s/%s", dir, name) >= (int)len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
 int mailbox_open_msg(const struct mailbox *mb, const char *root, unsigned i)
 {
 	char path[PATH_MAX_MB];
 
-	if (msg_path(mb, root, i, path, sizeof path) < 0) {
+	if (msg_path_now(mb, root, i, path, sizeof path) < 0) {
 		return -1;
 	}
 	return io_open(path, O_RDONLY, 0);
@@ -336,8 +394,8 @@ int mailbox_expunge(struct mailbox *mb, const char *root)
 		if (!mb->msgs[i].deleted) {
 			continue;
 		}
-		if (msg_path(mb, root, i, path, sizeof path) < 0 ||
-		    (io_unlink(path) < 0 && errno != ENOENT)) {
+		if (msg_path_now(mb, root, i, path, sizeof path) < 0 ?
+		    errno != ENOENT : (io_unlink(path) < 0 && errno != ENOENT)) {
 			if (err == 0) {
 				err = errno ? errno : EIO;
 			}

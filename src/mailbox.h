@@ -47,15 +47,23 @@ int mailbox_open(struct mailbox *mb, unsigned max, const char *root, const char 
 /* Releases the lock; deletions not expunged are forgotten. */
 void mailbox_close(struct mailbox *mb);
 
-/* Opens message i (0-based) for reading; fd or -1 with errno. */
+/* Opens message i (0-based) for reading; fd or -1 with errno.  A message
+ * renamed since the snapshot (an IMAP session set a flag) is found by its
+ * UIDL. */
 int mailbox_open_msg(const struct mailbox *mb, const char *root, unsigned i);
 
 /* The message's unique id for UIDL (the Maildir base name), into out
  * (MAILBOX_UIDL_MAX + 1 bytes). */
 void mailbox_uidl(const struct mailbox *mb, unsigned i, char *out);
 
-/* Removes the messages marked deleted and syncs cur/.  0, or an errno
- * (some messages may then remain). */
+/* Removes the messages marked deleted (found by UIDL when renamed since)
+ * and syncs cur/.  0, or an errno (some messages may then remain). */
 int mailbox_expunge(struct mailbox *mb, const char *root);
+
+/* The octets a message file is on the wire, POP3 and IMAP alike (CRLF
+ * lines, no stuffing, msgwire.h): ,W= when the name's tags still describe
+ * the file (name is its base name, path the whole), else counted by
+ * reading it.  0, or -1 with errno. */
+int mailbox_wire_size(const char *name, const char *path, uint64_t *size);
 
 #endif

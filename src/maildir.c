@@ -65,43 +65,92 @@ static int user_path(char *out, size_t len, const char *user, const char *sub)
 	return 0;
 }
 
-/* Creates <root>/<user>/{tmp,new,cur}, syncing each parent it changed so
- * that a new mailbox survives a power cut together with its first mail. */
-static int make_maildir(const char *user)
+/* The directory holding path's last component: path cut at its last '/'. */
+static int parent_of(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash != NULL ? (size_t)(slash - path) : 0;
+
+	if (n == 0 || n >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(out, path, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int maildir_create(const char *dir)
 {
 	/* tmp/ last: a tmp/ that exists says new/ and cur/ do too. */
 	static const char *const subs[] = { "new", "cur", "tmp" };
 	char path[MAILDIR_PATH_MAX];
 	unsigned i;
 
-	if (io_mkdirs(root, 0700) < 0) {
-		return -1;
-	}
-	if (user_path(path, sizeof path, user, NULL) < 0) {
-		return -1;
-	}
-	if (io_mkdir(path, 0700) == 0) {
-		if (io_fsync_dir(root) < 0) {
+	if (io_mkdir(dir, 0700) == 0) {
+		if (parent_of(dir, path, sizeof path) < 0 || io_fsync_dir(path) < 0) {
 			return -1;
 		}
 	} else if (errno != EEXIST) {
 		return -1;
 	}
 	for (i = 0; i < 3; i++) {
-		if (user_path(path, sizeof path, user, subs[i]) < 0) {
+		if (snprintf(path, sizeof path, "%s/%s", dir, subs[i]) >= (int)sizeof path) {
+			errno = ENAMETOOLONG;
 			return -1;
 		}
 		if (io_mkdir(path, 0700) < 0 && errno != EEXIST) {
 			return -1;
 		}
 	}
-	if (user_path(path, sizeof path, user, NULL) < 0) {
-		return -1;
-	}
-	return io_fsync_dir(path);
+	return io_fsync_dir(dir);
 }
 
-static void unique_name(char *out, size_t len)
+/* Creates <root>/<user>/{tmp,new,cur}, syncing each parent it changed so
+ * that a new mailbox survives a power cut together with its first mail. */
+static int make_maildir(const char *user)
+{
+	char path[MAILDIR_PATH_MAX];
+
+	if (io_mkdirs(root, 0700) < 0 || user_path(path, sizeof path, user, NULL) < 0) {
+		return -1;
+	}
+	return maildir_create(path);
+}
+
+int maildir_write_file(const char *dir, const char *name, const void *buf, size_t n)
+{
+	char tmp[MAILDIR_PATH_MAX], dst[MAILDIR_PATH_MAX];
+	int fd, e = 0, tries;
+
+	if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp ||
+	    snprintf(dst, sizeof dst, "%s/%s", dir, name) >= (int)sizeof dst) {
+		return ENAMETOOLONG;
+	}
+	/* A temporary left by a crash is the only one there can be: the
+	 * daemon is one process, and writes one file at a time. */
+	for (tries = 0; (fd = io_open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600)) < 0; tries++) {
+		if (errno != EEXIST || tries > 0 || io_unlink(tmp) < 0) {
+			return errno ? errno : EIO;
+		}
+	}
+	if (io_write_all(fd, buf, n) < 0 || io_fsync(fd) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (io_close(fd) < 0 && e == 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e == 0 && io_rename(tmp, dst) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e != 0) {
+		(void)io_unlink(tmp);
+		return e;
+	}
+	return io_fsync_dir(dir) < 0 ? (errno ? errno : EIO) : 0;
+}
+
+void maildir_unique_name(char *out, size_t len)
 {
 	struct timeval tv;
 
@@ -143,7 +192,7 @@ int maildir_begin(struct maildir_msg *m, int named)
 	int tries;
 
 	msg_reset(m);
-	unique_name(m->name, sizeof m->name);
+	maildir_unique_name(m->name, sizeof m->name);
 	m->tmp[0] = '\0';
 	if (user_path(dir, sizeof dir, m->users[0], "tmp") < 0) {
 		return -1;

@@ -82,6 +82,19 @@ void maildir_commit_run(void);
 /* Removes files left in tmp/ by a crash, for each user directory. */
 void maildir_clean_tmp(void);
 
+/* A name no other message of this host has (Dovecot's form: seconds,
+ * microseconds, pid, a counter, the host name), into out. */
+void maildir_unique_name(char *out, size_t len);
+
+/* Makes the Maildir dir with new/, cur/ and tmp/ (those missing), syncing
+ * its parent when dir itself was made, then dir.  0 or -1 with errno. */
+int maildir_create(const char *dir);
+
+/* The one durable write of a small file: dir/name.tmp (O_EXCL), the whole
+ * buffer, fsync, close, rename over dir/name, fsync dir.  0 or an errno;
+ * on failure name keeps what it held and the temporary is removed. */
+int maildir_write_file(const char *dir, const char *name, const void *buf, size_t n);
+
 /* Final file name: "<name>,S=<size>,W=<crlf size>". */
 int maildir_final_name(const struct maildir_msg *m, char *out, size_t len);
 

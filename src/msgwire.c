@@ -8,6 +8,7 @@ void msgwire_init(struct msgwire *w, long lines)
 	w->in_headers = 1;
 	w->lines_left = lines;
 	w->done = 0;
+	w->stuff = 1;
 	w->octets = 0;
 }
 
@@ -54,7 +55,7 @@ size_t msgwire_feed(struct msgwire *w, const unsigned char *in, size_t n, unsign
 				break;   /* ch starts a line TOP does not send */
 			}
 		}
-		if (w->bol && ch == '.') {
+		if (w->bol && ch == '.' && w->stuff) {
 			out[o++] = '.';   /* stuffing: sent, not counted */
 		}
 		out[o++] = ch;

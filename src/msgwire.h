@@ -31,6 +31,7 @@ struct msgwire {
 	int in_headers;     /* before the blank line that ends the header */
 	long lines_left;    /* TOP: body lines still to send; -1: all (RETR) */
 	int done;           /* TOP: every line asked for is out */
+	int stuff;          /* 1: dot-stuffing (POP3, the default); 0: none (IMAP) */
 	uint64_t octets;    /* message octets out so far (no stuffing dots) */
 };
 

@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -116,10 +117,36 @@ static int sub_path(char *out, size_t len, const char *root, const char *user, c
 	return 0;
 }
 
+struct folders {
+	const char *dir;
+	struct quota_usage *u;
+	int err;
+};
+
+/* A Maildir++ folder (".Name") of the user's: its new/ and cur/ too. */
+static void folder_one(const char *name, int type, void *ctx)
+{
+	static const char *const subs[2] = { "new", "cur" };
+	struct folders *f = ctx;
+	char path[QUOTA_PATH_MAX];
+	unsigned i;
+
+	if (name[0] != '.' || name[1] == '.' || (type != DT_DIR && type != DT_UNKNOWN)) {
+		return;
+	}
+	for (i = 0; i < 2; i++) {
+		if (snprintf(path, sizeof path, "%s/%s/%s", f->dir, name, subs[i]) < (int)sizeof path &&
+		    scan_dir(path, f->u) < 0 && errno != ENOTDIR) {
+			f->err = errno;
+		}
+	}
+}
+
 int quota_scan(const char *root, const char *user, struct quota_usage *u)
 {
 	static const char *const subs[2] = { "new", "cur" };
 	char path[QUOTA_PATH_MAX];
+	struct folders f = { path, u, 0 };
 	unsigned i;
 
 	u->bytes = 0;
@@ -128,6 +155,17 @@ int quota_scan(const char *root, const char *user, struct quota_usage *u)
 		if (sub_path(path, sizeof path, root, user, subs[i]) < 0 || scan_dir(path, u) < 0) {
 			return -1;
 		}
+	}
+	if (snprintf(path, sizeof path, "%s/%s", root, user) >= (int)sizeof path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (io_each_entry(path, folder_one, &f) < 0 && errno != ENOENT) {
+		return -1;
+	}
+	if (f.err != 0) {
+		errno = f.err;
+		return -1;
 	}
 	return 0;
 }
@@ -232,6 +270,17 @@ void quota_delivered(const char *root, const char *user, uint64_t octets)
 			cache[i].u.bytes += octets;
 			cache[i].u.messages++;
 			return;
+		}
+	}
+}
+
+void quota_forget_user(const char *user)
+{
+	unsigned i;
+
+	for (i = 0; i < USERS_MAX; i++) {
+		if (strcmp(cache[i].user, user) == 0) {
+			cache[i].valid = 0;
 		}
 	}
 }

@@ -1,7 +1,8 @@
 /* quota.h - Maildir usage per user, for the quota (452 4.2.2).
  *
  * Usage is the sum of the ",S=<octets>" sizes of the files in new/ and
- * cur/ (a file without one is stat'd); message contents are never read.
+ * cur/ of INBOX and of every Maildir++ folder (.Name/), a file without
+ * one stat'd; message contents are never read.
  * The daemon keeps one cached entry per user (USERS_MAX), computed on
  * first use and again whenever the mtime of new/ or cur/ changed (both are
  * stat'd at each check), and bumped by its own deliveries.  No malloc.
@@ -31,6 +32,10 @@ int quota_exceeded(const char *root, const char *user, uint64_t limit, uint64_t 
 /* Counts a message of octets we just delivered to the user, so that the
  * next check sees it even where directory mtimes are coarse. */
 void quota_delivered(const char *root, const char *user, uint64_t octets);
+
+/* Forgets the user's entry: IMAP changed a folder, where the mtimes of
+ * INBOX's new/ and cur/ do not show it. */
+void quota_forget_user(const char *user);
 
 /* Forgets every cached entry (tests; a changed maildir_root). */
 void quota_forget(void);
