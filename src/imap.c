@@ -234,13 +234,21 @@ static void put_flags(struct imap_session *s, unsigned flags)
 	imap_flags(&o, flags);
 }
 
+static void sync_folder(struct imap_session *s);
+
+/* After a command: what changed in the selected folder meanwhile (an
+ * APPEND or a COPY into it too) goes out before the tagged answer. */
 static void init_finish(struct imap_session *s)
 {
 	s->mode = IM_FINISH;
-	if (s->box != NULL) {
-		s->box->upd = s->box->f.n;
-		s->box->upd_flags = 0;
+	if (s->box == NULL) {
+		return;
 	}
+	if (!s->quiet) {
+		sync_folder(s);
+	}
+	s->box->upd = s->box->f.n;
+	s->box->upd_flags = 0;
 }
 
 void imap_done(struct imap_session *s, const char *fmt, ...)
@@ -340,6 +348,8 @@ static void sync_folder(struct imap_session *s)
 		imap_line(s, "* BYE [UNAVAILABLE] The folder was deleted or made anew");
 		s->mode = IM_LOGOUT;
 		s->end_why = "folder-gone";
+		s->state = IS_AUTH;
+		folder_close(f);
 		return;
 	}
 	/* Looked at again at the next command. */
@@ -439,18 +449,16 @@ unsigned imap_mark(struct imap_session *s, const struct imap_str *set, int uid)
 	return count;
 }
 
-/* A message set that names numbers the folder does not have (RFC 3501
- * 9: invalid for sequence numbers; UIDs may name nothing). */
-static int set_bad(struct imap_session *s, const struct imap_str *set, int uid)
+int imap_set_bad(struct imap_session *s, const struct imap_str *set, int uid)
 {
 	const char *p = set->p;
 	uint32_t a, b;
 
-	if (uid) {
-		return 0;
+	if (uid || s->box->f.n == 0) {
+		return 0;   /* UIDs may name nothing; "1:*" of an empty folder is nothing */
 	}
 	while (set_next(&p, set->p + set->len, s->box->f.n, &a, &b)) {
-		if (b > s->box->f.n || a == 0) {
+		if (b > s->box->f.n) {
 			return 1;
 		}
 	}
@@ -1189,7 +1197,7 @@ static void cmd_store(struct imap_session *s, struct imap_tok *t, int uid)
 	} else if (what.len != 5 || strncasecmp(what.p, "FLAGS", 5) != 0) {
 		t->err = 1;
 	}
-	if (!tok_end(t) || set_bad(s, &set, uid)) {
+	if (!tok_end(t) || imap_set_bad(s, &set, uid)) {
 		imap_bad(s, "Syntax: STORE set [+-]FLAGS[.SILENT] (flags)");
 		return;
 	}
@@ -1247,7 +1255,7 @@ static void cmd_copy(struct imap_session *s, struct imap_tok *t, int arg)
 	if (folder_arg(s, t, name) < 0) {
 		return;
 	}
-	if (!tok_end(t) || set_bad(s, &set, uid)) {
+	if (!tok_end(t) || imap_set_bad(s, &set, uid)) {
 		imap_bad(s, move ? "Syntax: MOVE set folder" : "Syntax: COPY set folder");
 		return;
 	}
@@ -1440,7 +1448,7 @@ static void append_finish(struct imap_session *s)
 		imap_done(s, "NO [PARSE] NUL in the message");
 		return;
 	}
-	if (b->append_date != 0 && m->err == 0) {
+	if (b->append_date != 0 && maildir_flush(m) == 0) {
 		ts[0].tv_sec = ts[1].tv_sec = b->append_date;
 		ts[0].tv_nsec = ts[1].tv_nsec = 0;
 		(void)futimens(m->fd, ts);   /* INTERNALDATE is the file's mtime */
@@ -1716,30 +1724,30 @@ static void literal_begin(struct imap_session *s, uint32_t n, int sync, size_t h
 	size_t cap = s->state == IS_NOAUTH ? IMAP_PREAUTH_MAX : IMAP_CMD_MAX;
 	const char *why;
 
-	if (s->reading == R_SKIPLINE || s->cmd_len + 2 + n > cap) {
-		why = s->reading == R_SKIPLINE ? s->skip_reply : "BAD Literal too large";
-		if (sync) {
-			refuse_now(s, why);   /* the client sends nothing more of it */
-			return;
-		}
-		s->skip_reply = why;
-		s->reading = R_SKIPLIT;   /* LITERAL+: read and dropped */
-		s->lit_left = n;
-		return;
-	}
-	if (append_args(s, s->cmd_len - hlen)) {
+	if (s->reading != R_SKIPLINE && append_args(s, s->cmd_len - hlen)) {
+		/* APPEND's message: to a file, not into the command. */
 		why = append_begin(s, n);
 		if (why != NULL) {
 			if (sync) {
-				refuse_now(s, why);
+				refuse_now(s, why);   /* the client sends nothing more of it */
 				return;
 			}
 			s->skip_reply = why;
-			s->reading = R_SKIPLIT;
+			s->reading = R_SKIPLIT;   /* LITERAL+: read and dropped */
 			s->lit_left = n;
 			return;
 		}
 		s->reading = R_APPEND;
+	} else if (s->reading == R_SKIPLINE || s->cmd_len + 2 + n > cap) {
+		why = s->reading == R_SKIPLINE ? s->skip_reply : "BAD Literal too large";
+		if (sync) {
+			refuse_now(s, why);
+			return;
+		}
+		s->skip_reply = why;
+		s->reading = R_SKIPLIT;
+		s->lit_left = n;
+		return;
 	} else {
 		s->cmd[s->cmd_len++] = '\r';
 		s->cmd[s->cmd_len++] = '\n';

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -64,9 +65,18 @@ void fetch_stop(struct imap_session *s)
 
 /* ---- header values ------------------------------------------------------- */
 
+enum { E_DATE, E_SUBJECT, E_FROM, E_SENDER, E_REPLY_TO, E_TO, E_CC, E_BCC, E_IN_REPLY_TO,
+       E_MESSAGE_ID };
+
+static const char *const env_names[10] = {
+	"Date", "Subject", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "In-Reply-To",
+	"Message-ID",
+};
+
 struct capture {
 	const char *const *names;
 	unsigned n;
+	int trim;               /* leading white space goes too (Content-* values) */
 	char *buf;
 	size_t size, used;
 	struct {
@@ -89,6 +99,10 @@ static void capture_one(void *ctx, const char *name, size_t nlen, const char *va
 			while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) {
 				vlen--;
 			}
+			while (c->trim && vlen > 0 && (*value == ' ' || *value == '\t')) {
+				value++;
+				vlen--;
+			}
 			memcpy(c->buf + c->used, value, vlen);
 			c->v[i].off = c->used;
 			c->v[i].len = vlen;
@@ -105,6 +119,7 @@ static void capture(struct capture *c, const char *const *names, unsigned n, cha
 	memset(c, 0, sizeof *c);
 	c->names = names;
 	c->n = n;
+	c->trim = names != env_names;
 	c->buf = buf;
 	c->size = size;
 	(void)msg_fields(fd, fpos, capture_one, c);
@@ -119,20 +134,16 @@ static const char *val(const struct capture *c, unsigned i, size_t *len)
 
 /* ---- ENVELOPE -------------------------------------------------------------- */
 
-enum { E_DATE, E_SUBJECT, E_FROM, E_SENDER, E_REPLY_TO, E_TO, E_CC, E_BCC, E_IN_REPLY_TO,
-       E_MESSAGE_ID };
-
-static const char *const env_names[10] = {
-	"Date", "Subject", "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "In-Reply-To",
-	"Message-ID",
-};
-
-/* A token of an address list (RFC 5322 3.4): a word (quoted string
- * unquoted into word), or one of the specials.  Comments are skipped. */
+/* A token of a structured header (RFC 5322 3.2): a word (a quoted string
+ * unquoted into word), or one of the specials.  Comments are skipped; the
+ * last one's text is kept (an address's name when it has no other). */
 struct atok {
 	const char *p, *end;
+	const char *specials;
 	char word[512];
 	size_t wlen;
+	char comment[128];
+	size_t clen;
 };
 
 static int addr_next(struct atok *a)
@@ -149,19 +160,23 @@ static int addr_next(struct atok *a)
 		if (*a->p != '(') {
 			break;
 		}
+		a->clen = 0;
 		for (depth = 0; a->p < a->end; a->p++) {
 			if (*a->p == '\\' && a->p + 1 < a->end) {
 				a->p++;
-			} else if (*a->p == '(') {
-				depth++;
+			} else if (*a->p == '(' && depth++ == 0) {
+				continue;
 			} else if (*a->p == ')' && --depth == 0) {
 				a->p++;
 				break;
 			}
+			if (a->clen < sizeof a->comment) {
+				a->comment[a->clen++] = *a->p;
+			}
 		}
 	}
 	a->wlen = 0;
-	if (strchr("<>@,:;", *a->p) != NULL) {
+	if (strchr(a->specials, *a->p) != NULL) {
 		return *a->p++;
 	}
 	if (*a->p == '"') {
@@ -176,7 +191,8 @@ static int addr_next(struct atok *a)
 		a->p += a->p < a->end;
 		return 'w';
 	}
-	while (a->p < a->end && strchr("<>@,:;\"( \t", *a->p) == NULL) {
+	while (a->p < a->end && strchr(a->specials, *a->p) == NULL &&
+	       strchr("\"( \t", *a->p) == NULL) {
 		if (a->wlen < sizeof a->word) {
 			a->word[a->wlen++] = *a->p;
 		}
@@ -214,22 +230,31 @@ static void out_nstr(struct out *o, const char *p, size_t n)
  * 7.4.2 marks them; NIL for none. */
 static void envelope_addrs(struct out *o, const char *v, size_t len)
 {
-	static char phrase[512], local[512], domain[512];
-	struct atok a;
-	size_t pl = 0, ll = 0, dl = 0;
-	int t, any = 0, in_angle = 0, at = 0, group = 0;
+	static char phrase[512], local[512], domain[512], adl[512];
+	static struct atok a;
+	size_t pl = 0, ll = 0, dl = 0, rl = 0;
+	int t, any = 0, in_angle = 0, at = 0, group = 0, route = 0;
 
 	a.p = v;
 	a.end = v + len;
+	a.specials = "<>@,:;";
+	a.clen = 0;
 	for (;;) {
 		t = addr_next(&a);
+		if (route && (t == 'w' || t == '@' || t == ',')) {
+			/* A source route, "<@a,@b:user@host>": the adl. */
+			if (t == 'w') {
+				addr_cat(adl, &rl, sizeof adl, &a, 0);
+			} else if (rl < sizeof adl) {
+				adl[rl++] = (char)t;
+			}
+			continue;
+		}
 		if (t == 'w') {
-			if (in_angle || at) {
-				if (at) {
-					addr_cat(domain, &dl, sizeof domain, &a, 0);
-				} else {
-					addr_cat(local, &ll, sizeof local, &a, 0);
-				}
+			if (at) {
+				addr_cat(domain, &dl, sizeof domain, &a, 0);
+			} else if (in_angle) {
+				addr_cat(local, &ll, sizeof local, &a, 0);
 			} else {
 				addr_cat(phrase, &pl, sizeof phrase, &a, 1);
 			}
@@ -238,10 +263,15 @@ static void envelope_addrs(struct out *o, const char *v, size_t len)
 		if (t == '<') {
 			in_angle = 1;
 			at = 0;
-			ll = dl = 0;
+			ll = dl = rl = 0;
 			continue;
 		}
 		if (t == '@') {
+			if (in_angle && ll == 0) {
+				route = 1;
+				adl[rl++] = '@';
+				continue;
+			}
 			if (!in_angle && ll == 0) {
 				/* addr-spec without angles: the phrase was the local part */
 				memcpy(local, phrase, pl);
@@ -251,7 +281,11 @@ static void envelope_addrs(struct out *o, const char *v, size_t len)
 			at = 1;
 			continue;
 		}
-		if (t == ':' && !in_angle) {
+		if (t == ':' && in_angle) {
+			route = 0;   /* the route ends; the address follows */
+			continue;
+		}
+		if (t == ':') {
 			/* group start: (NIL NIL "name" NIL) */
 			list_open(o, &any);
 			out_str(o, "(NIL NIL ");
@@ -259,11 +293,7 @@ static void envelope_addrs(struct out *o, const char *v, size_t len)
 			out_str(o, " NIL)");
 			group = 1;
 			pl = 0;
-			continue;
-		}
-		if (t == ':' && in_angle) {
-			ll = dl = 0;   /* a source route: dropped */
-			at = 0;
+			a.clen = 0;
 			continue;
 		}
 		if (t == '>') {
@@ -274,8 +304,14 @@ static void envelope_addrs(struct out *o, const char *v, size_t len)
 		if (ll > 0 || dl > 0) {
 			list_open(o, &any);
 			out_str(o, "(");
-			out_nstr(o, phrase, pl);
-			out_str(o, " NIL ");
+			if (pl == 0 && a.clen > 0 && a.clen < sizeof a.comment) {
+				out_string(o, a.comment, a.clen);   /* "user@host (Name)" */
+			} else {
+				out_nstr(o, phrase, pl);
+			}
+			out_str(o, " ");
+			out_nstr(o, adl, rl);
+			out_str(o, " ");
 			out_string(o, local, ll);
 			out_str(o, " ");
 			out_string(o, domain, dl);
@@ -285,10 +321,11 @@ static void envelope_addrs(struct out *o, const char *v, size_t len)
 			list_open(o, &any);
 			out_str(o, "(NIL NIL ");
 			out_string(o, phrase, pl);
-			out_str(o, " \"\")");
+			out_str(o, " \"MISSING_DOMAIN\")");   /* Dovecot's word for it */
 		}
-		pl = ll = dl = 0;
-		at = in_angle = 0;
+		pl = ll = dl = rl = 0;
+		at = in_angle = route = 0;
+		a.clen = 0;
 		if (t == ';' && group) {
 			out_str(o, "(NIL NIL NIL NIL)");
 			group = 0;
@@ -345,51 +382,101 @@ static const char *const part_names[8] = {
 	"Content-Disposition", "Content-Language", "Content-Location", "Content-MD5",
 };
 
-/* ("attr" "value" ...) of the ";"-separated parameters at v, or NIL. */
-static void params(struct out *o, const char *v, const char *end)
-{
-	const char *a, *ae, *x;
-	char value[1024];
-	size_t vl;
-	int any = 0;
+#define PARAMS_MAX 32
 
-	while (v < end) {
-		v = memchr(v, ';', (size_t)(end - v));
-		if (v == NULL) {
-			break;
-		}
-		for (v++; v < end && (*v == ' ' || *v == '\t'); v++) {
-		}
-		for (a = v; v < end && *v != '=' && *v != ';'; v++) {
-		}
-		for (ae = v; ae > a && (ae[-1] == ' ' || ae[-1] == '\t'); ae--) {
-		}
-		if (v == end || *v != '=' || ae == a) {
+/* "(" before a list's first element, " " before the others. */
+static void list_sep(struct out *o, int *any)
+{
+	out_str(o, (*any)++ == 0 ? "(" : " ");
+}
+
+/* The parameters after a value's first ';' (v to end), as ("attr"
+ * "value" ...) or NIL.  Comments are skipped.  RFC 2231 continuations
+ * (name*0, name*1*, ...) are joined, after the plain ones, into "name",
+ * or "name*" when a piece is encoded; a text part without a charset gets
+ * charset us-ascii (RFC 2045 5.2).  Dovecot answers the same. */
+static void params(struct out *o, const char *v, const char *end, int text)
+{
+	static char buf[8192], joined[2048];
+	static struct atok a;
+	struct {
+		size_t a, al, v, vl, base;
+		unsigned idx;
+		int ext;
+	} p[PARAMS_MAX];
+	unsigned n = 0, i, k, idx;
+	size_t used = 0, bl, jl;
+	int any = 0, charset = 0, t, enc;
+	const char *star;
+
+	a.p = v;
+	a.end = end;
+	a.specials = ";=";
+	t = addr_next(&a);
+	while (t != 0) {
+		if (t != ';' || n == PARAMS_MAX) {
+			t = addr_next(&a);
 			continue;
 		}
-		for (v++; v < end && (*v == ' ' || *v == '\t'); v++) {
+		/* ";" attr "=" value */
+		if ((t = addr_next(&a)) != 'w' || used + a.wlen > sizeof buf) {
+			continue;
 		}
-		vl = 0;
-		if (v < end && *v == '"') {
-			for (v++; v < end && *v != '"'; v++) {
-				if (*v == '\\' && v + 1 < end) {
-					v++;
-				}
-				if (vl < sizeof value) {
-					value[vl++] = *v;
+		p[n].a = used;
+		p[n].al = a.wlen;
+		memcpy(buf + used, a.word, a.wlen);
+		used += a.wlen;
+		if ((t = addr_next(&a)) != '=' || (t = addr_next(&a)) != 'w' ||
+		    used + a.wlen > sizeof buf) {
+			continue;
+		}
+		p[n].v = used;
+		p[n].vl = a.wlen;
+		memcpy(buf + used, a.word, a.wlen);
+		used += a.wlen;
+		star = memchr(buf + p[n].a, '*', p[n].al);
+		p[n].base = star != NULL ? (size_t)(star - buf - p[n].a) : p[n].al;
+		p[n].ext = buf[p[n].a + p[n].al - 1] == '*';
+		p[n].idx = star != NULL && star[1] >= '0' && star[1] <= '9' ? (unsigned)atoi(star + 1) :
+		           0;
+		charset |= p[n].al == 7 && strncasecmp(buf + p[n].a, "charset", 7) == 0;
+		n++;
+		t = addr_next(&a);
+	}
+	for (i = 0; i < n; i++) {
+		if (p[i].base == p[i].al) {
+			list_sep(o, &any);
+			out_string(o, buf + p[i].a, p[i].al);
+			out_str(o, " ");
+			out_string(o, buf + p[i].v, p[i].vl);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		bl = p[i].base;
+		for (k = 0; k < i && !(p[k].base == bl && strncasecmp(buf + p[k].a, buf + p[i].a, bl) == 0);
+		     k++) {
+		}
+		if (bl == p[i].al || k < i) {
+			continue;   /* a plain one, or joined with its first piece */
+		}
+		for (enc = 0, jl = 0, idx = 0; idx < PARAMS_MAX; idx++) {
+			for (k = i; k < n; k++) {
+				if (p[k].base == bl && p[k].base != p[k].al && p[k].idx == idx &&
+				    strncasecmp(buf + p[k].a, buf + p[i].a, bl) == 0 &&
+				    jl + p[k].vl <= sizeof joined) {
+					memcpy(joined + jl, buf + p[k].v, p[k].vl);
+					jl += p[k].vl;
+					enc |= p[k].ext;
 				}
 			}
-			v += v < end;
-		} else {
-			for (x = v; v < end && *v != ';' && *v != ' ' && *v != '\t' && *v != '('; v++) {
-			}
-			vl = (size_t)(v - x) < sizeof value ? (size_t)(v - x) : sizeof value;
-			memcpy(value, x, vl);
 		}
-		out_str(o, any++ ? " " : "(");
-		out_string(o, a, (size_t)(ae - a));
-		out_str(o, " ");
-		out_string(o, value, vl);
+		list_sep(o, &any);
+		out_printf(o, "\"%.*s%s\" ", (int)bl, buf + p[i].a, enc ? "*" : "");
+		out_string(o, joined, jl);
+	}
+	if (text && !charset) {
+		list_sep(o, &any);
+		out_str(o, "\"charset\" \"us-ascii\"");
 	}
 	out_str(o, any ? ")" : "NIL");
 }
@@ -397,24 +484,21 @@ static void params(struct out *o, const char *v, const char *end)
 /* "type" "subtype" of a Content-Type value; *rest after them. */
 static void media(struct out *o, const char *v, size_t len, const char **rest, int digest)
 {
-	const char *end = v + len, *slash, *sub, *se;
+	const char *end, *slash, *sub, *se;
 
 	if (v == NULL || len == 0) {
 		out_str(o, digest ? "\"message\" \"rfc822\"" : "\"text\" \"plain\"");
 		*rest = NULL;
 		return;
 	}
+	end = v + len;
 	slash = memchr(v, '/', len);
 	sub = slash != NULL ? slash + 1 : end;
 	for (se = sub; se < end && *se != ';' && *se != ' ' && *se != '\t' && *se != '('; se++) {
 	}
 	out_string(o, v, (size_t)((slash != NULL ? slash : se) - v));
 	out_str(o, " ");
-	if (sub < se) {
-		out_string(o, sub, (size_t)(se - sub));
-	} else {
-		out_str(o, "\"plain\"");
-	}
+	out_string(o, sub, (size_t)(se - sub));   /* "" when there is none, as Dovecot */
 	*rest = se;
 }
 
@@ -463,7 +547,7 @@ static void extension(struct out *o, const struct capture *c, int leaf)
 		out_str(o, "(");
 		out_string(o, v, n);
 		out_str(o, " ");
-		params(o, v, v + len);
+		params(o, v, v + len, 0);
 		out_str(o, ")");
 	}
 	out_str(o, " ");
@@ -489,7 +573,12 @@ static void extension(struct out *o, const struct capture *c, int leaf)
 	out_nstr(o, v, v == NULL ? 0 : len);
 }
 
-static const char empty_body[] = "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)";
+/* A part standing in for one that cannot be looked into. */
+static void empty_body(struct out *o, int ext)
+{
+	out_str(o, ext ? "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)" :
+	        "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)");
+}
 
 /* The BODYSTRUCTURE (ext) or BODY of part i. */
 static void structure(struct out *o, const struct msgparts *mp, unsigned i, int fd, int ext)
@@ -508,7 +597,7 @@ static void structure(struct out *o, const struct msgparts *mp, unsigned i, int 
 			structure(o, mp, k, fd, ext);
 		}
 		if (p->first == 0) {
-			out_put(o, empty_body, sizeof empty_body - 1);
+			empty_body(o, ext);
 		}
 		/* The multipart's own fields come after its parts: read them now. */
 		capture(&c, part_names, 8, buf, sizeof buf, fd, p->fhdr);
@@ -526,7 +615,7 @@ static void structure(struct out *o, const struct msgparts *mp, unsigned i, int 
 		out_string(o, rest, elen);
 		if (ext) {
 			out_str(o, " ");
-			params(o, rest + elen, v + len);
+			params(o, rest + elen, v + len, 0);
 			extension(o, &c, 0);
 		}
 		out_str(o, ")");
@@ -537,7 +626,7 @@ static void structure(struct out *o, const struct msgparts *mp, unsigned i, int 
 	media(o, v, len, &rest, digest);
 	out_str(o, " ");
 	if (rest != NULL) {
-		params(o, rest, v + len);
+		params(o, rest, v + len, is_type(v, len, "text", NULL));
 	} else {
 		out_str(o, digest ? "NIL" : "(\"charset\" \"us-ascii\")");
 	}
@@ -565,7 +654,7 @@ static void structure(struct out *o, const struct msgparts *mp, unsigned i, int 
 		} else {
 			/* Encoded or past the limits: not looked into. */
 			out_str(o, "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ");
-			out_put(o, empty_body, sizeof empty_body - 1);
+			empty_body(o, ext);
 		}
 		out_printf(o, " %" PRIu32, p->lines);
 		/* The message's parts used the buffer: this part's fields again. */
@@ -891,7 +980,8 @@ static int begin_message(struct imap_session *s)
 		        (j->items[k].kind == FK_SECTION && j->items[k].depth > 0);
 	}
 	if (file) {
-		s->box->msgfd = folder_open_msg(f, j->cursor);
+		/* An expunged message's UID and flags are known still, not its text. */
+		s->box->msgfd = m->state & MS_GONE ? -1 : folder_open_msg(f, j->cursor);
 		if (s->box->msgfd < 0) {
 			j->gone = 1;
 			return 0;
@@ -905,7 +995,7 @@ static int begin_message(struct imap_session *s)
 		}
 	}
 	j->flags_added = 0;
-	if (seen && !f->readonly && !(m->flags & FL_SEEN)) {
+	if (seen && !f->readonly && !(m->flags & FL_SEEN) && !(m->state & MS_GONE)) {
 		/* RFC 3501 6.4.5: BODY[] sets \Seen; FLAGS joins the response. */
 		if (folder_set_flags(f, j->cursor, m->flags | FL_SEEN) == 0) {
 			j->seen_set = 1;
@@ -930,8 +1020,7 @@ static int fetch_job(struct imap_session *s)
 	for (;;) {
 		if (!j->started) {
 			/* The next message of the set. */
-			while (j->cursor < f->n && (f->msgs[j->cursor].state & (MS_MARK | MS_GONE)) != MS_MARK) {
-				j->gone |= (f->msgs[j->cursor].state & (MS_MARK | MS_GONE)) == (MS_MARK | MS_GONE);
+			while (j->cursor < f->n && !(f->msgs[j->cursor].state & MS_MARK)) {
 				j->cursor++;
 			}
 			if (j->cursor == f->n) {
@@ -1231,16 +1320,9 @@ void fetch_start(struct imap_session *s, struct imap_tok *t, int uid)
 		imap_bad(s, "Syntax: FETCH set (items)");
 		return;
 	}
-	if (!uid) {
-		const char *p = set.p;
-		uint32_t a, b;
-
-		while (set_next(&p, set.p + set.len, s->box->f.n, &a, &b)) {
-			if (b > s->box->f.n && s->box->f.n > 0) {
-				imap_bad(s, "No such message");
-				return;
-			}
-		}
+	if (imap_set_bad(s, &set, uid)) {
+		imap_bad(s, "No such message");
+		return;
 	}
 	(void)imap_mark(s, &set, uid);
 	s->quiet = !uid;

@@ -216,6 +216,10 @@ void imap_bad(struct imap_session *s, const char *text);
  * number marked. */
 unsigned imap_mark(struct imap_session *s, const struct imap_str *set, int uid);
 
+/* 1 if a sequence set names numbers past the folder's end (RFC 3501 9:
+ * invalid); UID sets may name anything. */
+int imap_set_bad(struct imap_session *s, const struct imap_str *set, int uid);
+
 /* The flag list of a message, "(\Seen \Flagged)", into o. */
 void imap_flags(struct out *o, unsigned flags);
 

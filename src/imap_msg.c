@@ -259,31 +259,35 @@ static void close_part(struct scan *c, unsigned i, uint64_t woff, uint64_t fpos,
 		p->body = end > p->hdr ? end : p->hdr;
 		p->fbody = fpos;
 		c->body_nl[i] = c->nl;
+	} else if (!at_end && p->body == woff && end >= p->hdr) {
+		/* The header's blank line right before the boundary: its CRLF is
+		 * the boundary's, the part has no body (as Dovecot reads it). */
+		p->body = end;
 	}
 	p->end = end > p->body ? end : p->body;
-	p->lines = p->end > p->body ? (uint32_t)(c->nl - c->body_nl[i]) : 0;
+	/* The CRLFs inside the body: at a boundary, the last line's belongs
+	 * to the boundary (Dovecot counts the same). */
+	p->lines = (uint32_t)(c->nl - c->body_nl[i]);
+	if (!at_end && p->lines > 0) {
+		p->lines--;
+	}
 }
 
 /* A line of a body: a boundary of an open multipart?  The level, or -1;
- * *last for a close delimiter. */
+ * *last for a close delimiter.  A line that starts with the delimiter is
+ * one, whatever follows (RFC 2046 5.1.1's note to implementors). */
 static int boundary(const struct scan *c, const char *line, size_t len, uint64_t full, int *last)
 {
 	unsigned i;
-	size_t bl, k;
+	size_t bl;
 
 	if (len < 3 || line[0] != '-' || line[1] != '-' || full > LINE_KEEP) {
 		return -1;
 	}
 	for (i = c->sp; i-- > 0;) {
 		bl = c->stack[i].blen;
-		if (len < 2 + bl || memcmp(line + 2, c->stack[i].b, bl) != 0) {
-			continue;
-		}
-		k = 2 + bl;
-		*last = len >= k + 2 && line[k] == '-' && line[k + 1] == '-';
-		for (k += *last ? 2 : 0; k < len && (line[k] == ' ' || line[k] == '\t'); k++) {
-		}
-		if (k == len) {
+		if (len >= 2 + bl && memcmp(line + 2, c->stack[i].b, bl) == 0) {
+			*last = len >= bl + 4 && line[bl + 2] == '-' && line[bl + 3] == '-';
 			return (int)i;
 		}
 	}
@@ -391,8 +395,8 @@ int msg_part_find(const struct msgparts *mp, const uint16_t *nums, unsigned n)
 			if (cur == 0 || nums[i] == 0) {
 				return -1;
 			}
-		} else if (!container || nums[i] != 1) {
-			return -1;
+		} else if (nums[i] != 1 || (!container && cur == 0)) {
+			return -1;   /* (a leaf's "1" is the leaf, as Dovecot answers) */
 		}
 		container = 0;
 	}
@@ -407,7 +411,7 @@ int msg_fields(int fd, uint64_t fpos, field_fn fn, void *ctx)
 	static char line[HDR_VALUE_MAX], value[HDR_VALUE_MAX];
 	char name[80];
 	const char *colon;
-	size_t len, nlen = 0, vlen = 0, k, take;
+	size_t len, nlen = 0, vlen = 0, first = 0, k, take;
 	uint64_t full;
 	int have = 0, more;
 
@@ -421,7 +425,8 @@ int msg_fields(int fd, uint64_t fpos, field_fn fn, void *ctx)
 			continue;
 		}
 		if (have) {
-			for (k = 0; k < vlen && (value[k] == ' ' || value[k] == '\t'); k++) {
+			/* White space after the colon goes; a fold's stays. */
+			for (k = 0; k < first && (value[k] == ' ' || value[k] == '\t'); k++) {
 			}
 			fn(ctx, name, nlen, value + k, vlen - k);
 			have = 0;
@@ -437,7 +442,7 @@ int msg_fields(int fd, uint64_t fpos, field_fn fn, void *ctx)
 			while (nlen > 0 && (name[nlen - 1] == ' ' || name[nlen - 1] == '\t')) {
 				nlen--;
 			}
-			vlen = len - k - 1;
+			vlen = first = len - k - 1;
 			memcpy(value, line + k + 1, vlen);
 			have = 1;
 		}

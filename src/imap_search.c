@@ -435,6 +435,7 @@ void search_start(struct imap_session *s, struct imap_tok *t, int uid)
 	struct search_job *j = &s->box->u.search;
 	struct imap_str w;
 	const char *save;
+	unsigned k;
 
 	memset(j, 0, offsetof(struct search_job, text));
 	j->files = j->output = 0;
@@ -466,6 +467,12 @@ void search_start(struct imap_session *s, struct imap_tok *t, int uid)
 	if (!tok_end(t)) {
 		imap_bad(s, "Syntax error in SEARCH");
 		return;
+	}
+	for (k = 0; k < j->n; k++) {
+		if (j->nodes[k].op == N_SET && imap_set_bad(s, &j->nodes[k].s, 0)) {
+			imap_bad(s, "No such message");
+			return;
+		}
 	}
 	/* The result's numbers stand while the search runs: no EXPUNGE (RFC
 	 * 3501 7.4.1), as for FETCH and STORE. */

@@ -273,3 +273,59 @@ def skip_quoted(s, j):
     while s[j:j + 1] != b'"':
         j += 2 if s[j:j + 1] == b"\\" else 1
     return j + 1
+
+
+def sexp(s, i=0):
+    """An IMAP value parsed: NIL -> None, a number -> int, a string (quoted
+    or literal, the spelling does not matter) -> bytes, a list -> list.
+    Returns (value, next index)."""
+    while s[i:i + 1] == b" ":
+        i += 1
+    c = s[i:i + 1]
+    if c == b"(":
+        out, i = [], i + 1
+        while True:
+            while s[i:i + 1] == b" ":
+                i += 1
+            if s[i:i + 1] == b")":
+                return out, i + 1
+            v, i = sexp(s, i)
+            out.append(v)
+    if c == b'"':
+        j = skip_quoted(s, i)
+        return re.sub(rb'\\(.)', rb'\1', s[i + 1:j - 1]), j
+    if c == b"{":
+        k = s.index(b"}", i)
+        n = int(s[i + 1:k])
+        return s[k + 3:k + 3 + n], k + 3 + n
+    m = re.compile(rb"[^ ()]+").match(s, i)
+    w = m.group(0)
+    return (None if w == b"NIL" else int(w) if w.isdigit() else w), m.end()
+
+
+def fetch_values(resp):
+    """{ITEM (upper case): parsed value} of one '* n FETCH (...)' response."""
+    m = re.match(rb"\* \d+ FETCH \((.*)\)$", resp, re.S)
+    assert m, resp[:200]
+    s, i, out = m.group(1), 0, {}
+    while i < len(s):
+        while s[i:i + 1] == b" ":
+            i += 1
+        n = re.compile(rb"[A-Za-z0-9.]+(?:\[[^\]]*\])?(?:<\d+>)?").match(s, i)
+        name = n.group(0).upper()
+        v, i = sexp(s, n.end() + 1)
+        out[name] = v
+    return out
+
+
+def wait_event(d, event, seconds=5.0, **match):
+    """The daemon's event lines (picotest.log_events) once at least one
+    matches; fails after seconds."""
+    import time
+    deadline = time.monotonic() + seconds
+    while True:
+        ev = d.events(event, **match)
+        if ev or time.monotonic() > deadline:
+            assert ev, "no %s %r in the log within %.0f s" % (event, match, seconds)
+            return ev
+        time.sleep(0.02)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from imaptest import (Imap, by_uid, deliver, files, flags_of, folder_dir, imap_daemon,
-                      imaplib_session, uid_of, uids_file, wire)
+                      imaplib_session, uid_of, uids_file, wait_event, wire)
 from picotest import TEST_BIN, free_port, lf, numbered, seq_of
 from pop3test import PASSWORD, Pop, auth_plain
 
@@ -290,7 +290,7 @@ def test_store_flags_are_durable_and_expunge_removes(d):
         c.ok("STORE 2 +FLAGS (\\Deleted)")
         c.ok("CLOSE")                            # expunges, without untagged EXPUNGE
     assert sorted(uid_of(n) for n in files(d)) == [1]
-    assert [e for e in d.events("disconnect", proto="imap")][-1]["expunged"] == "3"
+    assert wait_event(d, "disconnect", proto="imap")[-1]["expunged"] == "3"
 
 
 def test_pop3_uidl_unchanged_after_imap_names_the_files(make_daemon):
