@@ -559,12 +559,10 @@ static int assign(struct folder *f, unsigned from, uint32_t atleast)
 	char src[FOLDER_PATH_MAX], dst[FOLDER_PATH_MAX], base[NAME_LEN + 16];
 	unsigned i, k = 0, innew = 0, ok;
 	uint32_t validity, uid;
-
 	struct fmsg *m;
-	size_t len;
+	size_t len, need = 0;
 	long off;
-
-	size_t need = 0;
+	int err = 0;
 
 	for (i = from; i < f->n; i++) {
 		if (f->msgs[i].state & MS_NEED) {
@@ -603,13 +601,18 @@ static int assign(struct folder *f, unsigned from, uint32_t atleast)
 			uid++;
 			continue;
 		}
-		if (io_rename(src, dst) < 0 &&
-		    (errno != ENOENT ||
-		     locate(src, sizeof src, f->dir, m->state & MS_INNEW ? "new" : "cur",
-		            f->arena + m->name) < 0 ||
-		     io_rename(src, dst) < 0)) {
-			/* Gone meanwhile (POP3 took it), or not ours to rename:
-			 * left out; the UID is not used again. */
+		if (err != 0 ||
+		    (io_rename(src, dst) < 0 &&
+		     (errno != ENOENT ||
+		      locate(src, sizeof src, f->dir, m->state & MS_INNEW ? "new" : "cur",
+		             f->arena + m->name) < 0 ||
+		      io_rename(src, dst) < 0))) {
+			/* Gone meanwhile (POP3 took it): left out.  Any other
+			 * failure fails the sync; the rest wait for the next one.
+			 * Either way the UID is not used again. */
+			if (err == 0 && errno != ENOENT) {
+				err = errno ? errno : EIO;
+			}
 			uid++;
 			continue;
 		}
@@ -626,6 +629,15 @@ static int assign(struct folder *f, unsigned from, uint32_t atleast)
 	f->uidnext = uid;
 	if (k == 0) {
 		return 0;
+	}
+	if (err != 0) {
+		/* What was renamed keeps its UID (in its name); still synced. */
+		if (fit(snprintf(src, sizeof src, "%s/cur", f->dir), sizeof src) == 0) {
+			(void)io_fsync_dir(src);
+		}
+		touched(f->dir, f);
+		errno = err;
+		return -1;
 	}
 	/* New names are durable before any client hears of their UIDs. */
 	if (fit(snprintf(src, sizeof src, "%s/cur", f->dir), sizeof src) < 0 ||
@@ -1451,12 +1463,13 @@ int folder_setup_user(const char *user)
 	size_t len = 0;
 	unsigned i;
 
-	if (io_mkdirs(root(), 0700) < 0 || user_dir(dir, sizeof dir, user) < 0 ||
+	/* Its subscriptions file says the Maildir and the folders are made. */
+	if (subs_read(user) >= 0) {
+		return 0;
+	}
+	if (errno != ENOENT || io_mkdirs(root(), 0700) < 0 || user_dir(dir, sizeof dir, user) < 0 ||
 	    maildir_create(dir) < 0) {
 		return -1;
-	}
-	if (subs_read(user) >= 0 || errno != ENOENT) {
-		return 0;
 	}
 	/* The first login: the folders every client looks for (RFC 6154). */
 	for (i = 0; i < sizeof standard / sizeof standard[0]; i++) {

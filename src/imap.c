@@ -339,9 +339,9 @@ static void session_end(struct imap_session *s)
  * or made anew under the session ends it (RFC 3501 7.1.5's BYE). */
 static void sync_folder(struct imap_session *s)
 {
-	struct folder *f = &s->box->f;
+	struct folder *f;
 
-	if (!(s->state & IS_SELECTED) || !f->dirty || folder_sync(f) == 0) {
+	if (!(s->state & IS_SELECTED) || !(f = &s->box->f)->dirty || folder_sync(f) == 0) {
 		return;
 	}
 	if (errno == ENOENT || errno == ESTALE) {
@@ -518,10 +518,11 @@ static void login(struct imap_session *s, const char *user, const char *pass)
 	s->box->msgfd = -1;
 	s->box->hint_uid = 0;
 	if (folder_setup_user(s->user) < 0) {
-		log_msg(LOG_ERR, "session=%08" PRIx32 " mailbox %s: %m", s->id, s->user);
+		int e = errno ? errno : EIO;
+
 		pool_give(&boxes, s->box);
 		s->box = NULL;
-		imap_done(s, "NO [UNAVAILABLE] Cannot open the mailbox, try again later");
+		done_errno(s, e, "LOGIN");
 		return;
 	}
 	kv_session(&l, "login", s);
@@ -1383,8 +1384,10 @@ static const char *append_begin(struct imap_session *s, uint32_t n)
 	}
 	maildir_unique_name(unique, sizeof unique);
 	if (maildir_begin_named(&b->msg, dir, unique) < 0) {
-		log_msg(LOG_ERR, "session=%08" PRIx32 " %s APPEND: %m", s->id, s->user);
-		return errno == ENOSPC || errno == EDQUOT ? "NO [OVERQUOTA] No room left" :
+		int e = errno;
+
+		log_msg(LOG_ERR, "session=%08" PRIx32 " %s APPEND: %s", s->id, s->user, strerror(e));
+		return e == ENOSPC || e == EDQUOT ? "NO [OVERQUOTA] APPEND: no room left" :
 		       "NO [UNAVAILABLE] APPEND failed, try again later";
 	}
 	b->append_cr = b->append_nul = b->append_last = 0;
@@ -1462,8 +1465,10 @@ static void append_finish(struct imap_session *s)
 		                    &uid);
 		m->tmp[0] = '\0';
 	}
-	if (e == 0) {
-		e = folder_dest_commit(&d);
+	if (e == 0 && (e = folder_dest_commit(&d)) != 0) {
+		/* Not known durable: taken back, so that a retry does not make
+		 * two (as SMTP's commit does). */
+		folder_dest_undo(&d);
 	}
 	if (e != 0) {
 		maildir_abort(m);
@@ -1799,15 +1804,17 @@ static int assemble(struct imap_session *s)
 		n = lf != NULL ? (size_t)(lf - in) : avail;
 		keep_tail(s, in, n);
 		if (s->reading != R_SKIPLINE) {
-			if (s->cmd_len + n + 2 > cap) {
+			/* What fits is kept, for the tag of the answer. */
+			size_t keep = s->cmd_len + n + 2 > cap ? cap - 2 - s->cmd_len : n;
+
+			memcpy(s->cmd + s->cmd_len, in, keep);
+			s->cmd_len += keep;
+			if (keep < n) {
 				s->skip_reply = "BAD Command line too long";
 				if (s->reading == R_APPEND) {
 					maildir_abort(&s->box->msg);
 				}
 				s->reading = R_SKIPLINE;
-			} else {
-				memcpy(s->cmd + s->cmd_len, in, n);
-				s->cmd_len += n;
 			}
 		}
 		c->in_off += n + (lf != NULL);
@@ -1915,7 +1922,7 @@ static void session_process(struct imap_session *s)
 		switch (s->mode) {
 		case IM_JOB:
 			if (s->job(s) == 0 && s->mode == IM_JOB) {
-				return;   /* the output is full: wait for it to drain */
+				return;   /* the output is full, or the job had its share */
 			}
 			continue;
 		case IM_FINISH:
@@ -1967,7 +1974,8 @@ static int flush_and_continue(struct imap_session *s)
 
 	for (rounds = 0;; rounds++) {
 		r = conn_flush(&s->conn);
-		if (r != 0 || rounds == IMAP_ROUNDS || !session_pending(s)) {
+		if (r != 0 || rounds == IMAP_ROUNDS || !session_pending(s) || s->yield) {
+			s->yield = 0;
 			return r;
 		}
 		session_process(s);

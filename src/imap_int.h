@@ -193,6 +193,7 @@ struct imap_session {
 	int (*job)(struct imap_session *s);
 	char done[IMAP_DONE_MAX];
 	int quiet;                  /* FETCH, STORE, SEARCH: no EXPUNGE now (RFC 3501 7.4.1) */
+	int yield;                  /* a job did its share of this round: the others' turn */
 	/* for the disconnect line */
 	unsigned fetched, appended, expunged;
 	uint64_t bytes_out;

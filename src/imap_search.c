@@ -272,13 +272,12 @@ static void header_field(void *ctx, const char *name, size_t nlen, const char *v
 	}
 	for (k = 0; k < j->n; k++) {
 		struct search_node *n = &j->nodes[k];
-		struct search_text *x = &j->text[n->a];
 
 		if (n->op == N_HEADER && n->h_len == nlen && strncasecmp(n->h, name, nlen) == 0 &&
-		    !x->found) {
+		    !j->text[n->a].found) {
 			/* Each field afresh: a match never spans two. */
-			x->state = 0;
-			text_feed(x, (const unsigned char *)value, vlen);
+			j->text[n->a].state = 0;
+			text_feed(&j->text[n->a], (const unsigned char *)value, vlen);
 		}
 	}
 }
@@ -395,7 +394,8 @@ static int search_job(struct imap_session *s)
 				continue;
 			}
 			if (budget >= SEARCH_BUDGET) {
-				return 0;   /* the others' turn; on at the next round */
+				s->yield = 1;   /* the others' turn; on at the next round */
+				return 0;
 			}
 			if (j->files) {
 				budget += read_message(s, j->cursor, &m) + 1024;

@@ -566,15 +566,15 @@ void maildir_commit_run(void)
 	}
 }
 
-/* Removes every file in <user>/tmp: called at start-up, before any
- * session, so nothing in tmp/ belongs to a live delivery. */
-static void clean_one(const char *user)
+/* Removes every file in dir (a tmp/): called at start-up, before any
+ * session, so nothing there belongs to a live delivery or APPEND. */
+static void clean_dir(const char *dir)
 {
-	char dir[MAILDIR_PATH_MAX], path[MAILDIR_PATH_MAX * 2];
-	DIR *d;
+	char path[MAILDIR_PATH_MAX * 2];
+	DIR *d = opendir(dir);
 	struct dirent *e;
 
-	if (user_path(dir, sizeof dir, user, "tmp") < 0 || (d = opendir(dir)) == NULL) {
+	if (d == NULL) {
 		return;
 	}
 	while ((e = readdir(d)) != NULL) {
@@ -584,6 +584,28 @@ static void clean_one(const char *user)
 		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
 		if (unlink(path) == 0) {
 			log_msg(LOG_NOTICE, "removed unfinished %s", path);
+		}
+	}
+	closedir(d);
+}
+
+/* A user's tmp/, and those of the user's IMAP folders (Maildir++ ".Name"). */
+static void clean_one(const char *user)
+{
+	char dir[MAILDIR_PATH_MAX], sub[MAILDIR_PATH_MAX * 2];
+	DIR *d;
+	struct dirent *e;
+
+	if (user_path(dir, sizeof dir, user, "tmp") == 0) {
+		clean_dir(dir);
+	}
+	if (user_path(dir, sizeof dir, user, NULL) < 0 || (d = opendir(dir)) == NULL) {
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' && e->d_name[1] != '.' && e->d_name[1] != '\0') {
+			snprintf(sub, sizeof sub, "%s/%s/tmp", dir, e->d_name);
+			clean_dir(sub);
 		}
 	}
 	closedir(d);

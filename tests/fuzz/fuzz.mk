@@ -20,8 +20,8 @@ FUZZ_CC         = clang
 FUZZ_TIME      ?= 60
 FUZZ_SMOKE_TIME ?= 10
 FUZZ_OUT        = build/fuzz
-FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session sasl addr conf queue_env dns pem tls_client \
-                  http
+FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session imap_session sasl addr conf queue_env dns pem \
+                  tls_client http
 FUZZ_SAN        = -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS     = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
                   -Isrc -Itests/fuzz/support -I$(FUZZ_BEARSSL)/inc
@@ -56,6 +56,7 @@ FUZZ_HDRS       = $(wildcard src/*.h) tests/fuzz/support/fuzz.h
 FUZZ_SUPPORT_BASE         = common vtime log_quiet
 FUZZ_SUPPORT_smtp_session = inforce_stub session smtp_stubs crypt_stub
 FUZZ_SUPPORT_pop3_session = inforce_stub session crypt_stub
+FUZZ_SUPPORT_imap_session = inforce_stub session crypt_stub
 
 FUZZ_BINS = $(addprefix $(FUZZ_OUT)/fuzz_,$(FUZZ_HARNESSES))
 

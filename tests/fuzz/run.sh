@@ -25,7 +25,7 @@ started=$(date +%s)
 # sessions span several buffers, a PEM chain or an envelope is larger.
 max_len() {
     case $1 in
-    smtp_session|pop3_session|pem|queue_env|http) echo 16384 ;;
+    smtp_session|pop3_session|imap_session|pem|queue_env|http) echo 16384 ;;
     conf) echo 8192 ;;
     *) echo 4096 ;;
     esac
@@ -35,6 +35,7 @@ dict_for() {
     case $1 in
     smtp_*) echo tests/fuzz/smtp.dict ;;
     pop3_*) echo tests/fuzz/pop3.dict ;;
+    imap_*) echo tests/fuzz/imap.dict ;;
     *) [ -f "tests/fuzz/$1.dict" ] && echo "tests/fuzz/$1.dict" ;;
     esac
 }

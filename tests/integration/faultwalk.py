@@ -675,6 +675,184 @@ SCENARIOS = [Delivery, QueueWrite, RelaySent, RelayDeferred, RelayBounce, Pop3Qu
 
 
 # --------------------------------------------------------------------------
+# IMAP (test_imap_faults.py): each change a client makes, durable before OK
+
+
+IMAP_CODES = {"EIO": "[UNAVAILABLE]", "ENOSPC": "[OVERQUOTA]", "EDQUOT": "[OVERQUOTA]"}
+IMAP_SEQS = (1, 2, 3, 4)
+
+
+class ImapSeeds:
+    """Made once per module with the production binary: alice's Maildir
+    after a first IMAP login (the standard folders, subscriptions) with
+    four messages still in new/ ("fresh"), and the same after a SELECT
+    gave them UIDs 1-4 ("indexed")."""
+
+    def __init__(self, runs):
+        from imaptest import Imap
+        port = free_port()
+        d = runs.daemon(extra=["listen imap 127.0.0.1:%d" % port, "plaintext_auth yes"])
+        d.start()
+        for i in IMAP_SEQS:
+            assert try_send(d.port, ["alice@lan"], numbered(i, 2000)).kind == "ok"
+        with Imap(port) as c:
+            c.login()
+        assert d.stop() == 0
+        self.fresh = os.path.join(runs.base, "imap-fresh")
+        shutil.copytree(os.path.join(d.mail_root, "alice"), self.fresh)
+        d.start()
+        with Imap(port) as c:
+            c.login()
+            c.ok("SELECT INBOX")
+        assert d.stop() == 0
+        self.indexed = os.path.join(runs.base, "imap-indexed")
+        shutil.copytree(os.path.join(d.mail_root, "alice"), self.indexed)
+
+    def put(self, d, which):
+        dst = os.path.join(d.mail_root, "alice")
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(getattr(self, which), dst)
+
+
+def imap_state(root, folders=("INBOX", "Trash", "Sent")):
+    """{folder: {seq: (uid, flags letters, where)}} of alice's folders,
+    failing on a message twice in a folder, a partial file, a UID twice,
+    a file left in tmp/, or a UID at or past the folder's next."""
+    import re as _re
+    out = {}
+    for folder in folders:
+        base = os.path.join(root, "alice") if folder == "INBOX" else \
+            os.path.join(root, "alice", "." + folder)
+        assert tmp_files(root, "alice" if folder == "INBOX" else "alice/." + folder) == [], folder
+        got, uids = {}, set()
+        for sub, name, seq, ok in maildir_files(root, "alice" if folder == "INBOX" else
+                                                "alice/." + folder):
+            assert ok, "partial or foreign file %s/%s/%s" % (folder, sub, name)
+            assert seq not in got, "X-Seq %s twice in %s" % (seq, folder)
+            m = _re.search(r",U=(\d+)", name.split(":")[0])
+            uid = int(m.group(1)) if m else None
+            assert uid is None or uid not in uids, "UID %s twice in %s" % (uid, folder)
+            uids.add(uid)
+            got[seq] = (uid, name.split(":2,")[1] if ":2," in name else "", sub)
+        try:
+            with open(os.path.join(base, "picomail-uids")) as f:
+                nxt = int(f.read().split()[3])
+            assert all(u is None or u < nxt for u in uids), (folder, uids, nxt)
+        except FileNotFoundError:
+            pass
+        out[folder] = got
+    return out
+
+
+class ImapScenario(Scenario):
+    """An IMAP session doing one change; act returns its outcome: "ok",
+    "temp" (a NO), or "dropped"."""
+    seeds_kind = "indexed"
+
+    def extra(self):
+        self.port = free_port()
+        return ["listen imap 127.0.0.1:%d" % self.port, "plaintext_auth yes",
+                "resolver 127.0.0.1:%d" % dead_udp_port()]
+
+    def prepare(self, d):
+        d.imap_port = self.port
+        self.seeds.imap.put(d, self.seeds_kind)
+
+    def act(self, d):
+        from imaptest import Imap
+        try:
+            with Imap(d.imap_port) as c:
+                for line in ['LOGIN alice "%s"' % PASSWORD] + self.commands:
+                    u, r = c.cmd(line)
+                    if not r.startswith("OK"):
+                        return Outcome("temp", text=r, detail=line)
+                c.cmd("LOGOUT")
+            return Outcome("ok")
+        except (OSError, AssertionError) as e:
+            return Outcome("dropped", detail=repr(e))
+
+    def check_failed(self, d, o, errno, op=None):
+        assert d.alive(), "daemon died"
+        assert o.kind in ("ok", "temp"), o
+        state = imap_state(d.mail_root)
+        if o.kind == "ok":
+            self.check_done(d)
+            return "tolerated"
+        if errno is not None:
+            assert o.text.startswith("NO " + IMAP_CODES[errno]), "want NO %s, got %r" % (
+                IMAP_CODES[errno], o.text)
+        self.check_partial(state)
+        return "refused at " + (o.detail.decode("latin-1") if isinstance(o.detail, bytes)
+                                else o.detail).split()[0]
+
+    def retry(self, d):
+        o = self.act(d)
+        assert o.kind == "ok", "the next try: %r" % o
+
+    def check_partial(self, state):
+        """What a refused change may leave: every message once."""
+        seen = {}
+        for folder, got in state.items():
+            for seq in got:
+                seen[seq] = seen.get(seq, 0) + 1
+        assert seen.get(50, 0) <= 1 and all(seen.get(i) == 1 for i in IMAP_SEQS), seen
+
+
+class ImapSelect(ImapScenario):
+    """SELECT of a folder whose four messages are in new/: the UIDs."""
+    name = "imap_select"
+    seeds_kind = "fresh"
+    commands = ["SELECT INBOX", "FETCH 1:4 (UID)"]
+
+    def check_done(self, d):
+        got = imap_state(d.mail_root)["INBOX"]
+        assert sorted(got) == list(IMAP_SEQS), got
+        assert all(v[0] is not None and v[2] == "cur" for v in got.values()), got
+
+
+class ImapAppend(ImapScenario):
+    name = "imap_append"
+    commands = [b"APPEND Sent (\\Seen) {%d+}\r\n" % len(numbered(50, 3000)) + numbered(50, 3000)]
+
+    def check_done(self, d):
+        got = imap_state(d.mail_root)["Sent"]
+        assert list(got) == [50] and got[50][1] == "S" and got[50][2] == "cur", got
+
+
+class ImapStore(ImapScenario):
+    name = "imap_store"
+    commands = ["SELECT INBOX", "UID STORE 1:2 +FLAGS (\\Flagged)"]
+
+    def check_done(self, d):
+        got = imap_state(d.mail_root)["INBOX"]
+        assert {s: v[1] for s, v in got.items()} == {1: "F", 2: "F", 3: "", 4: ""}, got
+
+
+class ImapExpunge(ImapScenario):
+    name = "imap_expunge"
+    commands = ["SELECT INBOX", "UID STORE 1,3 +FLAGS (\\Deleted)", "EXPUNGE"]
+
+    def check_partial(self, state):
+        got = state["INBOX"]
+        assert {2, 4} <= set(got) and set(got) <= set(IMAP_SEQS), got
+
+    def check_done(self, d):
+        assert sorted(imap_state(d.mail_root)["INBOX"]) == [2, 4]
+
+
+class ImapMove(ImapScenario):
+    name = "imap_move"
+    commands = ["SELECT INBOX", "UID MOVE 2:3 Trash"]
+
+    def check_done(self, d):
+        state = imap_state(d.mail_root)
+        assert sorted(state["INBOX"]) == [1, 4] and sorted(state["Trash"]) == [2, 3], state
+
+
+IMAP_SCENARIOS = [ImapSelect, ImapAppend, ImapStore, ImapExpunge, ImapMove]
+
+
+# --------------------------------------------------------------------------
 # strace
 
 
