@@ -6,9 +6,11 @@
 #   make test            install what is missing, build, run every test
 #   make bench           the benchmark report
 #   make BOARD=aarch64   cross-compile with board/aarch64/board.mk
+#   make IMAP=no         without the IMAP server (into build/$(BOARD)-noimap)
 
 BOARD ?= host
-BUILD := build/$(BOARD)
+IMAP ?= yes
+BUILD := build/$(BOARD)$(if $(filter no,$(IMAP)),-noimap)
 
 ifneq ($(BOARD),host)
 include board/$(BOARD)/board.mk
@@ -16,7 +18,8 @@ else
 CC := musl-gcc
 endif
 
-BEARSSL := $(BUILD)/bearssl
+# Shared by both builds (IMAP=yes and no).
+BEARSSL := build/$(BOARD)/bearssl
 STRIP ?= strip
 
 # ---- size (issue 15) -------------------------------------------------------
@@ -55,7 +58,8 @@ LTO_LDFLAGS := -flto -flto-partition=one
 BEARSSL_LTO := -flto -ffat-lto-objects
 endif
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror \
-	$(SIZE_CFLAGS) $(LTO_CFLAGS) -I$(BEARSSL)/inc $(BOARD_CFLAGS) $(BOARD_CODE_CFLAGS) $(CFLAGS)
+	$(SIZE_CFLAGS) $(LTO_CFLAGS) -I$(BEARSSL)/inc $(BOARD_CFLAGS) $(BOARD_CODE_CFLAGS) \
+	$(if $(filter no,$(IMAP)),-DPICOMAIL_NO_IMAP) $(CFLAGS)
 # -z norelro: musl does not apply PT_GNU_RELRO in a static binary that is not
 # PIE (nothing mprotects it: /proc/PID/maps shows it rw-p), so RELRO only
 # adds padding, up to the maximum page size (64 KiB on aarch64).
@@ -76,7 +80,11 @@ ifeq ($(origin LIBC_OWN),undefined)
 LIBC_OWN := $(shell printf '\043include <stdio.h>\n\043if defined __GLIBC__ || defined __UCLIBC__\nother\n\043endif\n' | \
 	$(CC) -E -P -x c - 2>/dev/null | grep -q other && echo no || echo yes)
 endif
-SRCS := $(filter-out src/testalloc.c,$(wildcard src/*.c)) $(if $(filter yes,$(LIBC_OWN)),$(wildcard src/libc/*.c))
+# IMAP=no leaves out the IMAP server: its files, and its listener (conf.c
+# refuses "listen imap"; imap.h stands in for the rest).
+IMAP_SRCS := $(wildcard src/imap*.c) src/folder.c
+SRCS := $(filter-out src/testalloc.c $(if $(filter no,$(IMAP)),$(IMAP_SRCS)),$(wildcard src/*.c)) \
+	$(if $(filter yes,$(LIBC_OWN)),$(wildcard src/libc/*.c))
 OBJS := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 TEST_OBJS := $(SRCS:src/%.c=$(BUILD)/obj-test/%.o) $(BUILD)/obj-test/testalloc.o
 HEADERS := $(wildcard src/*.h)
@@ -205,7 +213,7 @@ bench: deps all
 clean:
 	rm -rf build/host/obj build/host/obj-test build/host/picomail build/host/picomail.elf build/host/picomail.map \
 		build/host/picomail-test build/host/text-order.ld build/unit \
-		build/asan build/valgrind build/fuzz
+		build/host-noimap build/asan build/valgrind build/fuzz
 
 # ---- shipping: make install, make test-cross (issue 6) -------------------
 #

@@ -546,6 +546,9 @@ static int conf_set_listen(struct conf *c, const struct conf_key *k, char **v,
 	} else if (strcmp(v[0], "pop3") == 0) {
 		l.proto = PROTO_POP3;
 	} else if (strcmp(v[0], "imap") == 0) {
+#ifdef PICOMAIL_NO_IMAP
+		return conf_fail(err, errlen, "listen: this picomail is built without IMAP (make IMAP=no)");
+#endif
 		l.proto = PROTO_IMAP;
 	} else {
 		return conf_fail(err, errlen, "listen: bad protocol '%s'", v[0]);

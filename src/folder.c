@@ -552,32 +552,75 @@ static void touched(const char *dir, const struct folder *self)
 	}
 }
 
+/* The octets base will take with ",U=<uid>" (its old U= tags dropped). */
+static size_t named_len(const char *base, uint32_t uid)
+{
+	char tmp[NAME_LEN + 16];
+	size_t n = strip_uid(base, strlen(base), tmp);
+
+	return n + (size_t)snprintf(tmp, sizeof tmp, ",U=%u", uid);
+}
+
+/* Lays the names out again, packed, the entries marked MS_NAMED taking
+ * their ",U=<uid>": first packed down (compact), then, from the last to
+ * the first, moved up to where they end: each name only grows, so none
+ * is written over before it is read.  The caller made sure it fits. */
+static void rename_in_arena(struct folder *f)
+{
+	char tmp[NAME_LEN + 16];
+	size_t end = 0, total, len;
+	unsigned i;
+	struct fmsg *m;
+
+	compact(f);
+	qsort(f->msgs, f->n, sizeof f->msgs[0], by_offset);
+	for (i = 0; i < f->n; i++) {
+		m = &f->msgs[i];
+		end += (m->state & MS_NAMED ? named_len(f->arena + m->name, m->uid) :
+		        strlen(f->arena + m->name)) + 1;
+	}
+	total = end;
+	for (i = f->n; i-- > 0;) {
+		m = &f->msgs[i];
+		if (m->state & MS_NAMED) {
+			len = strip_uid(f->arena + m->name, strlen(f->arena + m->name), tmp);
+			len += (size_t)snprintf(tmp + len, sizeof tmp - len, ",U=%u", m->uid);
+		} else {
+			len = strlen(f->arena + m->name);
+			memcpy(tmp, f->arena + m->name, len + 1);
+		}
+		end -= len + 1;
+		memcpy(f->arena + end, tmp, len + 1);
+		m->name = (uint32_t)end;
+		m->state &= (uint8_t)~MS_NAMED;
+	}
+	f->arena_used = total;
+	sort_from(f, 0);
+}
+
 /* Gives UIDs to the messages from..n-1 that need one (the last of them,
  * by sort_from), renaming each into cur/ with ",U=<uid>" and syncing. */
 static int assign(struct folder *f, unsigned from, uint32_t atleast)
 {
 	char src[FOLDER_PATH_MAX], dst[FOLDER_PATH_MAX], base[NAME_LEN + 16];
-	unsigned i, k = 0, innew = 0, ok;
+	unsigned i, k = 0, innew = 0, named = 0;
 	uint32_t validity, uid;
 	struct fmsg *m;
 	size_t len, need = 0;
-	long off;
 	int err = 0;
 
-	for (i = from; i < f->n; i++) {
-		if (f->msgs[i].state & MS_NEED) {
+	/* Room for every new name first: a rename done must be recorded. */
+	for (i = 0; i < f->n; i++) {
+		need += strlen(f->arena + f->msgs[i].name) + 1;
+		if (i >= from && (f->msgs[i].state & MS_NEED)) {
 			k++;
-			need += strlen(f->arena + f->msgs[i].name) + 16;
+			need += 14;   /* ",U=4294967295" at most; old U= tags only shrink it */
 		}
 	}
-	/* Room for every new name first: a rename done must be recorded. */
-	if (k > 0 && f->arena_used + need > f->arena_size) {
-		compact(f);
-		while (k > 0 && f->arena_used + need > f->arena_size) {
-			need -= strlen(f->arena + f->msgs[--f->n].name) + 16;
-			k--;
-			f->full = 1;
-		}
+	while (k > 0 && need > f->arena_size) {
+		need -= strlen(f->arena + f->msgs[--f->n].name) + 15;
+		k--;
+		f->full = 1;
 	}
 	if (uids_reserve(f->dir, k, atleast, &validity, &uid) < 0) {
 		return -1;
@@ -587,21 +630,17 @@ static int assign(struct folder *f, unsigned from, uint32_t atleast)
 		return -1;
 	}
 	f->validity = validity;
-	for (i = from, ok = from; i < f->n; i++) {
+	for (i = from; i < f->n; i++) {
 		m = &f->msgs[i];
 		if (!(m->state & MS_NEED)) {
-			f->msgs[ok++] = *m;
 			continue;
 		}
 		len = strip_uid(f->arena + m->name, strlen(f->arena + m->name), base);
 		snprintf(base + len, sizeof base - len, ",U=%u", uid);
-		if (msg_path(src, sizeof src, f->dir, m->state & MS_INNEW ? "new" : "cur",
-		             f->arena + m->name, m->flags) < 0 ||
-		    msg_path(dst, sizeof dst, f->dir, "cur", base, m->flags) < 0) {
-			uid++;
-			continue;
-		}
 		if (err != 0 ||
+		    msg_path(src, sizeof src, f->dir, m->state & MS_INNEW ? "new" : "cur",
+		             f->arena + m->name, m->flags) < 0 ||
+		    msg_path(dst, sizeof dst, f->dir, "cur", base, m->flags) < 0 ||
 		    (io_rename(src, dst) < 0 &&
 		     (errno != ENOENT ||
 		      locate(src, sizeof src, f->dir, m->state & MS_INNEW ? "new" : "cur",
@@ -613,19 +652,30 @@ static int assign(struct folder *f, unsigned from, uint32_t atleast)
 			if (err == 0 && errno != ENOENT) {
 				err = errno ? errno : EIO;
 			}
+			m->state |= MS_GONE;
 			uid++;
 			continue;
 		}
 		innew |= m->state & MS_INNEW;
-		off = arena_add(f, base, strlen(base));   /* room was made above */
-		m->name = off < 0 ? m->name : (uint32_t)off;
 		m->uid = uid++;
-		m->state = 0;
+		m->state = MS_NAMED;
 		m->flags |= FL_RECENT;
 		f->recent++;
-		f->msgs[ok++] = *m;
+		named++;
 	}
-	f->n = ok;
+	/* Those not renamed are dropped; the others take their names. */
+	for (i = from; i < f->n;) {
+		if (f->msgs[i].state & (MS_NEED | MS_GONE)) {
+			f->msgs[i] = f->msgs[--f->n];
+		} else {
+			i++;
+		}
+	}
+	if (named > 0) {
+		rename_in_arena(f);
+	} else {
+		sort_from(f, from);
+	}
 	f->uidnext = uid;
 	if (k == 0) {
 		return 0;

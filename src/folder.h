@@ -54,6 +54,7 @@ enum folder_mstate {
 	MS_SCAN = 8,            /* folder_sync's: seen in this scan */
 	MS_NEED = 16,           /* folder_sync's: needs a UID (name in the arena is whole) */
 	MS_INNEW = 32,          /* folder_sync's: ... and is in new/ */
+	MS_NAMED = 64,          /* folder_sync's: given its UID, its name to follow */
 };
 
 struct fmsg {

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include "conf.h"
 
+#ifndef PICOMAIL_NO_IMAP
+
 /* Bytes a session object needs (the daemon's pool is sized from it). */
 size_t imap_session_size(void);
 
@@ -35,5 +37,26 @@ unsigned imap_boxes_size(void);
 
 /* Bytes of one box, for the status and the README's figures. */
 size_t imap_box_size(unsigned max_messages);
+
+#else   /* make IMAP=no: no IMAP server, and nothing of it in the binary */
+
+static inline size_t imap_session_size(void) { return 0; }
+static inline int imap_init(const struct conf *c) { (void)c; return 0; }
+static inline int imap_start(void) { return 0; }
+static inline void imap_session_start(void *mem, int fd, const struct sockaddr *peer,
+                                      socklen_t len, const struct conf_listen *l, uint32_t id)
+{
+	(void)mem; (void)fd; (void)peer; (void)len; (void)l; (void)id;
+}
+static inline void imap_session_shutdown(void *mem) { (void)mem; }
+static inline const struct sockaddr_storage *imap_session_peer(const void *mem)
+{
+	(void)mem;
+	return NULL;
+}
+static inline unsigned imap_boxes_used(void) { return 0; }
+static inline unsigned imap_boxes_size(void) { return 0; }
+
+#endif
 
 #endif

@@ -24,6 +24,10 @@
 #     handshakes per second with RSA-2048 and ECDSA P-256 certificates for
 #     SMTP STARTTLS and POP3S, 4 concurrent clients, and the RSS per open TLS
 #     session (10 open; target <= 40 KiB each)
+#   - IMAP (issue 16, tests/bench/imap_bench.py, its own daemons): SELECT,
+#     FETCH of headers and of bodies and SEARCH TEXT over 1000 x 5 KB, and the
+#     memory of 20 IDLE sessions, beside Dovecot's imapd on the same files
+#     (Debian's dovecot-imapd, in the bench group of deps.sh): ratios
 #   - relaying (issue 5, tests/bench/relay_bench.py, its own daemon; the
 #     last row): the same N x 5 KB from smtp-source -s 20 through picomail's
 #     queue to smtp-sink as the smarthost, first accept to last delivered
@@ -651,7 +655,22 @@ else
     failed=1
 fi
 
-# ---------------------------------------------------------------- 7. relay (issue 5)
+# ---------------------------------------------------------------- 7. IMAP (issue 16)
+# 1000 x 5 KB read by picomail and by Dovecot's imapd on the same files:
+# SELECT, FETCH of headers, of bodies, SEARCH TEXT, and the memory of 20
+# IDLE sessions.  Its own daemons; rows appended to the table.
+say "IMAP: tests/bench/imap_bench.py (beside Dovecot's imapd when it runs here)"
+mkdir -p "$W/imap"
+chmod 755 "$W" "$W/imap"          # Dovecot's mail processes run as nobody
+if imap_rows=$(timeout 600 "$PY" "$HERE/imap_bench.py" "$BIN" "$W/imap" </dev/null); then
+    ROWS="$ROWS$imap_rows
+"
+else
+    row "IMAP session (tests/bench/imap_bench.py)" "FAIL: the IMAP bench could not run (see stderr)" "-" "FAIL"
+    failed=1
+fi
+
+# ---------------------------------------------------------------- 8. relay (issue 5)
 # The same N x 5 KB from smtp-source -s 20, relayed through picomail's queue
 # to smtp-sink as the smarthost: first accept to last delivered, msg/s and
 # the daemon's peak RSS.  Its own daemon; one row appended to the table.

@@ -282,6 +282,8 @@ def test_buildroot_tree_is_complete_and_consistent():
 
 STUB_MK = r"""
 # A stand-in for Buildroot's generic-package around package/picomail/picomail.mk.
+# BR2_PACKAGE_PICOMAIL_IMAP is left unset (the option off): the IMAP-less
+# build, which every other test leaves alone.
 BR2_EXTERNAL_PICOMAIL_PATH := {br}
 BUILD_DIR   := {top}/output/build
 STAGING_DIR := {top}/output/staging
@@ -343,13 +345,21 @@ def test_buildroot_package_recipe_builds_and_installs(tmp_path):
     src = os.path.join(top, "output", "build", "picomail-custom")
     assert not os.path.exists(os.path.join(src, ".git"))
     # build/ of the repository stayed out of the copy; only the recipe's own is there.
-    assert sorted(os.listdir(os.path.join(src, "build"))) == ["buildroot"]
+    assert sorted(os.listdir(os.path.join(src, "build"))) == ["buildroot", "buildroot-noimap"]
     used = os.readlink(os.path.join(src, "build", "buildroot", "bearssl", "lib", "libbearssl.a"))
     assert used == os.path.join(lib, "libbearssl.a"), "did not link staging's libbearssl.a"
 
     target = os.path.join(top, "output", "target")
     binary = os.path.join(target, "usr", "sbin", "picomail")
     assert run([binary, "version"]).stdout.startswith("picomail ")
+    # Without BR2_PACKAGE_PICOMAIL_IMAP: no IMAP in the binary, said plainly.
+    conf = os.path.join(top, "imap.conf")
+    with open(conf, "w") as f:
+        f.write("listen imap 127.0.0.1:1143\n")
+    p = run([binary, "check", "-C", conf])
+    assert p.returncode != 0 and "built without IMAP" in p.stdout + p.stderr, p
+    cfg = read(os.path.join(BR, "package", "picomail", "Config.in"))
+    assert re.search(r"(?m)^config BR2_PACKAGE_PICOMAIL_IMAP$", cfg)
     assert os.readlink(os.path.join(target, "usr", "sbin", "sendmail")) == "picomail"
     assert os.readlink(os.path.join(target, "usr", "bin", "mailq")) == "../sbin/picomail"
     assert read(os.path.join(target, "etc", "picomail.conf")) == read(DEVICE_CONF)

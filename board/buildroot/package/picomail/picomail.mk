@@ -21,13 +21,18 @@ PICOMAIL_MAKE_ENV = \
 	$(TARGET_MAKE_ENV) \
 	BEARSSL_DIR=$(STAGING_DIR)/usr
 
+# BR2_PACKAGE_PICOMAIL_IMAP: the IMAP server, or IMAP=no (a build of its
+# own, build/buildroot-noimap/).
+PICOMAIL_IMAP = $(if $(BR2_PACKAGE_PICOMAIL_IMAP),yes,no)
+
 PICOMAIL_MAKE_OPTS = \
 	$(TARGET_CONFIGURE_OPTS) \
-	BOARD=buildroot
+	BOARD=buildroot \
+	IMAP=$(PICOMAIL_IMAP)
 
 define PICOMAIL_BUILD_CMDS
 	$(PICOMAIL_MAKE_ENV) $(MAKE) $(PICOMAIL_MAKE_OPTS) -C $(@D) \
-		build/buildroot/picomail
+		build/buildroot$(if $(BR2_PACKAGE_PICOMAIL_IMAP),,-noimap)/picomail
 endef
 
 # make install: /usr/sbin/picomail, the links /usr/sbin/sendmail and
