@@ -21,8 +21,9 @@
 # the $CROSS_K deselection (pytest -k), both overridable.  The default is
 # the protocol and storage part, where word size, endianness and alignment
 # could show: SMTP in and Maildir, smuggling, the error table, POP3,
-# injected faults, the daemon's signals and status, and the TLS handshakes
-# (BearSSL built for the board).  Left out: kill -9 rounds, idle timeouts,
+# injected faults, the daemon's signals and status, the TLS handshakes
+# (BearSSL built for the board), and IMAP (UID files and the folder index,
+# FETCH, SEARCH, APPEND/COPY/MOVE, IDLE's inotify).  Left out: kill -9 rounds, idle timeouts,
 # login throttling and handshake latency (time, emulated time at that, not
 # architecture) and the external-client suites.
 # A native board (no QEMU: x86_64, the build host's own kind) runs only
@@ -48,7 +49,7 @@ JOBS=${CROSS_JOBS:-12}
 SHARDS=${CROSS_SHARDS:-2}
 NPROC=$(nproc 2>/dev/null || echo 2)
 # Longest first, so that dealing them out to the shards in turn evens them.
-TESTS=${CROSS_TESTS:-"test_tls.py test_smuggling.py test_pop3.py test_errors.py test_smtp.py test_durability.py test_daemon.py"}
+TESTS=${CROSS_TESTS:-"test_tls.py test_smuggling.py test_pop3.py test_errors.py test_smtp.py test_durability.py test_daemon.py test_imap_search.py test_imap.py test_imap_mail.py test_imap_fetch.py test_imap_idle.py"}
 NATIVE_TESTS=${CROSS_NATIVE_TESTS:-"test_smtp.py"}
 DESELECT=${CROSS_K-"not kill9 and not idle_timeout and not throttled and not nagle"}
 UNIT_SKIP="test_auth"

@@ -222,6 +222,32 @@ def test_select_examine_and_uids_persist_across_restarts(d):
         c.no("EXPUNGE", "READ-ONLY")
 
 
+def test_folder_at_imap_max_messages_and_past_it(make_daemon):
+    """As many new messages as imap_max_messages get their UIDs in one SELECT
+    (the index has room for every renamed name); one more is NO [LIMIT], and
+    nothing is renamed or lost by the refusal."""
+    d = imap_daemon(make_daemon, imap_max_messages=16)
+    for i in range(1, 17):
+        deliver(d, "alice", numbered(i))
+    with imap(d) as c:
+        c.login()
+        text = b"\n".join(c.ok("SELECT INBOX")).decode()
+        assert "* 16 EXISTS" in text and "[UIDNEXT 17]" in text, text
+        got = c.fetch("FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (X-Seq)])")
+        assert {int(v[b"UID"]): seq_of(v[b"BODY[HEADER.FIELDS (X-Seq)]"].replace(b"\r\n", b"\n"))
+                for v in got.values()} == {i: i for i in range(1, 17)}, got
+    assert sorted(uid_of(n) for n in files(d)) == list(range(1, 17))
+    deliver(d, "alice", numbered(17))
+    before = files(d), files(d, sub="new")
+    with imap(d) as c:
+        c.login()
+        c.no("SELECT INBOX", "LIMIT")
+        c.no("EXAMINE INBOX", "LIMIT")
+        c.ok("SELECT Sent")
+    assert (files(d), files(d, sub="new")) == before
+    assert len(before[1]) == 1
+
+
 def test_fetch_items_byte_for_byte(d):
     deliver(d, "alice", numbered(1, 3000))
     deliver(d, "alice", b"Subject: dots\r\n\r\n.leading\r\n..two\r\n.\r\nend\r\n")

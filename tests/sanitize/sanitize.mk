@@ -66,7 +66,9 @@ SAN_VG_WRAP  = valgrind -q --tool=memcheck --error-exitcode=97 --leak-check=full
 # handshakes as server (STARTTLS, STLS, implicit, garbage, pool full) and as
 # client (smarthost STARTTLS and implicit TLS, AUTH), relaying through the
 # queue (retries, DSN, two domains in one run), OAuth2 at the smarthost (a
-# token program, the refresh grant over HTTPS, a hostile token endpoint).  SAN_VG_TESTS=<files> on the
+# token program, the refresh grant over HTTPS, a hostile token endpoint),
+# IMAP (FETCH, STORE and EXPUNGE, APPEND, COPY and MOVE, two sessions, IDLE,
+# STARTTLS, SEARCH's limits).  SAN_VG_TESTS=<files> on the
 # command line runs others, e.g. the whole of test_smtp.py test_pop3.py
 # test_tls.py test_relay.py (about 200 s).
 SAN_VG_T     = tests/integration
@@ -101,7 +103,17 @@ SAN_VG_TESTS = $(SAN_VG_T)/test_smtp.py::test_smtplib_delivery \
                $(SAN_VG_T)/test_relay_tls.py::test_smarthost_auth_implicit_tls \
                $(SAN_VG_T)/test_oauth_command.py::test_refused_token_is_replaced_within_the_attempt \
                $(SAN_VG_T)/test_oauth_refresh.py::test_refresh_grant_delivers \
-               $(SAN_VG_T)/test_oauth_refresh.py::test_hostile_endpoint_defers_and_the_daemon_serves_on[bad-chunk]
+               $(SAN_VG_T)/test_oauth_refresh.py::test_hostile_endpoint_defers_and_the_daemon_serves_on[bad-chunk] \
+               $(SAN_VG_T)/test_imap.py::test_imaplib_session \
+               $(SAN_VG_T)/test_imap.py::test_fetch_items_byte_for_byte \
+               $(SAN_VG_T)/test_imap.py::test_store_flags_are_durable_and_expunge_removes \
+               $(SAN_VG_T)/test_imap_mail.py::test_copy_and_move_with_copyuid \
+               $(SAN_VG_T)/test_imap_mail.py::test_append_stored_with_uid_flags_and_date \
+               $(SAN_VG_T)/test_imap_mail.py::test_two_sessions_see_each_others_changes \
+               $(SAN_VG_T)/test_imap_idle.py::test_new_mail_flags_and_expunges_are_pushed \
+               $(SAN_VG_T)/test_imap_tls.py::test_starttls_then_login \
+               $(SAN_VG_T)/test_imap_fetch.py::test_line_ends_as_pop3_sends_them \
+               $(SAN_VG_T)/test_imap_search.py::test_limits_and_errors
 
 .PHONY: asan test-asan valgrind test-valgrind
 
