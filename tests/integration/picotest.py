@@ -564,7 +564,9 @@ class Daemon:
 
     def wait_ready(self, timeout=5.0):
         """Polls the first listener until a full session (greeting, QUIT,
-        close) has gone through, so the probe no longer holds a slot."""
+        close) has gone through, so the probe no longer holds a slot.  A
+        probe waits 4 s for its greeting: a daemon whose DNSBL lookups time
+        out (dnsbl_timeout 2s) greets after them."""
         timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -573,7 +575,7 @@ class Daemon:
                 self.logf.close()
                 raise DaemonExited(rc, self.log())
             try:
-                with Client(self.host, self.port, timeout=2) as c:
+                with Client(self.host, self.port, timeout=4) as c:
                     c.line()
                     c.send(b"QUIT\r\n")
                     c.closed(2)
