@@ -16,6 +16,9 @@ ifneq ($(BOARD),host)
 include board/$(BOARD)/board.mk
 else
 CC := musl-gcc
+# As board/x86_64/board.mk (the same compiler).
+SIZE_BUDGET := 368640
+SIZE_BUDGET_NOIMAP := 315392
 endif
 
 # Shared by both builds (IMAP=yes and no).
@@ -23,11 +26,18 @@ BEARSSL := build/$(BOARD)/bearssl
 STRIP ?= strip
 
 # ---- size (issue 15) -------------------------------------------------------
-# The stripped binary must stay under SIZE_LIMIT bytes (300 KiB): the build
-# fails otherwise, naming the excess, and says the margin when it passes.
+# The stripped binary must stay under SIZE_LIMIT bytes: the build fails
+# otherwise, naming the excess, and says the margin when it passes.  The
+# goal is SIZE_TARGET (300 KiB) on every board; a board whose build is over
+# it (OAuth2 and IMAP came after the goal was set) has its own budget in its
+# board.mk, SIZE_BUDGET with IMAP and SIZE_BUDGET_NOIMAP without, set a few
+# KiB above what it measures so that growth is a decision, not a drift.
 # SIZE_LIMIT= (empty) turns the check off; board/buildroot/board.mk does,
 # since a packager's own flags decide the size there.
-SIZE_LIMIT ?= 307200
+SIZE_TARGET := 307200
+SIZE_BUDGET ?= $(SIZE_TARGET)
+SIZE_BUDGET_NOIMAP ?= $(SIZE_TARGET)
+SIZE_LIMIT ?= $(if $(filter no,$(IMAP)),$(SIZE_BUDGET_NOIMAP),$(SIZE_BUDGET))
 # -Oz where the compiler has it (gcc 12, clang), else -Os.  Worked out once
 # per make run, not at every use.
 ifeq ($(origin OPT),undefined)
@@ -171,7 +181,10 @@ $(BUILD)/picomail: $(BUILD)/picomail.elf
 		echo "$@: $$size bytes stripped, over SIZE_LIMIT=$(SIZE_LIMIT) by $$((size - $(SIZE_LIMIT)))" >&2; \
 		rm -f $@.tmp; exit 1; \
 	fi; \
-	echo "  SIZE    $@: $$size bytes$(if $(SIZE_LIMIT), ($$(($(SIZE_LIMIT) - size)) under SIZE_LIMIT=$(SIZE_LIMIT)))"
+	echo "  SIZE    $@: $$size bytes$(if $(SIZE_LIMIT), ($$(($(SIZE_LIMIT) - size)) under SIZE_LIMIT=$(SIZE_LIMIT)))"; \
+	if [ "$$size" -gt "$(SIZE_TARGET)" ]; then \
+		echo "  SIZE    $@: $$((size - $(SIZE_TARGET))) over the $(SIZE_TARGET)-byte goal"; \
+	fi
 	@mv $@.tmp $@
 
 $(BUILD)/picomail-test: $(TEST_OBJS) $(LIBS) $(TEXT_ORDER_LD)

@@ -18,3 +18,8 @@ BOARD_CFLAGS   := -march=armv8-a
 QEMU           := qemu-aarch64-static
 DEB_ARCH       := arm64
 BOARD_PACKAGES := gcc-aarch64-linux-gnu musl-dev:arm64 qemu-user-static
+# Size budgets (the Makefile's "size" says how they are used): over the
+# 300 KiB goal since OAuth2 and IMAP, 379 784 bytes with IMAP, 318 344 without;
+# the budget is that rounded up to 4 KiB, and 4 KiB more.
+SIZE_BUDGET        := 385024
+SIZE_BUDGET_NOIMAP := 323584
