@@ -686,7 +686,7 @@ case $relay_row in
 esac
 [ "$relay_rc" -eq 0 ] || failed=1
 
-# ---------------------------------------------------------------- 8. CPU per message
+# ---------------------------------------------------------------- 9. CPU per message
 # tests/bench/cpu_bench.py: the daemon's CPU time per message in, out by
 # POP3, out by relay, and per TLS handshake; on the host, then for each
 # foreign board's binary under qemu-user (built here if missing), as a

@@ -48,6 +48,13 @@ CUTS = int(os.environ.get("FIRMWARE_UBIFS_CUTS", "1"))
 # ARM and MIPS guests have stalled in that fetch; their cuts run when named
 # here (FIRMWARE_UBIFS_BOARDS="x86_64 armv7 mipsel").
 UBIFS_BOARDS = os.environ.get("FIRMWARE_UBIFS_BOARDS", "x86_64").split()
+# The boards whose NAND wear is counted in the default run.  The count
+# puts kprobes on the NAND core; on Debian's 4kc-malta kernel (mipsel) the
+# probe on nand_erase_op once oopsed UBI's background thread (a breakpoint
+# exception inside nand_erase_nand), which left the guest's next sync hung:
+# mipsel's count runs when named here (FIRMWARE_WEAR_BOARDS="x86_64 armv7
+# mipsel"); the README's figures were alike on all three.
+WEAR_BOARDS = os.environ.get("FIRMWARE_WEAR_BOARDS", "x86_64 armv7").split()
 NANDSIM = "first_id_byte=0x20 second_id_byte=0xa2 third_id_byte=0x00 fourth_id_byte=0x15"
 N = 20
 
@@ -58,6 +65,9 @@ def flash(board):
     /data, picomail started on it, a relay sink."""
     if not BOARDS[board]["mtd"]:
         pytest.skip("Debian's %s kernel has no raw NAND driver (nandsim)" % BOARDS[board]["flavour"])
+    if board not in WEAR_BOARDS and board not in UBIFS_BOARDS:
+        pytest.skip("no flash test on %s: FIRMWARE_WEAR_BOARDS=%s, FIRMWARE_UBIFS_BOARDS=%s"
+                    % (board, " ".join(WEAR_BOARDS), " ".join(UBIFS_BOARDS)))
     from relaytest import Peer
     base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "firmware", board, "runs")
     os.makedirs(base, exist_ok=True)
@@ -113,6 +123,8 @@ def counters(g, pid):
 
 
 def test_wear_per_message(board, flash, record):
+    if board not in WEAR_BOARDS:
+        pytest.skip("NAND wear on %s: FIRMWARE_WEAR_BOARDS=%s" % (board, " ".join(WEAR_BOARDS)))
     g, sink = flash, flash.sink
     mtd, ubi = mount_info(g)
     g.sh("t=/sys/kernel/debug/tracing; echo 'p:fwprog nand_write_page_raw' >>$t/kprobe_events && "
