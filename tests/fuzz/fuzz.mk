@@ -1,8 +1,8 @@
 # tests/fuzz/fuzz.mk - the libFuzzer harnesses, as a fragment of the top Makefile.
 #
 #   make fuzz                 each harness for FUZZ_TIME seconds (default 60)
-#   make fuzz-smoke           each harness for FUZZ_SMOKE_TIME seconds (default 10;
-#                             part of make test)
+#   make fuzz-smoke           each harness for FUZZ_SMOKE_TIME seconds (default 5;
+#                             part of make test, which has 13 of them)
 #   make fuzz-build           only build them
 #   make fuzz FUZZ_HARNESSES="smtp_session dns" FUZZ_TIME=600
 #   make -f tests/fuzz/fuzz.mk fuzz    (standalone)
@@ -18,7 +18,7 @@
 
 FUZZ_CC         = clang
 FUZZ_TIME      ?= 60
-FUZZ_SMOKE_TIME ?= 10
+FUZZ_SMOKE_TIME ?= 5
 FUZZ_OUT        = build/fuzz
 FUZZ_HARNESSES ?= smtp_session smtp_data pop3_session imap_session sasl addr conf queue_env dns pem \
                   tls_client http
