@@ -1,6 +1,8 @@
 /* conn.c - bounded buffered I/O for one connection. */
 #include "conn.h"
 #include "io.h"
+#include "log.h"
+#include "loop.h"
 #include "tls.h"
 
 #include <poll.h>
@@ -427,4 +429,16 @@ short conn_poll_events(const struct conn *c, int want_input)
 		ev |= POLLIN;
 	}
 	return ev;
+}
+
+void conn_log_end(struct log_kv *l, const struct conn *c, int64_t started, const char *end_why)
+{
+	log_kv_ms(l, "duration", loop_now() - started);
+	log_kv_str(l, "end", end_why != NULL ? end_why : "closed");
+	if (c->tls_error != 0) {
+		log_kv_str(l, "error", tls_error_text(c->tls_error));
+	} else if (c->err != 0 && c->err != ENOTCONN) {
+		log_kv_str(l, "error", strerror(c->err));
+	}
+	log_kv_end(l, LOG_INFO);
 }

@@ -24,6 +24,7 @@ enum conn_line_result {
 };
 
 struct tls;
+struct log_kv;
 
 struct conn {
 	int fd;
@@ -97,6 +98,11 @@ int conn_tls_ready(const struct conn *c);
 
 /* 1 when decrypted bytes wait in the TLS engine for room in c->in. */
 int conn_more(const struct conn *c);
+
+/* Ends a session's "disconnect" line, the same for every protocol: its
+ * duration since started (loop_now() ms), how it ended (end_why, NULL for
+ * a client that closed), and what failed on the connection, if anything. */
+void conn_log_end(struct log_kv *l, const struct conn *c, int64_t started, const char *end_why);
 
 /* The poll events the connection needs: POLLOUT while records or output
  * wait for the socket, POLLIN when the session wants input (want_input) or

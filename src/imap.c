@@ -301,14 +301,7 @@ static void log_disconnect(const struct imap_session *s)
 	log_kv_u64(&l, "appended", s->appended);
 	log_kv_u64(&l, "expunged", s->expunged);
 	log_kv_u64(&l, "bytes", s->bytes_out);
-	log_kv_ms(&l, "duration", loop_now() - s->started);
-	log_kv_str(&l, "end", s->end_why != NULL ? s->end_why : "closed");
-	if (s->conn.tls_error != 0) {
-		log_kv_str(&l, "error", tls_error_text(s->conn.tls_error));
-	} else if (s->conn.err != 0 && s->conn.err != ENOTCONN) {
-		log_kv_str(&l, "error", strerror(s->conn.err));
-	}
-	log_kv_end(&l, LOG_INFO);
+	conn_log_end(&l, &s->conn, s->started, s->end_why);
 }
 
 static void append_abort(struct imap_session *s)

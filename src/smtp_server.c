@@ -166,14 +166,7 @@ static void log_disconnect(const struct smtp_session *s)
 	log_kv_str(&l, "proto", s->listener->proto == PROTO_SUBMISSION ? "submission" : "smtp");
 	log_kv_u64(&l, "messages", s->acked);
 	log_kv_u64(&l, "bytes", s->acked_bytes);
-	log_kv_ms(&l, "duration", loop_now() - s->started);
-	log_kv_str(&l, "end", s->end_why != NULL ? s->end_why : "closed");
-	if (s->conn.tls_error != 0) {
-		log_kv_str(&l, "error", tls_error_text(s->conn.tls_error));
-	} else if (s->conn.err != 0 && s->conn.err != ENOTCONN) {
-		log_kv_str(&l, "error", strerror(s->conn.err));
-	}
-	log_kv_end(&l, LOG_INFO);
+	conn_log_end(&l, &s->conn, s->started, s->end_why);
 }
 
 static void session_end(struct smtp_session *s)
