@@ -31,6 +31,6 @@ QEMU           := qemu-mipsel-static
 DEB_ARCH       := mipsel
 BOARD_PACKAGES := gcc-mipsel-linux-gnu musl-dev:mipsel qemu-user-static
 # Size budgets (the Makefile's "size" says how they are used): over the
-# 300 KiB goal since OAuth2 and IMAP, 328 444 bytes with IMAP (281 708 without: the 300 KiB goal holds);
+# 300 KiB goal since OAuth2 and IMAP, 328 284 bytes with IMAP (281 708 without: the 300 KiB goal holds);
 # the budget is that rounded up to 4 KiB, and 4 KiB more.
 SIZE_BUDGET        := 335872
