@@ -434,6 +434,40 @@ int io_fsync_dir(const char *path)
 	return r;
 }
 
+int io_replace_file(int fd, const char *tmp, const char *dst, const char *dir,
+                    const void *buf, size_t n)
+{
+	int e = 0;
+
+	if (io_write_all(fd, buf, n) < 0 || io_fsync(fd) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (io_close(fd) < 0 && e == 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e == 0 && io_rename(tmp, dst) < 0) {
+		e = errno ? errno : EIO;
+	}
+	if (e != 0) {
+		(void)io_unlink(tmp);
+		return e;
+	}
+	return io_fsync_dir(dir) < 0 ? (errno ? errno : EIO) : 0;
+}
+
+void io_dir_of(const char *path, char *dir, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL) {
+		snprintf(dir, len, ".");
+	} else if (slash == path) {
+		snprintf(dir, len, "/");
+	} else {
+		snprintf(dir, len, "%.*s", (int)(slash - path), path);
+	}
+}
+
 int io_mkdirs(const char *path, mode_t mode)
 {
 	char buf[512];

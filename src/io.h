@@ -59,6 +59,18 @@ ssize_t io_send(int fd, const void *buf, size_t n);
 /* fsyncs the directory at path; 0 or -1 with errno. */
 int io_fsync_dir(const char *path);
 
+/* The durable replacement of a small file: buf written to fd (open on tmp,
+ * a new file in dst's file system), fsync'd, fd closed, tmp renamed to dst,
+ * then dir (the directory holding dst) fsync'd, so that after a power cut
+ * dst is whole, old or new.  0 or an errno; on failure before the rename
+ * tmp is removed.  Always closes fd. */
+int io_replace_file(int fd, const char *tmp, const char *dst, const char *dir,
+                    const void *buf, size_t n);
+
+/* The directory part of path into dir: "." when it has no '/', "/" for a
+ * file in the root. */
+void io_dir_of(const char *path, char *dir, size_t len);
+
 /* Calls fn for each name in dir that does not start with '.', without
  * allocating; fn must not list a directory itself.  Nothing if dir cannot
  * be opened. */

@@ -121,7 +121,7 @@ static int make_maildir(const char *user)
 int maildir_write_file(const char *dir, const char *name, const void *buf, size_t n)
 {
 	char tmp[MAILDIR_PATH_MAX], dst[MAILDIR_PATH_MAX];
-	int fd, e = 0, tries;
+	int fd, tries;
 
 	if (snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, name) >= (int)sizeof tmp ||
 	    snprintf(dst, sizeof dst, "%s/%s", dir, name) >= (int)sizeof dst) {
@@ -134,20 +134,7 @@ int maildir_write_file(const char *dir, const char *name, const void *buf, size_
 			return errno ? errno : EIO;
 		}
 	}
-	if (io_write_all(fd, buf, n) < 0 || io_fsync(fd) < 0) {
-		e = errno ? errno : EIO;
-	}
-	if (io_close(fd) < 0 && e == 0) {
-		e = errno ? errno : EIO;
-	}
-	if (e == 0 && io_rename(tmp, dst) < 0) {
-		e = errno ? errno : EIO;
-	}
-	if (e != 0) {
-		(void)io_unlink(tmp);
-		return e;
-	}
-	return io_fsync_dir(dir) < 0 ? (errno ? errno : EIO) : 0;
+	return io_replace_file(fd, tmp, dst, dir, buf, n);
 }
 
 void maildir_unique_name(char *out, size_t len)

@@ -197,20 +197,6 @@ int oauth_file_changed(const char *path, const struct oauth_file *f)
 	       st.st_mtim.tv_sec != f->mtime.tv_sec || st.st_mtim.tv_nsec != f->mtime.tv_nsec;
 }
 
-/* The directory part of path ("." if none). */
-static void dir_of(const char *path, char *dir, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (slash == NULL) {
-		snprintf(dir, len, ".");
-	} else if (slash == path) {
-		snprintf(dir, len, "/");
-	} else {
-		snprintf(dir, len, "%.*s", (int)(slash - path), path);
-	}
-}
-
 /* The file's text with its refresh_token line replaced (or added) into
  * out[]; the new length. */
 static size_t compose(size_t n, const char *refresh)
@@ -262,7 +248,7 @@ int oauth_file_save(const char *path, struct oauth_file *f, const char *refresh,
 	}
 	len = compose((size_t)n, refresh);
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	dir_of(path, dir, sizeof dir);
+	io_dir_of(path, dir, sizeof dir);
 	/* O_EXCL: two writers (the daemon and picomail oauth login) never
 	 * write one temporary file; one left by a crash is taken over. */
 	for (tries = 0; tries < 2; tries++) {

@@ -155,7 +155,7 @@ int queue_env_write(const char *spool, const struct queue_env *env)
 {
 	static char buf[ENV_BYTES];
 	char tmp[PATH_LEN], dst[PATH_LEN], dir[PATH_LEN];
-	int n = queue_env_format(env, buf, sizeof buf), fd, e = 0;
+	int n = queue_env_format(env, buf, sizeof buf), fd;
 
 	if (n < 0) {
 		return E2BIG;
@@ -169,24 +169,8 @@ int queue_env_write(const char *spool, const struct queue_env *env)
 	if (fd < 0) {
 		return errno ? errno : EIO;
 	}
-	if (io_write_all(fd, buf, (size_t)n) < 0 || io_fsync(fd) < 0) {
-		e = errno ? errno : EIO;
-	}
 	give_to_spool_owner(spool, tmp);
-	if (io_close(fd) < 0 && e == 0) {
-		e = errno ? errno : EIO;
-	}
-	if (e == 0 && io_rename(tmp, dst) < 0) {
-		e = errno ? errno : EIO;
-	}
-	if (e != 0) {
-		(void)io_unlink(tmp);
-		return e;
-	}
-	if (io_fsync_dir(dir) < 0) {
-		return errno ? errno : EIO;
-	}
-	return 0;
+	return io_replace_file(fd, tmp, dst, dir, buf, (size_t)n);
 }
 
 int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env)

@@ -246,20 +246,6 @@ static int edit(size_t inlen, enum users_edit op, const char *user, const char *
 	return 0;
 }
 
-/* The directory part of path ("." if none). */
-static void dir_of(const char *path, char *out, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (slash == NULL) {
-		snprintf(out, len, ".");
-	} else if (slash == path) {
-		snprintf(out, len, "/");
-	} else {
-		snprintf(out, len, "%.*s", (int)(slash - path), path);
-	}
-}
-
 int users_admin_rewrite(const char *path, enum users_edit op, const char *user,
                         const char *hash, char *err, size_t errlen)
 {
@@ -306,7 +292,7 @@ int users_admin_rewrite(const char *path, enum users_edit op, const char *user,
 	if (io_rename(tmp, path) < 0) {
 		goto fail;
 	}
-	dir_of(path, dir, sizeof dir);
+	io_dir_of(path, dir, sizeof dir);
 	if (io_fsync_dir(dir) < 0) {
 		/* Renamed already: the change is made, not yet known durable. */
 		return admin_fail(err, errlen, "%s: fsync: %s", dir, strerror(errno));
