@@ -17,6 +17,8 @@ syncing the whole file system.
 Every wait is bounded; each daemon is stopped by its PID (make_daemon).
 """
 
+import os
+import signal
 import socket
 
 import pytest
@@ -43,13 +45,23 @@ def open_sessions(d, first, n=SESSIONS):
     return out
 
 
-def end_together(sessions):
+def end_together(sessions, hold=None):
     """Sends every final dot back to back, then reads each reply:
-    {seq: reply}."""
+    {seq: reply}.  hold: a daemon stopped (SIGSTOP) while the dots are
+    sent, so that it finds them all in one round of its loop and they make
+    one batch even on a loaded machine, where it could wake between two
+    dots; the fault walk needs that, since its call numbers are those of
+    one batch."""
     for c, _ in sessions:
         c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for c, _ in sessions:
-        c.send(b".\r\n")
+    if hold is not None:
+        os.kill(hold.pid, signal.SIGSTOP)
+    try:
+        for c, _ in sessions:
+            c.send(b".\r\n")
+    finally:
+        if hold is not None:
+            os.kill(hold.pid, signal.SIGCONT)
     got = {}
     for c, i in sessions:
         got[i] = c.reply(timeout=20)
@@ -140,7 +152,7 @@ def batch_fsyncs(make_daemon, picomail_test_bin):
         d = make_daemon(binary=picomail_test_bin, env={"PICOMAIL_FAULT_TRACE": "1"})
         end_together(open_sessions(d, 1, 1))
         pos = mark(d)
-        end_together(open_sessions(d, 2))
+        end_together(open_sessions(d, 2), hold=d)
         st = d.status()
         calls = [n for op, n, _, _ in seam_calls(since(d, pos)) if op == "fsync"]
         d.stop()
@@ -159,7 +171,7 @@ def faulted_batch(make_daemon, picomail_test_bin, n):
         d = make_daemon(binary=picomail_test_bin,
                         env={"PICOMAIL_FAULT": "fsync:%d:EIO" % n})
         replies = end_together(open_sessions(d, 1, 1))
-        batch = end_together(open_sessions(d, 2))
+        batch = end_together(open_sessions(d, 2), hold=d)
         replies.update(batch)
         check_acknowledged_only(d, replies)
         if int(d.status()["commit_batch_max"]) == SESSIONS:
