@@ -19,7 +19,12 @@
 # .lto_priv.0, .constprop.0..., cut: the linker script matches <name> and
 # <name>.*, which other boards' builds name alike), or for code in
 # assembly (musl's memcpy, the C runtime's start) the file it is in,
-# file(.text).  A stale list costs only resident pages, never correctness:
+# file(.text).  Two more runs, under lackey and strace, record the stores
+# to .bss from start-up to idle, the program's and the kernel's (read(2)
+# into a buffer): the variables written are listed too, small ones first
+# (the Makefile places them first in .bss, where they share a few pages
+# instead of keeping a page of each of the large buffers they sat between).
+# A stale list costs only resident pages, never correctness:
 # run this after changes to the start-up or the loop, and commit the result.
 set -eu
 
@@ -38,9 +43,11 @@ command -v openssl >/dev/null 2>&1 || die "needs openssl"
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/text-order.XXXXXX")
 VPID=''
+RPID=''
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
     if [ -n "$VPID" ] && kill -0 "$VPID" 2>/dev/null; then kill -KILL "$VPID" 2>/dev/null || true; fi
+    if [ -n "$RPID" ] && kill -0 "$RPID" 2>/dev/null; then kill -KILL "$RPID" 2>/dev/null || true; fi
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -57,7 +64,7 @@ printf 'postmaster: user\n' >"$W/aliases"
 
 # run NAME SESSION: callgrind's output for one run in $W/NAME.out
 run() {
-    local name=$1 session=$2 smtp pop3 i
+    local name=$1 session=$2 tool=$3 smtp pop3 i
     smtp=$(free_port)
     pop3=$(free_port)
     cat >"$W/picomail.conf" <<CONF
@@ -75,8 +82,38 @@ tls_key          $W/key.pem
 max_connections  64
 max_message_size 10M
 CONF
-    valgrind -q --tool=callgrind --dump-instr=yes --callgrind-out-file="$W/$name.out" \
-        "$ELF" serve -C "$W/picomail.conf" -f 2>"$W/$name.log" &
+    if [ "$tool" = lackey ]; then
+        # Every load and store, read from a pipe: only the stores to .bss
+        # are kept (the whole trace would be gigabytes).
+        rm -f "$W/$name.fifo"
+        mkfifo "$W/$name.fifo"
+        "$PY" - "$W/$name.fifo" "$MAP" >"$W/$name.out" <<'PY' &
+import re, sys
+lo, hi = 1 << 64, 0                 # .bss.daemon (an earlier list's) and .bss
+for line in open(sys.argv[2]):
+    m = re.match(r"^\.bss(\.daemon)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
+    if m:
+        lo = min(lo, int(m.group(2), 16))
+        hi = max(hi, int(m.group(2), 16) + int(m.group(3), 16))
+seen = set()
+for line in open(sys.argv[1], errors="replace"):
+    if len(line) < 4 or line[0] != " " or line[1] not in "SM":
+        continue
+    a = int(line[3:line.index(",")], 16)
+    if lo <= a < hi:
+        seen.add(a)
+print("\n".join("0x%x" % a for a in sorted(seen)))
+PY
+        RPID=$!
+        valgrind -q --tool=lackey --trace-mem=yes --log-file="$W/$name.fifo" \
+            "$ELF" serve -C "$W/picomail.conf" -f 2>"$W/$name.log" &
+    elif [ "$tool" = strace ]; then
+        strace -f -qq -e raw=all -o "$W/$name.trace" \
+            "$ELF" serve -C "$W/picomail.conf" -f 2>"$W/$name.log" &
+    else
+        valgrind -q --tool=callgrind --dump-instr=yes --callgrind-out-file="$W/$name.out" \
+            "$ELF" serve -C "$W/picomail.conf" -f 2>"$W/$name.log" &
+    fi
     VPID=$!
     for ((i = 0; i < 300; i++)); do
         (exec 3<>"/dev/tcp/127.0.0.1/$smtp") 2>/dev/null && break
@@ -98,9 +135,38 @@ s.quit()
 PY
         sleep 1
     fi
-    kill -TERM "$VPID"
+    # callgrind writes its output when the daemon ends; lackey's and
+    # strace's are read as they go, and a KILL keeps the shutdown out.
+    case $tool in
+    lackey) kill -KILL "$VPID" ;;
+    strace) pkill -KILL -P "$VPID" || true ;;      # the daemon, strace's child
+    *) kill -TERM "$VPID" ;;
+    esac
     wait "$VPID" || true
     VPID=''
+    if [ "$tool" = strace ]; then
+        # Every address in .bss given to a system call: what the kernel
+        # may write there (read(2) into a buffer), which lackey does not see.
+        "$PY" - "$W/$name.trace" "$MAP" >"$W/$name.out" <<'PY' || die "cannot read the strace of $name"
+import re, sys
+lo, hi = 1 << 64, 0
+for line in open(sys.argv[2]):
+    m = re.match(r"^\.bss(\.daemon)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
+    if m:
+        lo = min(lo, int(m.group(2), 16))
+        hi = max(hi, int(m.group(2), 16) + int(m.group(3), 16))
+seen = set()
+for line in open(sys.argv[1], errors="replace"):
+    for a in re.findall(r"0x[0-9a-f]+", line.split(") =")[0]):
+        if lo <= int(a, 16) < hi:
+            seen.add(int(a, 16))
+print("\n".join("0x%x" % a for a in sorted(seen)))
+PY
+    fi
+    if [ -n "$RPID" ]; then
+        wait "$RPID" || die "the trace of $name could not be read"
+        RPID=''
+    fi
     [ -s "$W/$name.out" ] || die "callgrind wrote nothing: $(tail -n 5 "$W/$name.log")"
 }
 
@@ -154,8 +220,55 @@ print("\n".join(sorted(out)))
 PY
 }
 
-run idle 0
-run session 1
+# The input sections of .bss the daemon wrote from start-up to idle (a
+# lackey trace's stores, and the addresses given to system calls in an
+# strace, for what the kernel writes: read(2) into a buffer), from the link
+# map, named whole (static locals share names: .bss.buf.0.lto_priv.3), the
+# small ones first so that they share pages.
+# On the boards the names differ and few match: .bss as before there.
+bss_sections() {
+    "$PY" - "$1" "$MAP" "$2" <<'PY'
+import bisect, re, sys
+touched = [int(a, 16) for a in (open(sys.argv[1]).read() + open(sys.argv[3]).read()).split()]
+spans, pending, out_sec = [], None, None
+started = False
+for line in open(sys.argv[2]):
+    if line.startswith("Linker script and memory map"):
+        started = True
+        continue
+    if not started:
+        continue
+    m = re.match(r"^(\.\S+)", line)
+    if m:
+        out_sec = m.group(1)
+        continue
+    if out_sec not in (".bss", ".bss.daemon"):
+        continue
+    m = re.match(r"^ (\.bss\S*)\s*$", line)
+    if m:
+        pending = m.group(1)
+        continue
+    m = re.match(r"^ (\.bss\S*)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)", line)
+    if m and (m.group(1) or pending):
+        sec, addr, size = m.group(1) or pending, int(m.group(2), 16), int(m.group(3), 16)
+        if size and sec.startswith(".bss."):
+            spans.append((addr, size, sec))
+    pending = None
+spans.sort()
+starts = [s[0] for s in spans]
+bss = {}
+for a in touched:
+    i = bisect.bisect_right(starts, a) - 1
+    if i >= 0 and a < spans[i][0] + spans[i][1]:
+        bss[spans[i][2]] = spans[i][1]
+print("\n".join(sorted(bss, key=lambda n: (bss[n], n))))
+PY
+}
+
+run idle 0 callgrind
+run session 1 callgrind
+run data 0 lackey
+run calls 0 strace
 sections "$W/idle.out" >"$W/idle.txt"
 sections "$W/session.out" >"$W/session.txt"
 {
@@ -166,6 +279,8 @@ sections "$W/session.out" >"$W/session.txt"
     cat "$W/idle.txt"
     echo "# One SMTP delivery besides:"
     grep -vxF -f "$W/idle.txt" "$W/session.txt" || true
+    echo "# The variables written from start-up to idle, first in .bss:"
+    bss_sections "$W/data.out" "$W/calls.out"
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "$me: $(grep -vc '^#' "$OUT") sections in $OUT"

@@ -5,13 +5,18 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from picotest import (Client, assert_reply, free_port, ipv6_loopback_available, lf, message,
-                      numbered, send_transaction, seq_of, smtp_send)
+                      numbered, send_transaction, seq_of, skip_if_sanitized, smtp_send)
+
+BREAKDOWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench",
+                         "rss_breakdown.py")
 
 
 def test_version(picomail_bin):
@@ -198,6 +203,33 @@ def test_status(make_daemon):
     assert int(st["messages_in"]) == 2, st
     assert int(st["bytes_written"]) >= 100000, st
     assert re.match(r"\d", st["uptime"]) and re.match(r"\d", st["connections"]), st
+
+
+IDLE_RSS_MAX = 300      # KiB: issue 15's idle target, as `make bench` measures it
+
+
+@skip_if_sanitized("resident memory")
+def test_idle_rss_under_300_kib(make_daemon, picomail_bin):
+    """The shipped binary, idle as `make bench` sees it (one SMTP listener;
+    after a connection that closes at once and a `picomail status`), holds
+    under 300 KiB.  Its code, constants and variables used from start-up to
+    idle are placed together by board/common/text-order.txt: when a change
+    leaves that list stale, they spread over more pages and this fails
+    first (run board/common/text-order.sh and commit the list)."""
+    d = make_daemon(max_connections="64", max_message_size="10M")
+    with socket.create_connection((d.host, d.port), timeout=5):
+        pass
+    d.status()
+    time.sleep(0.5)
+    p = subprocess.run([sys.executable, BREAKDOWN, str(d.pid), picomail_bin],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    parts = {f[0]: int(f[1]) for f in (line.split() for line in p.stdout.splitlines())}
+    rss = d.vm("VmRSS")
+    print("idle RSS %d KiB: %s" % (rss, ", ".join("%s %d" % kv for kv in parts.items())))
+    assert rss < IDLE_RSS_MAX, "idle RSS %d KiB, not under %d (%s); if text, rodata or bss " \
+        "grew, board/common/text-order.txt may be stale: run board/common/text-order.sh" % (
+            rss, IDLE_RSS_MAX, ", ".join("%s %d KiB" % kv for kv in parts.items()))
 
 
 def test_status_without_daemon_fails(make_daemon):
