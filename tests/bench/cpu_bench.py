@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import poplib
+import shutil
 import smtplib
 import socket
 import ssl
@@ -231,6 +232,8 @@ def main():
             if x.alive():
                 x.kill()
     print(json.dumps(out))
+    if not a.workdir:               # kept only when something failed
+        shutil.rmtree(w, ignore_errors=True)
     return 0
 
 
