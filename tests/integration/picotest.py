@@ -46,6 +46,21 @@ def _sanitized():
 # Under a sanitizer or valgrind, memory figures (RSS, peak RSS) measure the
 # tool, not picomail: tests of those skip, naming why (skip_if_sanitized).
 SANITIZED = _sanitized()
+
+
+def _emulated():
+    """"qemu-user" when the daemon is a foreign board's binary run through
+    tests/cross/test-cross.sh's wrapper script (`exec qemu-<arch>-static
+    ...`), else "": the process's memory is then the emulator's."""
+    try:
+        with open(BIN, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return ""
+    return "qemu-user" if head.startswith(b"#!") and b"qemu-" in head else ""
+
+
+EMULATED = _emulated()
 # How much slower the daemon is there: start-up, shutdown and the waits of
 # timing-sensitive tests are scaled by it (never what they assert).
 SLOWDOWN = 1 if not SANITIZED else (20 if WRAP else 3)

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from picotest import (Client, assert_reply, free_port, ipv6_loopback_available, lf, message,
-                      numbered, send_transaction, seq_of, skip_if_sanitized, smtp_send)
+from picotest import (EMULATED, Client, assert_reply, free_port, ipv6_loopback_available, lf,
+                      message, numbered, send_transaction, seq_of, skip_if_sanitized, smtp_send)
 
 BREAKDOWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench",
                          "rss_breakdown.py")
@@ -209,6 +209,7 @@ IDLE_RSS_MAX = 300      # KiB: issue 15's idle target, as `make bench` measures 
 
 
 @skip_if_sanitized("resident memory")
+@pytest.mark.skipif(bool(EMULATED), reason="resident memory: the emulator's under %s" % EMULATED)
 def test_idle_rss_under_300_kib(make_daemon, picomail_bin):
     """The shipped binary, idle as `make bench` sees it (one SMTP listener;
     after a connection that closes at once and a `picomail status`), holds
