@@ -21,10 +21,12 @@ STRIP          := $(CROSS)strip
 # $t9 before each call into PIC code.  BearSSL is built with it too: the
 # pointers in its vtables are called from our code without $t9 set up.
 BOARD_CFLAGS   := -march=mips32r2 -mno-abicalls
-# MIPS16e for picomail's own code, not for BearSSL (the crypto's speed is
-# the handshake's) nor musl (Debian's, MIPS32): a third smaller.  The cores
-# of the routers this board is for have MIPS16e (MT7621's 1004Kc, MT7628's
-# 24KEc, ath79's 24Kc and 74Kc); MIPS16=no for one without it.
+# MIPS16e for picomail's code, a third smaller; with LTO (the default) for
+# BearSSL's too, as GCC's MIPS back end compiles every function of the link
+# in the link's mode (LTO=no keeps BearSSL MIPS32; musl is Debian's,
+# MIPS32).  The cores of the routers this board is for have MIPS16e
+# (MT7621's 1004Kc, MT7628's 24KEc, ath79's 24Kc and 74Kc); MIPS16=no for
+# one without it.
 MIPS16         ?= yes
 BOARD_CODE_CFLAGS := $(if $(filter yes,$(MIPS16)),-mips16 -minterlink-compressed)
 QEMU           := qemu-mipsel-static
