@@ -38,6 +38,7 @@ MAP=$ROOT/build/host/picomail.map
 PY=/usr/bin/python3
 IDLE=${TEXT_ORDER_IDLE:-5}
 command -v valgrind >/dev/null 2>&1 || die "needs valgrind (apt-get install valgrind)"
+command -v strace >/dev/null 2>&1 || die "needs strace (apt-get install strace)"
 command -v openssl >/dev/null 2>&1 || die "needs openssl"
 [ -x "$ELF" ] && [ -f "$MAP" ] || die "no $ELF or $MAP: run make first"
 
