@@ -32,6 +32,7 @@ me=text-order.sh
 die() { echo "$me: $*" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$ROOT/board/common                     # linkmap.py
 OUT=${1:-$ROOT/board/common/text-order.txt}
 ELF=$ROOT/build/host/picomail.elf
 MAP=$ROOT/build/host/picomail.map
@@ -88,14 +89,10 @@ CONF
         # are kept (the whole trace would be gigabytes).
         rm -f "$W/$name.fifo"
         mkfifo "$W/$name.fifo"
-        "$PY" - "$W/$name.fifo" "$MAP" >"$W/$name.out" <<'PY' &
-import re, sys
-lo, hi = 1 << 64, 0                 # .bss.daemon (an earlier list's) and .bss
-for line in open(sys.argv[2]):
-    m = re.match(r"^\.bss(\.daemon)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
-    if m:
-        lo = min(lo, int(m.group(2), 16))
-        hi = max(hi, int(m.group(2), 16) + int(m.group(3), 16))
+        PYTHONPATH=$HERE "$PY" - "$W/$name.fifo" "$MAP" >"$W/$name.out" <<'PY' &
+import sys
+from linkmap import output_range
+lo, hi = output_range(sys.argv[2], (".bss", ".bss.daemon"))   # .daemon: an earlier list's
 seen = set()
 for line in open(sys.argv[1], errors="replace"):
     if len(line) < 4 or line[0] != " " or line[1] not in "SM":
@@ -148,14 +145,10 @@ PY
     if [ "$tool" = strace ]; then
         # Every address in .bss given to a system call: what the kernel
         # may write there (read(2) into a buffer), which lackey does not see.
-        "$PY" - "$W/$name.trace" "$MAP" >"$W/$name.out" <<'PY' || die "cannot read the strace of $name"
+        PYTHONPATH=$HERE "$PY" - "$W/$name.trace" "$MAP" >"$W/$name.out" <<'PY' || die "no strace of $name"
 import re, sys
-lo, hi = 1 << 64, 0
-for line in open(sys.argv[2]):
-    m = re.match(r"^\.bss(\.daemon)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
-    if m:
-        lo = min(lo, int(m.group(2), 16))
-        hi = max(hi, int(m.group(2), 16) + int(m.group(3), 16))
+from linkmap import output_range
+lo, hi = output_range(sys.argv[2], (".bss", ".bss.daemon"))
 seen = set()
 for line in open(sys.argv[1], errors="replace"):
     for a in re.findall(r"0x[0-9a-f]+", line.split(") =")[0]):
@@ -174,8 +167,9 @@ PY
 # The input sections (as the list names them) holding the instructions
 # that ran, from a callgrind output and the link map.
 sections() {
-    "$PY" - "$1" "$MAP" <<'PY'
+    PYTHONPATH=$HERE "$PY" - "$1" "$MAP" <<'PY'
 import bisect, os, re, sys
+from linkmap import input_sections
 ran, cur = set(), 0
 for line in open(sys.argv[1]):
     m = re.match(r"^(0x[0-9a-f]+|[+-]\d+|\*)\s", line)
@@ -183,25 +177,7 @@ for line in open(sys.argv[1]):
         t = m.group(1)
         cur = int(t, 16) if t.startswith("0x") else cur + int(t) if t != "*" else cur
         ran.add(cur)
-# " .text.name  0xADDR  0xSIZE  file", the name alone on its line when long.
-spans, pending, started = [], None, False
-for line in open(sys.argv[2]):
-    if line.startswith("Linker script and memory map"):
-        started = True
-        continue
-    if not started:
-        continue
-    m = re.match(r"^ (\.text[^\s]*)\s*$", line)
-    if m:
-        pending = m.group(1)
-        continue
-    m = re.match(r"^ (\.text[^\s]*)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)", line)
-    if m and (m.group(1) or pending):
-        sec, addr, size, f = m.group(1) or pending, int(m.group(2), 16), int(m.group(3), 16), m.group(4)
-        if size:
-            spans.append((addr, size, sec, f))
-    pending = None
-spans.sort()
+spans = input_sections(sys.argv[2], ".text")
 starts = [s[0] for s in spans]
 out = []
 for a in sorted(ran):
@@ -228,34 +204,12 @@ PY
 # small ones first so that they share pages.
 # On the boards the names differ and few match: .bss as before there.
 bss_sections() {
-    "$PY" - "$1" "$MAP" "$2" <<'PY'
-import bisect, re, sys
+    PYTHONPATH=$HERE "$PY" - "$1" "$MAP" "$2" <<'PY'
+import bisect, sys
+from linkmap import input_sections
 touched = [int(a, 16) for a in (open(sys.argv[1]).read() + open(sys.argv[3]).read()).split()]
-spans, pending, out_sec = [], None, None
-started = False
-for line in open(sys.argv[2]):
-    if line.startswith("Linker script and memory map"):
-        started = True
-        continue
-    if not started:
-        continue
-    m = re.match(r"^(\.\S+)", line)
-    if m:
-        out_sec = m.group(1)
-        continue
-    if out_sec not in (".bss", ".bss.daemon"):
-        continue
-    m = re.match(r"^ (\.bss\S*)\s*$", line)
-    if m:
-        pending = m.group(1)
-        continue
-    m = re.match(r"^ (\.bss\S*)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)", line)
-    if m and (m.group(1) or pending):
-        sec, addr, size = m.group(1) or pending, int(m.group(2), 16), int(m.group(3), 16)
-        if size and sec.startswith(".bss."):
-            spans.append((addr, size, sec))
-    pending = None
-spans.sort()
+spans = [(a, n, sec) for a, n, sec, _ in
+         input_sections(sys.argv[2], ".bss.", (".bss", ".bss.daemon"))]
 starts = [s[0] for s in spans]
 bss = {}
 for a in touched:
