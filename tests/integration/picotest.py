@@ -46,6 +46,9 @@ def _sanitized():
 # Under a sanitizer or valgrind, memory figures (RSS, peak RSS) measure the
 # tool, not picomail: tests of those skip, naming why (skip_if_sanitized).
 SANITIZED = _sanitized()
+# How much slower the daemon is there: start-up, shutdown and the waits of
+# timing-sensitive tests are scaled by it (never what they assert).
+SLOWDOWN = 1 if not SANITIZED else (20 if WRAP else 3)
 
 
 def _emulated():
@@ -61,9 +64,6 @@ def _emulated():
 
 
 EMULATED = _emulated()
-# How much slower the daemon is there: start-up, shutdown and the waits of
-# timing-sensitive tests are scaled by it (never what they assert).
-SLOWDOWN = 1 if not SANITIZED else (20 if WRAP else 3)
 
 
 def skip_if_sanitized(what):
