@@ -57,12 +57,14 @@
 #define IPV6_FREEBIND 78   /* Linux 4.15 */
 #endif
 #define ACCEPT_BURST   16    /* accepts per listener per round, for fairness */
-#define EXTRA_SLOTS    12    /* signal pipe, control socket and its client, submit socket,
+#define EXTRA_SLOTS    13    /* signal pipe, control socket and its client, submit socket,
                               * queue and users timers, the OAuth2 token's command or
-                              * HTTPS request, inotify of the IMAP folders, spare */
+                              * HTTPS request, inotify of the IMAP folders, the group
+                              * commit's sync ring, spare */
 #define USERS_CHECK_MS  2000 /* how often the users file is stat'd for changes */
 
 static int users_slot = -1;
+static int commit_slot = -1, commit_fd = -1;   /* the group commit's ring */
 static int listen_fd[CONF_LISTEN_MAX];
 static int listen_slot[CONF_LISTEN_MAX];
 static unsigned nlisten;
@@ -356,6 +358,7 @@ static int status_text(char *buf, size_t len)
 	                 "commit_files: %" PRIu64 "\n"
 	                 "commit_batch_max: %" PRIu64 "\n"
 	                 "commit_syncs: %s\n"
+	                 "commit_in_flight: %u\n"
 	                 "queue_length: %u\n"
 	                 "queue_bytes: %" PRIu64 "\n"
 	                 "queue_active: %u\n"
@@ -378,7 +381,8 @@ static int status_text(char *buf, size_t len)
 	                 loop_size(), stats.refused_busy, stats.refused_per_address,
 	                 stats.messages_in, stats.messages_refused,
 	                 stats.bytes_written, stats.write_errors, stats.commit_batches,
-	                 stats.commit_files, stats.commit_batch_max, fsyncs_method(), queue_length(),
+	                 stats.commit_files, stats.commit_batch_max, fsyncs_method(), maildir_commit_in_flight(),
+	                 queue_length(),
 	                 queue_bytes(), queue_active(), stats.pregreet,
 	                 stats.helo_refused, stats.dnsbl_listed,
 	                 stats.dnsbl_unanswered, stats.greylist_deferred,
@@ -514,6 +518,8 @@ static void reload(void)
 	}
 	c = inforce_conf();
 	quota_forget();   /* maildir_root may have changed */
+	/* The messages being committed go where they were written. */
+	maildir_commit_drain();
 	maildir_setup(c->maildir_root, c->hostname);
 	dns_reconfigure(c);
 	/* Greylisting turned on by the reload takes its table now. */
@@ -581,13 +587,48 @@ static void shutdown_all(void)
 	loop_stop();
 }
 
+static void commit_ready(void *ctx, int revents)
+{
+	(void)ctx;
+	(void)revents;
+	maildir_commit_run();
+}
+
+/* Watches the commit's ring once it exists (it is set up at the first
+ * batch), and forgets it if the ring was given up (its descriptor is then
+ * closed, and each batch completes within maildir_commit_run).  0, or -1
+ * when the ring exists and cannot be watched. */
+static int commit_watch(void)
+{
+	int fd = maildir_commit_fd();
+
+	if (fd != commit_fd) {
+		if (commit_slot >= 0) {
+			loop_del(commit_slot);
+			commit_slot = -1;
+		}
+		commit_fd = fd;
+		if (fd >= 0) {
+			commit_slot = loop_add(fd, POLLIN, commit_ready, NULL);
+		}
+	}
+	return fd >= 0 && commit_slot < 0 ? -1 : 0;
+}
+
 static void after_round(void)
 {
 	/* Commits first: a session waiting on one has been promised nothing
 	 * yet, but its file is complete; finish it before shutting down. */
-	maildir_commit_run();
 	if (stopping) {
+		maildir_commit_drain();
 		shutdown_all();
+		return;
+	}
+	maildir_commit_run();
+	if (commit_watch() < 0) {
+		/* No slot for the ring (one is kept for it): nothing would
+		 * wake the loop when the syncs complete, so wait for them. */
+		maildir_commit_drain();
 	}
 }
 

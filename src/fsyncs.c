@@ -9,11 +9,17 @@
  * would get the single flush too, but it writes and waits for every other
  * program's dirty data on the volume.
  *
+ * The ring also keeps the loop free while the disk works: the syncs are
+ * submitted and the call returns; the ring's descriptor turns readable
+ * when completions wait, and the loop serves the other sessions (and
+ * gathers the next batch) meanwhile.
+ *
  * io_uring is used for nothing else: a ring of FSYNCS_RING entries set up
  * at the first batch, used only by the one thread of the daemon, and
  * restricted to the FSYNC operation.  Where the kernel lacks it (before
  * 5.1, CONFIG_IO_URING off, kernel.io_uring_disabled, a seccomp filter)
- * the syncs run one after the other, as correct and only slower.
+ * the syncs run one after the other, blocking the loop, as correct and
+ * only slower.
  *
  * The ring's layout is the kernel's ABI (include/uapi/linux/io_uring.h);
  * the few structures needed are declared here because the musl
@@ -151,14 +157,13 @@ static int ring_ready(void)
 	return ring.state > 0;
 }
 
-/* Submits fd[0..n-1] (n <= ring.entries) and waits for their completions,
- * setting err[i] (0 or an errno) for each that completed.  An entry the
- * ring could not finish keeps err[i] = -1, and the ring is given up for
- * good (the caller syncs those one by one): its state is unknown. */
-static void ring_run(const int *fd, int *err, unsigned n)
+/* Puts fd[0..n-1] (n <= ring.entries) on the ring and returns without
+ * waiting; 0, or -1 when the ring failed (given up for good, nothing of
+ * it counted on). */
+static int ring_submit(const int *fd, unsigned n, int data)
 {
-	uint32_t tail = *ring.sq_tail, head, i;
-	unsigned submitted = 0, done = 0;
+	uint32_t tail = *ring.sq_tail, i;
+	unsigned submitted = 0;
 	long r;
 
 	for (i = 0; i < n; i++) {
@@ -168,34 +173,59 @@ static void ring_run(const int *fd, int *err, unsigned n)
 		memset(s, 0, sizeof *s);
 		s->opcode = OP_FSYNC;
 		s->fd = fd[i];
-		s->fsync_flags = FSYNC_DATASYNC;
+		s->fsync_flags = data ? FSYNC_DATASYNC : 0;
 		s->user_data = i;
 		ring.sq_array[k] = k;
-		err[i] = -1;
 	}
 	__atomic_store_n(ring.sq_tail, tail + n, __ATOMIC_RELEASE);
-	while (done < n) {
-		r = io_uring(SYS_io_uring_enter, ring.fd, n - submitted, 1, ENTER_GETEVENTS);
+	while (submitted < n) {
+		r = io_uring(SYS_io_uring_enter, ring.fd, n - submitted, 0, 0);
 		if (r < 0 && errno == EINTR) {
 			continue;
 		}
-		if (r < 0 || (r == 0 && submitted == done)) {
+		if (r <= 0) {
 			ring_off();
-			return;
+			return -1;
 		}
 		submitted += (unsigned)r;
+	}
+	return 0;
+}
+
+/* Takes the completions that arrived, setting err[i] (left -1 while
+ * pending); with wait, blocks until *left is 0.  -1 when the ring failed
+ * (given up: the entries still -1 are the caller's to sync). */
+static int ring_reap(int *err, unsigned n, unsigned *left, int wait)
+{
+	uint32_t head;
+	long r;
+
+	for (;;) {
 		head = *ring.cq_head;
 		while (head != __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE)) {
 			const struct cqe *c = &ring.cqes[head & *ring.cq_mask];
 
 			if (c->user_data < n && err[c->user_data] < 0) {
 				err[c->user_data] = c->res < 0 ? -c->res : 0;
-				done++;
+				(*left)--;
 			}
 			head++;
 		}
 		__atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+		if (*left == 0 || !wait) {
+			return 0;
+		}
+		r = io_uring(SYS_io_uring_enter, ring.fd, 0, *left, ENTER_GETEVENTS);
+		if (r < 0 && errno != EINTR) {
+			ring_off();
+			return -1;
+		}
 	}
+}
+
+int fsyncs_fd(void)
+{
+	return ring.state > 0 ? ring.fd : -1;
 }
 
 const char *fsyncs_method(void)
@@ -214,42 +244,78 @@ static int ring_ready(void)
 	return 0;
 }
 
-static void ring_run(const int *fd, int *err, unsigned n)
+static int ring_submit(const int *fd, unsigned n, int data)
 {
 	(void)fd;
+	(void)n;
+	(void)data;
+	return -1;
+}
+
+static int ring_reap(int *err, unsigned n, unsigned *left, int wait)
+{
 	(void)err;
 	(void)n;
+	(void)left;
+	(void)wait;
+	return -1;
+}
+
+int fsyncs_fd(void)
+{
+	return -1;
 }
 #endif
 
-static int sync_one(int fd)
+/* The group in flight: one at a time. */
+static struct {
+	int fd[FSYNCS_RING];
+	int err[FSYNCS_RING];   /* -1 while not done */
+	unsigned n, left;
+	int data, on_ring;
+} group;
+
+static int sync_one(int fd, int data)
 {
 	int r;
 
 	do {
-		r = fdatasync(fd);
+		r = data ? fdatasync(fd) : fsync(fd);
 	} while (r < 0 && errno == EINTR);
 	return r < 0 ? (errno ? errno : EIO) : 0;
 }
 
-void fsyncs_data(const int *fd, int *err, unsigned n)
+int fsyncs_start(const int *fd, unsigned n, int data)
 {
-	unsigned i, k;
+	if (n > FSYNCS_RING) {
+		n = FSYNCS_RING;   /* the header's contract; never more */
+	}
+	memcpy(group.fd, fd, n * sizeof *fd);
+	memset(group.err, 0xff, n * sizeof *group.err);   /* -1: not done */
+	group.n = group.left = n;
+	group.data = data;
+	group.on_ring = n > 0 && ring_ready() && ring_submit(fd, n, data) == 0;
+	return group.on_ring;
+}
 
-	for (i = 0; i < n; i += k) {
-		k = n - i;
-		if (k > FSYNCS_RING) {
-			k = FSYNCS_RING;
-		}
-		if (k > 1 && ring_ready()) {
-			ring_run(fd + i, err + i, k);
-		} else {
-			memset(err + i, 0xff, k * sizeof *err);   /* -1: not done */
+int fsyncs_collect(int *err, int wait)
+{
+	unsigned i;
+
+	if (group.on_ring && group.left > 0 &&
+	    ring_reap(group.err, group.n, &group.left, wait) < 0) {
+		group.on_ring = 0;   /* the rest one by one, below */
+	}
+	if (group.on_ring && group.left > 0) {
+		return 0;
+	}
+	for (i = 0; i < group.n; i++) {
+		if (group.err[i] < 0) {
+			group.err[i] = sync_one(group.fd[i], group.data);
 		}
 	}
-	for (i = 0; i < n; i++) {
-		if (err[i] < 0) {
-			err[i] = sync_one(fd[i]);
-		}
-	}
+	group.on_ring = 0;
+	group.left = 0;
+	memcpy(err, group.err, group.n * sizeof *err);
+	return 1;
 }

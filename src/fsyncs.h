@@ -1,5 +1,6 @@
-/* fsyncs.h - several fdatasyncs issued together (io_uring where the
- * kernel offers it, else one after the other). */
+/* fsyncs.h - several fdatasyncs issued together and waited for from the
+ * poll loop (io_uring where the kernel offers it, else one after the
+ * other, blocking). */
 #ifndef PICOMAIL_FSYNCS_H
 #define PICOMAIL_FSYNCS_H
 
@@ -7,9 +8,21 @@
  * turns of this many. */
 #define FSYNCS_RING 32
 
-/* fdatasync(fd[i]) for i < n, all in flight together; err[i] is set to 0
- * or the errno of that file's sync.  Blocks until every one is done. */
-void fsyncs_data(const int *fd, int *err, unsigned n);
+/* Starts the syncs of fd[0..n-1] together (fdatasync when data, else
+ * fsync; n <= FSYNCS_RING, one group at a time) and returns at once: 1
+ * when the ring took them (fsyncs_fd() turns readable as they complete),
+ * 0 when there is no ring (fsyncs_collect runs them one by one). */
+int fsyncs_start(const int *fd, unsigned n, int data);
+
+/* Takes the group's completions that arrived; with wait, blocks until all
+ * have, syncing by hand whatever the ring could not finish.  1 when every
+ * one is done, err[i] then 0 or that file's errno; 0 while some are still
+ * in flight (only without wait). */
+int fsyncs_collect(int *err, int wait);
+
+/* The ring's descriptor, for poll (POLLIN when completions wait); -1 when
+ * there is no ring (not set up yet, or unavailable). */
+int fsyncs_fd(void);
 
 /* How the syncs run: "io_uring", "serial" (no ring), or "untried" (no
  * batch of several files yet), for picomail status. */

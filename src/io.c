@@ -284,25 +284,52 @@ int io_fdatasync(int fd)
 	return r;
 }
 
-void io_fdatasync_many(const int *fd, int *err, unsigned n)
-{
-	int live[FSYNCS_RING], res[FSYNCS_RING];
-	unsigned at[FSYNCS_RING], i = 0, k, j;
+/* The group of io_syncs_start: which entries the seam failed (err[i]),
+ * and where the others went on the ring (at[]). */
+static struct {
+	unsigned n, k;
+	unsigned at[FSYNCS_RING];
+	int err[FSYNCS_RING];
+} syncs;
 
-	while (i < n) {
-		for (k = 0; i < n && k < FSYNCS_RING; i++) {
-			if (fault(OP_FSYNC, NULL, fd[i])) {
-				err[i] = errno ? errno : EIO;
-				continue;
-			}
-			at[k] = i;
-			live[k++] = fd[i];
-		}
-		fsyncs_data(live, res, k);
-		for (j = 0; j < k; j++) {
-			err[at[j]] = res[j];
-		}
+int io_syncs_start(const int *fd, unsigned n, int data)
+{
+	int live[FSYNCS_RING];
+	unsigned i;
+
+	if (n > FSYNCS_RING) {
+		n = FSYNCS_RING;
 	}
+	syncs.n = n;
+	syncs.k = 0;
+	for (i = 0; i < n; i++) {
+		syncs.err[i] = -1;
+		if (fault(OP_FSYNC, NULL, fd[i])) {
+			syncs.err[i] = errno ? errno : EIO;
+			continue;
+		}
+		syncs.at[syncs.k] = i;
+		live[syncs.k++] = fd[i];
+	}
+	return syncs.k > 0 && fsyncs_start(live, syncs.k, data);
+}
+
+int io_syncs_collect(int *err, int wait)
+{
+	int res[FSYNCS_RING];
+	unsigned i;
+
+	if (syncs.k > 0 && !fsyncs_collect(res, wait)) {
+		return 0;
+	}
+	for (i = 0; i < syncs.n; i++) {
+		err[i] = syncs.err[i];
+	}
+	for (i = 0; i < syncs.k; i++) {
+		err[syncs.at[i]] = res[i];
+	}
+	syncs.k = 0;
+	return 1;
 }
 
 static int file_range(int fd, unsigned flags)

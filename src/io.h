@@ -34,9 +34,14 @@ int io_fsync(int fd);
 /* fdatasync(2): the file's data and what reading it back needs (size,
  * blocks), then a device cache flush. */
 int io_fdatasync(int fd);
-/* fdatasync of fd[0..n-1], issued together (fsyncs.c); err[i] is 0 or the
- * errno of file i.  Each counts as one fsync for the fault seam. */
-void io_fdatasync_many(const int *fd, int *err, unsigned n);
+/* The syncs of fd[0..n-1] (fdatasync when data, else fsync; n <=
+ * FSYNCS_RING), started together and collected later (fsyncs.c says how):
+ * io_syncs_start returns 1 when they are in flight on the ring, whose
+ * descriptor fsyncs_fd() gives; io_syncs_collect returns 1 with err[i]
+ * (0 or file i's errno) once all are done, 0 while some are in flight
+ * (only without wait).  Each counts as one fsync for the fault seam. */
+int io_syncs_start(const int *fd, unsigned n, int data);
+int io_syncs_collect(int *err, int wait);
 /* Starts the write-back of a file's data (sync_file_range) and returns. */
 int io_start_data(int fd);
 /* Writes a file's data and waits for it (sync_file_range), reporting write

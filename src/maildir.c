@@ -26,7 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH_DIRS_MAX 64
+/* The new/ directories one batch syncs together: one group of syncs. */
+#define BATCH_DIRS_MAX FSYNCS_RING
 
 static char root[MAILDIR_PATH_MAX] = "/var/mail";
 static char host[128] = "localhost";
@@ -399,112 +400,103 @@ undo:
 	return e;
 }
 
-/* The new/ directories synced in this batch, each once, with the result. */
+/* The new/ directories of one batch, each synced once, with the result. */
 struct dirset {
 	unsigned n;
 	char user[BATCH_DIRS_MAX][ADDR_USER_MAX + 1];
+	int fd[BATCH_DIRS_MAX];    /* open for the sync, or -1 */
 	int err[BATCH_DIRS_MAX];
 };
 
-/* fsyncs the new/ directory of every user of m, unless this batch already
- * did; 0 or errno. */
-static int sync_dirs_of(const struct maildir_msg *m, struct dirset *d)
+/* The batch being committed; one at a time, while the next one gathers
+ * in the pending list.  Its stages, each of which waits for the ring
+ * (fsyncs.c) while the loop serves the sessions:
+ *   STAGE_FILES  the files' fdatasyncs are in flight;
+ *   STAGE_DIRS   the files are linked into new/, and the fsyncs of those
+ *                directories are in flight.
+ * Without a ring each stage completes at once, blocking. */
+enum stage { STAGE_IDLE, STAGE_FILES, STAGE_DIRS };
+
+static struct {
+	enum stage stage;
+	struct maildir_msg *batch;               /* at most FSYNCS_RING */
+	struct maildir_msg *file[FSYNCS_RING];   /* those whose syncs went out */
+	unsigned nfiles;
+	struct dirset dirs;
+	unsigned open_at[BATCH_DIRS_MAX];        /* dirs whose syncs went out */
+	unsigned nopen;
+} run;
+
+/* Takes the oldest pending messages, as many as one group of syncs holds,
+ * as the next batch. */
+static void take_batch(void)
 {
-	char path[MAILDIR_PATH_MAX];
-	unsigned i, j;
-	int e;
+	struct maildir_msg **p = &pending_head;
+	unsigned n = 0;
 
-	for (i = 0; i < m->nusers; i++) {
-		for (j = 0; j < d->n && strcmp(d->user[j], m->users[i]) != 0; j++) {
-		}
-		if (j < d->n) {
-			e = d->err[j];
-		} else {
-			e = 0;
-			if (user_path(path, sizeof path, m->users[i], "new") < 0 ||
-			    io_fsync_dir(path) < 0) {
-				e = errno ? errno : EIO;
-			}
-			if (d->n < BATCH_DIRS_MAX) {
-				snprintf(d->user[d->n], sizeof d->user[0], "%s", m->users[i]);
-				d->err[d->n++] = e;
-			}
-		}
-		if (e != 0) {
-			return e;
-		}
-	}
-	return 0;
-}
-
-/* Makes the batch's files durable, setting m->err (they stay open: an
- * unnamed one is linked through its descriptor).
- *
- * Each file is synced by itself (fdatasync: its data, its size and its
- * blocks), so that the file system writes picomail's files and nothing
- * else: a syncfs() would also write out, and wait for, every other
- * program's dirty pages on the volume (a backup, a media copy) and force
- * them out early.  With several files the data goes first, together:
- * every file's write-back is started, then all are waited for, so that
- * the batch's data reaches the disk as one stream of writes.  The
- * fdatasyncs that follow find their data written and only persist the
- * inodes; they are issued together (fsyncs.c), so that the device cache
- * flushes they wait for merge and a journal commits them at once. */
-static void sync_files(struct maildir_msg *batch)
-{
-	struct maildir_msg *m, *chunk[FSYNCS_RING];
-	int fd[FSYNCS_RING], err[FSYNCS_RING];
-	unsigned n = 0, i;
-
-	for (m = batch; m != NULL; m = m->next) {
-		n += m->err == 0;
+	while (*p != NULL && n < FSYNCS_RING) {
+		n += (*p)->err == 0;
 		stats.commit_files++;
+		p = &(*p)->next;
+	}
+	run.batch = pending_head;
+	pending_head = *p;
+	*p = NULL;
+	if (pending_head == NULL) {
+		pending_tail = &pending_head;
 	}
 	stats.commit_batches++;
 	if (n > stats.commit_batch_max) {
 		stats.commit_batch_max = n;
 	}
-	if (n > 1) {
-		for (m = batch; m != NULL; m = m->next) {
-			if (m->err == 0 && io_start_data(m->fd) < 0) {
-				m->err = errno ? errno : EIO;
-			}
-		}
-		for (m = batch; m != NULL; m = m->next) {
-			if (m->err == 0 && io_sync_data(m->fd) < 0) {
-				m->err = errno ? errno : EIO;
-			}
-		}
-	}
-	for (m = batch; m != NULL;) {
-		for (n = 0; m != NULL && n < FSYNCS_RING; m = m->next) {
-			if (m->err == 0) {
-				chunk[n] = m;
-				fd[n++] = m->fd;
-			}
-		}
-		io_fdatasync_many(fd, err, n);
-		for (i = 0; i < n; i++) {
-			chunk[i]->err = err[i];
-		}
-	}
 }
 
-/* Runs one batch: everything pending now. */
-static void commit_batch(void)
+/* Starts making the batch's files durable.
+ *
+ * Each file is synced by itself (fdatasync: its data, its size and its
+ * blocks), so that the file system writes picomail's files and nothing
+ * else: a syncfs() would also write out, and wait for, every other
+ * program's dirty pages on the volume (a backup, a media copy) and force
+ * them out early.  With several files every file's write-back is started
+ * first, so that the batch's data reaches the disk as one stream of
+ * writes; the fdatasyncs, issued together (fsyncs.c), wait for it and
+ * persist the inodes, so that the device cache flushes they wait for
+ * merge and a journal commits them at once. */
+static void files_start(void)
 {
-	static struct dirset synced;
-	struct maildir_msg *batch = pending_head, *m, *next;
-	int e;
+	struct maildir_msg *m;
+	int fd[FSYNCS_RING];
+	unsigned n = 0;
 
-	pending_head = NULL;
-	pending_tail = &pending_head;
-	synced.n = 0;
+	for (m = run.batch; m != NULL; m = m->next) {
+		n += m->err == 0;
+	}
+	run.nfiles = 0;
+	for (m = run.batch; m != NULL; m = m->next) {
+		if (m->err == 0 && n > 1 && io_start_data(m->fd) < 0) {
+			m->err = errno ? errno : EIO;
+		}
+		if (m->err == 0) {
+			run.file[run.nfiles] = m;
+			fd[run.nfiles++] = m->fd;
+		}
+	}
+	run.stage = STAGE_FILES;
+	(void)io_syncs_start(fd, run.nfiles, 1);
+}
 
-	/* Sync every file first, then publish: new/ only ever names data
-	 * that is already on disk. */
-	sync_files(batch);
-	for (m = batch; m != NULL; m = m->next) {
+/* The files are durable (or failed, err[i]): each goes into new/ of its
+ * users; the files stay open until then, since an unnamed one is linked
+ * through its descriptor.  new/ only ever names data already on disk. */
+static void files_done(const int *err)
+{
+	struct maildir_msg *m;
+	unsigned i;
+
+	for (i = 0; i < run.nfiles; i++) {
+		run.file[i]->err = err[i];
+	}
+	for (m = run.batch; m != NULL; m = m->next) {
 		if (m->err == 0) {
 			m->err = publish(m, m->final, sizeof m->final);
 		}
@@ -518,39 +510,179 @@ static void commit_batch(void)
 		}
 		m->fd = -1;
 	}
-	/* One directory sync per mailbox for the whole batch. */
-	for (m = batch; m != NULL; m = m->next) {
-		if (m->err != 0) {
+}
+
+/* Index of user's new/ in the batch's set, or -1. */
+static int dir_index(const struct dirset *d, const char *user)
+{
+	unsigned j;
+
+	for (j = 0; j < d->n; j++) {
+		if (strcmp(d->user[j], user) == 0) {
+			return (int)j;
+		}
+	}
+	return -1;
+}
+
+/* Starts the fsync of every new/ the batch linked into, each once for the
+ * whole batch.  A batch that touched more mailboxes than the set holds
+ * has the others synced one by one when it ends (dirs_done). */
+static void dirs_start(void)
+{
+	struct dirset *d = &run.dirs;
+	char path[MAILDIR_PATH_MAX];
+	struct maildir_msg *m;
+	int fd[BATCH_DIRS_MAX];
+	unsigned i;
+
+	d->n = 0;
+	for (m = run.batch; m != NULL; m = m->next) {
+		for (i = 0; m->err == 0 && i < m->nusers && d->n < BATCH_DIRS_MAX; i++) {
+			if (dir_index(d, m->users[i]) < 0) {
+				snprintf(d->user[d->n++], sizeof d->user[0], "%s", m->users[i]);
+			}
+		}
+	}
+	run.nopen = 0;
+	for (i = 0; i < d->n; i++) {
+		d->err[i] = 0;
+		d->fd[i] = -1;
+		if (user_path(path, sizeof path, d->user[i], "new") < 0 ||
+		    (d->fd[i] = io_open(path, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+			d->err[i] = errno ? errno : EIO;
 			continue;
 		}
-		e = sync_dirs_of(m, &synced);
-		if (e != 0) {
+		run.open_at[run.nopen] = i;
+		fd[run.nopen++] = d->fd[i];
+	}
+	run.stage = STAGE_DIRS;
+	(void)io_syncs_start(fd, run.nopen, 0);
+}
+
+/* 0 when every new/ of m is known synced, else the errno. */
+static int dirs_result(const struct maildir_msg *m)
+{
+	char path[MAILDIR_PATH_MAX];
+	unsigned i;
+	int j;
+
+	for (i = 0; i < m->nusers; i++) {
+		j = dir_index(&run.dirs, m->users[i]);
+		if (j >= 0 && run.dirs.err[j] != 0) {
+			return run.dirs.err[j];
+		}
+		if (j < 0 && (user_path(path, sizeof path, m->users[i], "new") < 0 ||
+		              io_fsync_dir(path) < 0)) {
+			return errno ? errno : EIO;
+		}
+	}
+	return 0;
+}
+
+/* The directories are synced (or failed, err[i]): the batch ends, and
+ * each session hears how its message went. */
+static void dirs_done(const int *err)
+{
+	struct dirset *d = &run.dirs;
+	struct maildir_msg *m, *next;
+	unsigned i;
+	int e;
+
+	for (i = 0; i < run.nopen; i++) {
+		d->err[run.open_at[i]] = err[i];
+	}
+	for (i = 0; i < d->n; i++) {
+		if (d->fd[i] >= 0) {
+			(void)io_close(d->fd[i]);
+			d->fd[i] = -1;
+		}
+	}
+	for (m = run.batch; m != NULL; m = m->next) {
+		if (m->err == 0 && (e = dirs_result(m)) != 0) {
 			m->err = e;
 			/* Not known durable: take it back so a retry does not
 			 * deliver twice. */
 			unlink_new(m, m->nusers, m->final);
 		}
 	}
-	for (m = batch; m != NULL; m = next) {
+	/* The callbacks may queue the sessions' next messages: the batch is
+	 * finished before they run. */
+	m = run.batch;
+	run.batch = NULL;
+	run.stage = STAGE_IDLE;
+	for (; m != NULL; m = next) {
 		next = m->next;
 		m->tmp[0] = '\0';
 		m->done(m->ctx, m->err);
 	}
 }
 
+/* Moves the commit on as far as it goes without waiting for the disk
+ * (with wait: until nothing is pending nor in flight). */
+static void advance(int wait)
+{
+	int err[FSYNCS_RING];
+
+	for (;;) {
+		switch (run.stage) {
+		case STAGE_IDLE:
+			if (pending_head == NULL) {
+				return;
+			}
+			take_batch();
+			files_start();
+			break;
+		case STAGE_FILES:
+			if (!io_syncs_collect(err, wait)) {
+				return;
+			}
+			files_done(err);
+			dirs_start();
+			break;
+		case STAGE_DIRS:
+			if (!io_syncs_collect(err, wait)) {
+				return;
+			}
+			dirs_done(err);
+			break;
+		}
+	}
+}
+
 int maildir_commit_pending(void)
 {
-	return pending_head != NULL;
+	/* Worth gathering for only when a batch can start now. */
+	return pending_head != NULL && run.stage == STAGE_IDLE;
 }
 
 void maildir_commit_run(void)
 {
 	/* A session told of its commit may go straight on to the next
-	 * pipelined message and queue it: run batches until none is left, or
-	 * that message would wait for an unrelated wake-up. */
-	while (pending_head != NULL) {
-		commit_batch();
+	 * pipelined message and queue it: advance() starts the next batch
+	 * at once, or that message would wait for an unrelated wake-up. */
+	advance(0);
+}
+
+void maildir_commit_drain(void)
+{
+	advance(1);
+}
+
+unsigned maildir_commit_in_flight(void)
+{
+	const struct maildir_msg *m;
+	unsigned n = 0;
+
+	for (m = run.batch; m != NULL; m = m->next) {
+		n++;
 	}
+	return n;
+}
+
+int maildir_commit_fd(void)
+{
+	return fsyncs_fd();
 }
 
 /* Removes every file in dir (a tmp/): called at start-up, before any

@@ -3,9 +3,10 @@
  * A message is streamed (LF line ends) into a file without a name in
  * <root>/<user>/tmp/ (O_TMPFILE), or named <root>/<user>/tmp/<unique>
  * where the file system or the caller needs a name, then handed to the
- * commit queue.  After each loop round the queue syncs every pending
- * file, links each into new/ of all its users, and syncs each new/
- * directory once for the whole batch, then reports to each session.
+ * commit queue.  The pending files make a batch: each is synced, linked
+ * into new/ of all its users, each new/ directory is synced once for the
+ * whole batch, then each session hears the result.  The syncs run while
+ * the loop goes on (fsyncs.c), and the next batch gathers meanwhile.
  * Nothing is reported delivered before its directory entry is on disk.
  */
 #ifndef PICOMAIL_MAILDIR_H
@@ -70,14 +71,27 @@ int maildir_flush(struct maildir_msg *m);
 void maildir_abort(struct maildir_msg *m);
 
 /* Queues m for the next commit; done(ctx, 0 or errno) is called from
- * maildir_commit_run, after which m is finished (file closed). */
+ * maildir_commit_run or maildir_commit_drain, after which m is finished
+ * (file closed). */
 void maildir_commit(struct maildir_msg *m, maildir_done_fn done, void *ctx);
 
-/* 1 when messages wait for the next commit. */
+/* 1 when messages wait for a batch that can start now (none in flight). */
 int maildir_commit_pending(void);
 
-/* Runs the pending commits as one batch (called after each loop round). */
+/* Moves the commit on without waiting for the disk: starts a batch of the
+ * pending messages, or finishes the stages whose syncs completed (called
+ * after each loop round, and when maildir_commit_fd turns readable). */
 void maildir_commit_run(void);
+
+/* Commits everything pending and in flight, waiting (shutdown). */
+void maildir_commit_drain(void);
+
+/* Messages in the batch being committed (0 when none), for status. */
+unsigned maildir_commit_in_flight(void);
+
+/* The descriptor that turns readable when syncs in flight complete, or
+ * -1 (no ring: each batch then completes within maildir_commit_run). */
+int maildir_commit_fd(void);
 
 /* Removes files left in tmp/ by a crash, for each user directory. */
 void maildir_clean_tmp(void);

@@ -1,10 +1,13 @@
 /* test_fsyncs.c - src/fsyncs.c: several fdatasyncs at once, each result
- * given back at its own index, through the ring or one by one. */
+ * given back at its own index, through the ring or one by one; started
+ * without waiting, and collected when the ring's descriptor turns
+ * readable. */
 #include "../../src/fsyncs.h"
 #include "check.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -27,6 +30,26 @@ static int new_file(unsigned i)
 	return fd;
 }
 
+/* fd[0..n-1] in groups of the ring's size, each started and then
+ * collected after waiting for the ring's descriptor (bounded). */
+static void sync_all(const int *fd, int *err, unsigned n, int data)
+{
+	unsigned i, k, rounds;
+
+	for (i = 0; i < n; i += k) {
+		k = n - i < FSYNCS_RING ? n - i : FSYNCS_RING;
+		if (fsyncs_start(fd + i, k, data)) {
+			struct pollfd p = { fsyncs_fd(), POLLIN, 0 };
+
+			CHECK(p.fd >= 0);
+			for (rounds = 0; rounds < 100 && !fsyncs_collect(err + i, 0); rounds++) {
+				CHECK(poll(&p, 1, 100) >= 0);
+			}
+		}
+		CHECK(fsyncs_collect(err + i, 1) == 1);
+	}
+}
+
 int main(void)
 {
 	int fd[FILES], err[FILES], pipefd[2];
@@ -38,13 +61,24 @@ int main(void)
 	}
 	CHECK_STR(fsyncs_method(), "untried");
 
-	/* One file: a plain fdatasync, the ring is not set up for it. */
+	/* Nothing to sync: done at once, the ring is not set up for it. */
+	CHECK(fsyncs_start(fd, 0, 1) == 0);
+	CHECK(fsyncs_collect(err, 0) == 1);
+	CHECK_STR(fsyncs_method(), "untried");
+	CHECK(fsyncs_fd() == -1);
+
+	/* One file; and a directory, by fsync. */
 	fd[0] = new_file(0);
 	CHECK(fd[0] >= 0);
 	err[0] = -7;
-	fsyncs_data(fd, err, 1);
+	sync_all(fd, err, 1, 1);
 	CHECK(err[0] == 0);
-	CHECK_STR(fsyncs_method(), "untried");
+	close(fd[0]);
+	fd[0] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(fd[0] >= 0);
+	err[0] = -7;
+	sync_all(fd, err, 1, 0);
+	CHECK(err[0] == 0);
 	close(fd[0]);
 
 	/* Many files, in three turns; a pipe among them (fdatasync on a pipe
@@ -59,7 +93,7 @@ int main(void)
 	fd[5] = -1;   /* EBADF */
 	close(fd[FSYNCS_RING + 1]);
 	fd[FSYNCS_RING + 1] = pipefd[1];
-	fsyncs_data(fd, err, FILES);
+	sync_all(fd, err, FILES, 1);
 	for (i = 0; i < FILES; i++) {
 		if (i == 5) {
 			CHECK(err[i] == EBADF);
@@ -80,7 +114,7 @@ int main(void)
 		err[i] = -7;
 	}
 	fd[5] = fd[0];
-	fsyncs_data(fd, err, FILES);
+	sync_all(fd, err, FILES, 1);
 	CHECK(err[5] == 0 && err[FSYNCS_RING + 1] == EINVAL && err[FILES - 1] == 0);
 
 	for (i = 0; i < FILES; i++) {
