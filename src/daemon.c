@@ -587,11 +587,18 @@ static void shutdown_all(void)
 	loop_stop();
 }
 
+/* 1 when no connection but (at most) the committing session's, and no
+ * queue runner, could use the loop while the disk works. */
+static int loop_alone(void)
+{
+	return sessions_used() <= 1 && queue_active() == 0;
+}
+
 static void commit_ready(void *ctx, int revents)
 {
 	(void)ctx;
 	(void)revents;
-	maildir_commit_run();
+	maildir_commit_run(loop_alone());
 }
 
 /* Watches the commit's ring once it exists (it is set up at the first
@@ -624,7 +631,7 @@ static void after_round(void)
 		shutdown_all();
 		return;
 	}
-	maildir_commit_run();
+	maildir_commit_run(loop_alone());
 	if (commit_watch() < 0) {
 		/* No slot for the ring (one is kept for it): nothing would
 		 * wake the loop when the syncs complete, so wait for them. */

@@ -285,7 +285,7 @@ static int sync_one(int fd, int data)
 	return r < 0 ? (errno ? errno : EIO) : 0;
 }
 
-int fsyncs_start(const int *fd, unsigned n, int data)
+int fsyncs_start(const int *fd, unsigned n, int data, int block)
 {
 	if (n > FSYNCS_RING) {
 		n = FSYNCS_RING;   /* the header's contract; never more */
@@ -294,7 +294,7 @@ int fsyncs_start(const int *fd, unsigned n, int data)
 	memset(group.err, 0xff, n * sizeof *group.err);   /* -1: not done */
 	group.n = group.left = n;
 	group.data = data;
-	group.on_ring = n > 0 && ring_ready() && ring_submit(fd, n, data) == 0;
+	group.on_ring = n > (block ? 1u : 0u) && ring_ready() && ring_submit(fd, n, data) == 0;
 	return group.on_ring;
 }
 

@@ -11,8 +11,10 @@
 /* Starts the syncs of fd[0..n-1] together (fdatasync when data, else
  * fsync; n <= FSYNCS_RING, one group at a time) and returns at once: 1
  * when the ring took them (fsyncs_fd() turns readable as they complete),
- * 0 when there is no ring (fsyncs_collect runs them one by one). */
-int fsyncs_start(const int *fd, unsigned n, int data);
+ * 0 when there is no ring (fsyncs_collect runs them one by one).  block:
+ * the caller collects at once, waiting; a single sync then runs in the
+ * calling thread, sparing the hand-off to the kernel's workers. */
+int fsyncs_start(const int *fd, unsigned n, int data, int block);
 
 /* Takes the group's completions that arrived; with wait, blocks until all
  * have, syncing by hand whatever the ring could not finish.  1 when every

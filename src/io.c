@@ -292,7 +292,7 @@ static struct {
 	int err[FSYNCS_RING];
 } syncs;
 
-int io_syncs_start(const int *fd, unsigned n, int data)
+int io_syncs_start(const int *fd, unsigned n, int data, int block)
 {
 	int live[FSYNCS_RING];
 	unsigned i;
@@ -311,7 +311,7 @@ int io_syncs_start(const int *fd, unsigned n, int data)
 		syncs.at[syncs.k] = i;
 		live[syncs.k++] = fd[i];
 	}
-	return syncs.k > 0 && fsyncs_start(live, syncs.k, data);
+	return syncs.k > 0 && fsyncs_start(live, syncs.k, data, block);
 }
 
 int io_syncs_collect(int *err, int wait)

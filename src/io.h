@@ -39,8 +39,9 @@ int io_fdatasync(int fd);
  * io_syncs_start returns 1 when they are in flight on the ring, whose
  * descriptor fsyncs_fd() gives; io_syncs_collect returns 1 with err[i]
  * (0 or file i's errno) once all are done, 0 while some are in flight
- * (only without wait).  Each counts as one fsync for the fault seam. */
-int io_syncs_start(const int *fd, unsigned n, int data);
+ * (only without wait).  block: as for fsyncs_start.  Each counts as one
+ * fsync for the fault seam. */
+int io_syncs_start(const int *fd, unsigned n, int data, int block);
 int io_syncs_collect(int *err, int wait);
 /* Starts the write-back of a file's data (sync_file_range) and returns. */
 int io_start_data(int fd);

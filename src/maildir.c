@@ -462,7 +462,7 @@ static void take_batch(void)
  * writes; the fdatasyncs, issued together (fsyncs.c), wait for it and
  * persist the inodes, so that the device cache flushes they wait for
  * merge and a journal commits them at once. */
-static void files_start(void)
+static void files_start(int block)
 {
 	struct maildir_msg *m;
 	int fd[FSYNCS_RING];
@@ -482,7 +482,7 @@ static void files_start(void)
 		}
 	}
 	run.stage = STAGE_FILES;
-	(void)io_syncs_start(fd, run.nfiles, 1);
+	(void)io_syncs_start(fd, run.nfiles, 1, block);
 }
 
 /* The files are durable (or failed, err[i]): each goes into new/ of its
@@ -528,7 +528,7 @@ static int dir_index(const struct dirset *d, const char *user)
 /* Starts the fsync of every new/ the batch linked into, each once for the
  * whole batch.  A batch that touched more mailboxes than the set holds
  * has the others synced one by one when it ends (dirs_done). */
-static void dirs_start(void)
+static void dirs_start(int block)
 {
 	struct dirset *d = &run.dirs;
 	char path[MAILDIR_PATH_MAX];
@@ -557,7 +557,7 @@ static void dirs_start(void)
 		fd[run.nopen++] = d->fd[i];
 	}
 	run.stage = STAGE_DIRS;
-	(void)io_syncs_start(fd, run.nopen, 0);
+	(void)io_syncs_start(fd, run.nopen, 0, block);
 }
 
 /* 0 when every new/ of m is known synced, else the errno. */
@@ -619,8 +619,8 @@ static void dirs_done(const int *err)
 }
 
 /* Moves the commit on as far as it goes without waiting for the disk
- * (with wait: until nothing is pending nor in flight). */
-static void advance(int wait)
+ * (with block: until nothing is pending nor in flight). */
+static void advance(int block)
 {
 	int err[FSYNCS_RING];
 
@@ -631,17 +631,17 @@ static void advance(int wait)
 				return;
 			}
 			take_batch();
-			files_start();
+			files_start(block);
 			break;
 		case STAGE_FILES:
-			if (!io_syncs_collect(err, wait)) {
+			if (!io_syncs_collect(err, block)) {
 				return;
 			}
 			files_done(err);
-			dirs_start();
+			dirs_start(block);
 			break;
 		case STAGE_DIRS:
-			if (!io_syncs_collect(err, wait)) {
+			if (!io_syncs_collect(err, block)) {
 				return;
 			}
 			dirs_done(err);
@@ -656,12 +656,12 @@ int maildir_commit_pending(void)
 	return pending_head != NULL && run.stage == STAGE_IDLE;
 }
 
-void maildir_commit_run(void)
+void maildir_commit_run(int block)
 {
 	/* A session told of its commit may go straight on to the next
 	 * pipelined message and queue it: advance() starts the next batch
 	 * at once, or that message would wait for an unrelated wake-up. */
-	advance(0);
+	advance(block);
 }
 
 void maildir_commit_drain(void)

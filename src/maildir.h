@@ -80,8 +80,12 @@ int maildir_commit_pending(void);
 
 /* Moves the commit on without waiting for the disk: starts a batch of the
  * pending messages, or finishes the stages whose syncs completed (called
- * after each loop round, and when maildir_commit_fd turns readable). */
-void maildir_commit_run(void);
+ * after each loop round, and when maildir_commit_fd turns readable).
+ * block: nothing else needs the loop (one session, no queue runner), so
+ * the batch may complete at once, waiting for the disk; a single file is
+ * then synced in the loop's own thread, which costs less than the ring's
+ * hand-off. */
+void maildir_commit_run(int block);
 
 /* Commits everything pending and in flight, waiting (shutdown). */
 void maildir_commit_drain(void);

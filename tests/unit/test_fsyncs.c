@@ -38,7 +38,7 @@ static void sync_all(const int *fd, int *err, unsigned n, int data)
 
 	for (i = 0; i < n; i += k) {
 		k = n - i < FSYNCS_RING ? n - i : FSYNCS_RING;
-		if (fsyncs_start(fd + i, k, data)) {
+		if (fsyncs_start(fd + i, k, data, 0)) {
 			struct pollfd p = { fsyncs_fd(), POLLIN, 0 };
 
 			CHECK(p.fd >= 0);
@@ -62,7 +62,7 @@ int main(void)
 	CHECK_STR(fsyncs_method(), "untried");
 
 	/* Nothing to sync: done at once, the ring is not set up for it. */
-	CHECK(fsyncs_start(fd, 0, 1) == 0);
+	CHECK(fsyncs_start(fd, 0, 1, 0) == 0);
 	CHECK(fsyncs_collect(err, 0) == 1);
 	CHECK_STR(fsyncs_method(), "untried");
 	CHECK(fsyncs_fd() == -1);
@@ -79,6 +79,11 @@ int main(void)
 	err[0] = -7;
 	sync_all(fd, err, 1, 0);
 	CHECK(err[0] == 0);
+	/* One, by a caller that waits at once: synced in this thread, not
+	 * handed to the ring, even now that it is set up. */
+	err[0] = -7;
+	CHECK(fsyncs_start(fd, 1, 0, 1) == 0);
+	CHECK(fsyncs_collect(err, 1) == 1 && err[0] == 0);
 	close(fd[0]);
 
 	/* Many files, in three turns; a pipe among them (fdatasync on a pipe
