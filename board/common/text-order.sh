@@ -13,7 +13,8 @@
 # valgrind's callgrind twice, with a configuration like the bench's plus TLS
 # (an EC key) and POP3 over TLS: once from start-up to idle (with a
 # connection that closes at once and a `picomail status`, as a watched idle
-# daemon sees), once more with one SMTP delivery.  Each instruction that ran is found in the link map
+# daemon sees), once more with one SMTP delivery, and once with one
+# delivery after STARTTLS.  Each instruction that ran is found in the link map
 # (build/host/picomail.map) and its input section listed, those of the
 # first run first: a function's own section, .text.<name> (LTO's suffixes,
 # .lto_priv.0, .constprop.0..., cut: the linker script matches <name> and
@@ -64,15 +65,18 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W
 printf 'user:%s\n' "$(printf 'x\n' | "$ELF" passwd)" >"$W/users"
 printf 'postmaster: user\n' >"$W/aliases"
 
-# run NAME SESSION: callgrind's output for one run in $W/NAME.out
+# run NAME SESSION TOOL: one run of the daemon under TOOL (callgrind, lackey,
+# strace), its output in $W/NAME.out; SESSION: 0 (none), plain or tls, the
+# SMTP delivery it is given after the idle part
 run() {
-    local name=$1 session=$2 tool=$3 smtp pop3 i
+    local name=$1 session=$2 tool=$3 smtp pop3 i starttls=''
+    [ "$session" != tls ] || starttls=' starttls'
     smtp=$(free_port)
     pop3=$(free_port)
     cat >"$W/picomail.conf" <<CONF
 hostname         bench.lan
 domains          lan
-listen           smtp 127.0.0.1:$smtp
+listen           smtp 127.0.0.1:$smtp$starttls
 listen           pop3 127.0.0.1:$pop3 tls
 maildir_root     $W/mail
 spool            $W/spool
@@ -124,10 +128,12 @@ PY
     (exec 3<>"/dev/tcp/127.0.0.1/$smtp") 2>/dev/null || true
     "$ELF" status -C "$W/picomail.conf" >/dev/null 2>&1 || true
     sleep 1
-    if [ "$session" = 1 ]; then
-        "$PY" - "$smtp" <<'PY' || die "the SMTP session failed"
-import smtplib, sys
+    if [ "$session" != 0 ]; then
+        "$PY" - "$smtp" "$session" <<'PY' || die "the SMTP session ($session) failed"
+import smtplib, ssl, sys
 s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60)
+if sys.argv[2] == "tls":
+    s.starttls(context=ssl._create_unverified_context())
 s.sendmail("a@example.org", ["user@lan"], "Subject: x\r\n\r\nhello\r\n")
 s.quit()
 PY
@@ -221,11 +227,13 @@ PY
 }
 
 run idle 0 callgrind
-run session 1 callgrind
+run session plain callgrind
+run tls tls callgrind
 run data 0 lackey
 run calls 0 strace
 sections "$W/idle.out" >"$W/idle.txt"
 sections "$W/session.out" >"$W/session.txt"
+sections "$W/tls.out" >"$W/tls.txt"
 {
     echo "# The code the daemon runs, placed first in .text in this order"
     echo "# (board/common/text-order.sh made this list; see it for why and how)."
@@ -234,6 +242,10 @@ sections "$W/session.out" >"$W/session.txt"
     cat "$W/idle.txt"
     echo "# One SMTP delivery besides:"
     grep -vxF -f "$W/idle.txt" "$W/session.txt" || true
+    echo "# One delivery after STARTTLS (ECDSA P-256) besides: the first TLS"
+    echo "# session pages in this code, grouped rather than spread over .text:"
+    cat "$W/idle.txt" "$W/session.txt" >"$W/before-tls.txt"
+    grep -vxF -f "$W/before-tls.txt" "$W/tls.txt" || true
     echo "# The variables written from start-up to idle, first in .bss:"
     bss_sections "$W/data.out" "$W/calls.out"
 } >"$OUT.tmp"

@@ -253,7 +253,11 @@ def main():
     daemons = []
     names = {"rsa": "RSA-2048", "ec": "ECDSA P-256"}
     try:
-        with multiprocessing.Pool(CLIENTS) as pool:
+        # The workers take SIGTERM's default back: with the handler above,
+        # a worker that Pool.terminate() signals while it waits on the task
+        # queue's lock unwinds into that wait again, and the run hangs.
+        with multiprocessing.Pool(CLIENTS, initializer=signal.signal,
+                                  initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             for kind in ("rsa", "ec"):
                 d = start_daemon(binary, os.path.join(workdir, "hs-" + kind), pki, kind, password_hash,
                                  CLIENTS + 4)
