@@ -119,11 +119,13 @@ int maildir_commit_pending(void)
 	return pending != NULL;
 }
 
-/* As the real one: after the round, each waiting session hears back. */
-void maildir_commit_run(void)
+/* As the real one with nothing in flight: after the round, each waiting
+ * session hears back. */
+void maildir_commit_run(int block)
 {
 	struct maildir_msg *m;
 
+	(void)block;
 	while ((m = pending) != NULL) {
 		pending = m->next;
 		m->fd = -1;
