@@ -502,13 +502,15 @@ class DaemonExited(Exception):
 class Daemon:
     """One picomail serve -f process.  Configuration keys are kwargs; a value
     of None leaves the key out; `listen` may be a list; `extra` is a list of
-    raw lines appended to the file."""
+    raw lines appended to the file.  init_env: start it with only what an
+    init script passes (PATH), not the tests' environment."""
 
-    def __init__(self, workdir, password_hash, binary=BIN, env=None, **conf):
+    def __init__(self, workdir, password_hash, binary=BIN, env=None, init_env=False, **conf):
         self.dir = workdir
         os.makedirs(self.dir, exist_ok=True)
         self.binary = binary
         self.env = dict(env or {})
+        self.init_env = init_env
         self.conf_path = os.path.join(self.dir, "picomail.conf")
         self.mail_root = os.path.join(self.dir, "mail")
         self.spool = os.path.join(self.dir, "spool")
@@ -564,7 +566,10 @@ class Daemon:
         return self.proc.pid
 
     def start(self, ready_timeout=5.0):
-        env = dict(os.environ)
+        if self.init_env:
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        else:
+            env = dict(os.environ)
         env.pop("PICOMAIL_CONF", None)
         env.pop("PICOMAIL_FAULT", None)
         env.update(self.env)
