@@ -271,19 +271,6 @@ int io_fsync(int fd)
 	return r;
 }
 
-int io_fdatasync(int fd)
-{
-	int r;
-
-	if (fault(OP_FSYNC, NULL, fd)) {
-		return -1;
-	}
-	do {
-		r = fdatasync(fd);
-	} while (r < 0 && errno == EINTR);
-	return r;
-}
-
 /* The group of io_syncs_start: which entries the seam failed (err[i]),
  * and where the others went on the ring (at[]). */
 static struct {
@@ -348,12 +335,6 @@ static int file_range(int fd, unsigned flags)
 int io_start_data(int fd)
 {
 	return file_range(fd, SYNC_FILE_RANGE_WRITE);
-}
-
-int io_sync_data(int fd)
-{
-	return file_range(fd, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-	                  SYNC_FILE_RANGE_WAIT_AFTER);
 }
 
 int io_rename(const char *from, const char *to)

@@ -31,9 +31,6 @@ ssize_t io_getrandom(void *buf, size_t n, unsigned flags);
  * No EINTR retry: the caller knows which calls may be repeated. */
 long io_uring(long call, long a, long b, long c, long d);
 int io_fsync(int fd);
-/* fdatasync(2): the file's data and what reading it back needs (size,
- * blocks), then a device cache flush. */
-int io_fdatasync(int fd);
 /* The syncs of fd[0..n-1] (fdatasync when data, else fsync; n <=
  * FSYNCS_RING), started together and collected later (fsyncs.c says how):
  * io_syncs_start returns 1 when they are in flight on the ring, whose
@@ -43,12 +40,9 @@ int io_fdatasync(int fd);
  * fsync for the fault seam. */
 int io_syncs_start(const int *fd, unsigned n, int data, int block);
 int io_syncs_collect(int *err, int wait);
-/* Starts the write-back of a file's data (sync_file_range) and returns. */
+/* Starts the write-back of a file's data (sync_file_range) and returns;
+ * counted as an fsync by the fault seam. */
 int io_start_data(int fd);
-/* Writes a file's data and waits for it (sync_file_range), reporting write
- * errors; it does not flush the device cache nor the inode.  The three are
- * counted as fsyncs by the fault seam. */
-int io_sync_data(int fd);
 int io_rename(const char *from, const char *to);
 int io_link(const char *from, const char *to);
 /* Gives the open file fd (an unnamed O_TMPFILE one) the name to, through
