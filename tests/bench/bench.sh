@@ -7,7 +7,9 @@
 #   - the durable-write limit of that disk: tests/bench/fsync_ref.c, one
 #     writer doing write + fsync + rename + fsync(dir) per 5 KB message
 #   - picomail accepting 2000 messages of 5 KB from Postfix's smtp-source
-#     with 1 and with 20 concurrent sessions (wall clock of smtp-source),
+#     with 1 and with 20 concurrent sessions (wall clock of smtp-source; one
+#     connection per message, and for 1 session also one connection for all
+#     its messages, smtp-source -d),
 #     checked afterwards: exactly 2000 new files in new/ per run, else FAIL
 #     (both in BENCH_ROUNDS rounds, default 3, of reference, 1 session, 20
 #     sessions back to back; the table gives the medians, every run, and
@@ -318,7 +320,9 @@ forget_pid "$ipid"
 wait_idle
 
 # ---------------------------------------------------------------- 2. the loads
-# run_load SESSIONS TAG: fills R[<field>_TAG] (t rate got rc errs in wb wc ds cpu).
+# run_load SESSIONS TAG [SOURCE_OPTION...]: fills R[<field>_TAG] (t rate got
+# rc errs in wb wc ds cpu).  smtp-source opens one connection per message;
+# with -d each session keeps its connection for all its messages.
 declare -A R
 run_load() {
     local s=$1 tag=$2 before after t0 t1 rc=0 wb0 wb1 wc0 wc1 ds0 ds1 in0 in1 errs t c0 c1
@@ -326,9 +330,10 @@ run_load() {
     in0=$(status_field messages_in)
     wb0=$(proc_field io write_bytes); wc0=$(proc_field io wchar); ds0=$(dev_sectors)
     c0=$(cpu_time)
-    say "smtp-source -s $s -m $N -l $SIZE -> 127.0.0.1:$PORT"
+    shift 2
+    say "smtp-source${*:+ $*} -s $s -m $N -l $SIZE -> 127.0.0.1:$PORT"
     t0=$(now)
-    timeout 150 "$SOURCE" -s "$s" -m "$N" -l "$SIZE" -f from@x -t user@lan \
+    timeout 150 "$SOURCE" "$@" -s "$s" -m "$N" -l "$SIZE" -f from@x -t user@lan \
         "127.0.0.1:$PORT" >"$W/source.$tag.log" 2>&1 || rc=$?
     t1=$(now)
     wb1=$(proc_field io write_bytes); wc1=$(proc_field io wchar); ds1=$(dev_sectors)
@@ -370,6 +375,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     say "  $(fmt1 "${R[rate_ref_$r]}") msg/s ($(fmt2 "${R[t_ref_$r]}") s)"
 
     run_load 1 "s1_$r"
+    run_load 1 "d1_$r" -d
 
     # 20 sessions, with the RSS sampled every 50 ms.
     rm -f "$W/rss.stop" "$W/rss.out"
@@ -448,10 +454,11 @@ DPID=''
 # other process: the ceiling bounds what any server could show.
 sink_user=''
 [ "$(id -u)" != 0 ] || sink_user='-u nobody'
-sink_run() {     # sink_run SESSIONS: sets R[sink_rate_S] and R[sink_t_S] (empty if not measured)
-    local s=$1 attempt sport kpid up i rc t0 t1
-    R[sink_rate_$s]='' R[sink_t_$s]=''
-    say "load generator ceiling: smtp-source -s $s -> smtp-sink (no disk)"
+sink_run() {     # sink_run SESSIONS KEY [SOURCE_OPTION...]: sets R[sink_rate_KEY] and R[sink_t_KEY] (empty if not measured)
+    local s=$1 k=$2 attempt sport kpid up i rc t0 t1
+    shift 2
+    R[sink_rate_$k]='' R[sink_t_$k]=''
+    say "load generator ceiling: smtp-source${*:+ $*} -s $s -> smtp-sink (no disk)"
     for attempt in 1 2 3; do
         sport=$(free_port)
         # shellcheck disable=SC2086
@@ -467,22 +474,23 @@ sink_run() {     # sink_run SESSIONS: sets R[sink_rate_S] and R[sink_t_S] (empty
         if [ "$up" = 1 ]; then
             rc=0
             t0=$(now)
-            timeout 60 "$SOURCE" -s "$s" -m "$N" -l "$SIZE" -f from@x -t user@lan \
+            timeout 60 "$SOURCE" "$@" -s "$s" -m "$N" -l "$SIZE" -f from@x -t user@lan \
                 "127.0.0.1:$sport" >"$W/source.sink.log" 2>&1 || rc=$?
             t1=$(now)
             if [ "$rc" = 0 ]; then
-                R[sink_t_$s]=$(calc "$t1 - $t0")
-                R[sink_rate_$s]=$(calc "$N / ${R[sink_t_$s]}")
+                R[sink_t_$k]=$(calc "$t1 - $t0")
+                R[sink_rate_$k]=$(calc "$N / ${R[sink_t_$k]}")
             fi
         fi
         stop_pid "$kpid" 2
         forget_pid "$kpid"
         [ "$up" = 0 ] || break
     done
-    if [ -n "${R[sink_rate_$s]}" ]; then say "  $(fmt1 "${R[sink_rate_$s]}") msg/s"; else say "  (could not measure)"; fi
+    if [ -n "${R[sink_rate_$k]}" ]; then say "  $(fmt1 "${R[sink_rate_$k]}") msg/s"; else say "  (could not measure)"; fi
 }
-sink_run 1
-sink_run 20
+sink_run 1 s1
+sink_run 1 d1 -d
+sink_run 20 s20
 
 # ---------------------------------------------------------------- 4. binary
 size=$(stat -c %s "$BIN")
@@ -513,10 +521,10 @@ runs_list() {    # runs_list RATES...: "a, b, c"
 row "durable-write reference, 1 writer: write+fsync+rename+fsync(dir), $N x 5 KB" \
     "$(fmt1 "$ref") msg/s (median of $ROUNDS runs: $(runs_list "${REFS[@]}"))" "-" "-"
 
-load_row() {     # load_row SESSIONS TARGET_RATIO
-    local s=$1 target=$2 r rates=() paired='' fails='' med ratio verdict value tag
+load_row() {     # load_row PREFIX TARGET_RATIO WHAT: the rows of R[*_PREFIX_1..ROUNDS]
+    local p=$1 target=$2 what=$3 r rates=() paired='' fails='' med ratio verdict value tag
     for ((r = 1; r <= ROUNDS; r++)); do
-        tag=s${s}_$r
+        tag=${p}_$r
         rates+=("${R[rate_$tag]}")
         paired="$paired${paired:+, }$(fmt2 "$(calc "${R[rate_$tag]} / ${R[rate_ref_$r]}")")x"
         if [ "${R[got_$tag]}" -ne "$N" ]; then
@@ -537,12 +545,16 @@ load_row() {     # load_row SESSIONS TARGET_RATIO
     fi
     [ -n "$fails" ] || value="$value; $N/$N in new/ each run"
     if [ -n "$target" ]; then target=">= ${target}x reference"; else target='- (info)'; fi
-    row "picomail, smtp-source $s session$([ "$s" = 1 ] || echo s), $N x 5 KB, end-to-end" \
-        "$value" "$target" "$verdict"
+    row "picomail, $what, $N x 5 KB, end-to-end" "$value" "$target" "$verdict"
 }
 # Issue 15: one session at least 0.8x the reference, 20 sessions at least 2x.
-load_row 1 0.8
-load_row 20 2
+# One session is measured both ways: a connection per message (the client
+# then pays a TCP handshake, the greeting, EHLO and QUIT each time, and its
+# own ceiling against smtp-sink is near 0.8x), and one connection carrying
+# every message, a session in SMTP's sense.
+load_row s1 0.8 "smtp-source 1 session, one connection per message"
+load_row d1 0.8 "smtp-source -d 1 session, one connection for all messages"
+load_row s20 2 "smtp-source 20 sessions, one connection per message"
 lat_row() {      # lat_row WHAT JSON
     if [ -n "$2" ] && [ -n "$(lat_json p50_ms "$2")" ]; then
         row "$1" "median $(lat_json p50_ms "$2") ms, p99 $(lat_json p99_ms "$2") ms, max $(lat_json max_ms "$2") ms; $(lat_json rate "$2") msg/s ($(lat_json count "$2") messages, $(lat_json refused "$2") refused)" "- (info)" "-"
@@ -572,18 +584,25 @@ if [ "$got_lat" -ne "$acked_lat" ]; then
     row "latency runs: acknowledged messages vs files in new/" "FAIL: $acked_lat acknowledged, $got_lat new files" "equal" "FAIL"
     failed=1
 fi
-for s in 1 20; do
-    if [ -n "${R[sink_rate_$s]}" ]; then
-        row "load generator ceiling: smtp-source $s session$([ "$s" = 1 ] || echo s) -> smtp-sink (no disk, nothing kept)" \
-            "$(fmt1 "${R[sink_rate_$s]}") msg/s ($(fmt2 "${R[sink_t_$s]}") s)" "- (info)" \
-            "$(fmt2 "$(calc "${R[sink_rate_$s]} / $ref")")x"
+load_what() {    # load_what PREFIX: how the load generator ran for R[*_PREFIX]
+    case $1 in
+    s1)  echo "smtp-source 1 session, one connection per message" ;;
+    d1)  echo "smtp-source -d 1 session, one connection for all messages" ;;
+    s20) echo "smtp-source 20 sessions, one connection per message" ;;
+    esac
+}
+for k in s1 d1 s20; do
+    if [ -n "${R[sink_rate_$k]}" ]; then
+        row "load generator ceiling: $(load_what "$k") -> smtp-sink (no disk, nothing kept)" \
+            "$(fmt1 "${R[sink_rate_$k]}") msg/s ($(fmt2 "${R[sink_t_$k]}") s)" "- (info)" \
+            "$(fmt2 "$(calc "${R[sink_rate_$k]} / $ref")")x"
     else
-        row "load generator ceiling: smtp-source $s session$([ "$s" = 1 ] || echo s) -> smtp-sink" "not measured" "- (info)" "-"
+        row "load generator ceiling: $(load_what "$k") -> smtp-sink" "not measured" "- (info)" "-"
     fi
 done
-for s in 1 20; do
-    cpu=$(sum_of "cpu_s$s") wall=$(sum_of "t_s$s")
-    row "daemon CPU (user+sys) during the $s-session loads" \
+for k in s1 d1 s20; do
+    cpu=$(sum_of "cpu_$k") wall=$(sum_of "t_$k")
+    row "daemon CPU (user+sys) during the loads: $(load_what "$k")" \
         "$(fmt2 "$cpu") s in $(fmt2 "$wall") s wall ($(fmt0 "$(calc "100 * $cpu / $wall")")% of one core; $(fmt0 "$(calc "1000000 * $cpu / ($N * $ROUNDS)")") us/msg)" \
         "- (info)" "-"
 done
@@ -768,7 +787,7 @@ mtype=$(findmnt -n -o FSTYPE -T "$OUT" 2>/dev/null || true)
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 pfv=$(sed 's/_amd64.deb$//; s/\.deb$//' "$TOOLS/postfix/VERSION" 2>/dev/null || echo '?')
 
-echo "machine: nproc $(nproc), build/ on $fstype${mtype:+ ($mtype$journal)}${DEV:+ on $DEV}, kernel $(uname -r)${cpu:+, $cpu}; load generator $pfv smtp-source (one connection per message); $ROUNDS rounds of (reference, 1 session, 20 sessions) back to back; ratio = median picomail rate / median reference rate ($(fmt1 "$ref") msg/s); load average at start $load0"
+echo "machine: nproc $(nproc), build/ on $fstype${mtype:+ ($mtype$journal)}${DEV:+ on $DEV}, kernel $(uname -r)${cpu:+, $cpu}; load generator $pfv smtp-source; $ROUNDS rounds of (reference, 1 session with a connection per message, 1 session with one connection, 20 sessions) back to back; ratio = median picomail rate / median reference rate ($(fmt1 "$ref") msg/s); load average at start $load0"
 [ -z "$recent_note" ] || echo "$recent_note"
 echo
 echo "| what | value | target | ratio / OK |"
