@@ -85,12 +85,71 @@ def lf(data):
     return data.replace(b"\r\n", b"\n")
 
 
-def free_port(host="127.0.0.1"):
-    """A port the kernel just gave out (bound then released)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+# Ports for the daemons the tests start.  A port is picked, then released,
+# then bound by the daemon: in between, another pick could take it.  Under
+# pytest-xdist each worker takes its ports in turn from a slice of its own
+# below the kernel's ephemeral range, so that neither another worker's pick
+# nor an outgoing connection's port can be the same, nor this worker's last
+# few hundred picks.  Elsewhere (one process, or the shards of test-cross,
+# each in its own network namespace) the kernel picks, and the last picks of
+# this process are not given out again.
+PORT_SLICE = 1000
+PORT_SLICES_BASE = 20000
+_ports_given = []
+_port_next = {}
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(family, host, port):
     with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _worker_slice():
+    """This xdist worker's first port and slice size, or None."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return None
+    slices = (_ephemeral_low() - PORT_SLICES_BASE) // PORT_SLICE
+    if slices < 1:
+        return None
+    return PORT_SLICES_BASE + (int(worker[2:]) % slices) * PORT_SLICE
+
+
+def free_port(host="127.0.0.1"):
+    """A port nobody holds now, and that no other pick of the suite's is
+    about to be given (see above)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    first = _worker_slice()
+    if first is not None:
+        nxt = _port_next.get(first, first + os.getpid() % PORT_SLICE)
+        for _ in range(PORT_SLICE):
+            port = first + (nxt - first) % PORT_SLICE
+            nxt = port + 1
+            if _bindable(family, host, port):
+                _port_next[first] = nxt
+                return port
+        raise OSError("no free port in %d-%d" % (first, first + PORT_SLICE - 1))
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            break
+    _ports_given.append(port)
+    del _ports_given[:-256]
+    return port
 
 
 def ipv6_loopback_available():
