@@ -1,6 +1,7 @@
 #!/bin/bash
 # run.sh SECONDS HARNESS... - runs each libFuzzer harness for SECONDS, one
-# after another on one core, and prints one line each:
+# core each, FUZZ_JOBS of them at once (default: the number of cores), and
+# prints one line each, in the order given:
 #   fuzz_dns: 1234567 execs, cov 812, ft 2051, corpus 143, 0 findings (60 s)
 # then a total.  Exit 1 if any harness found something (its crash report
 # is shown, the input is kept under build/fuzz/artifacts/<harness>/).
@@ -40,18 +41,22 @@ dict_for() {
     esac
 }
 
-for h in "$@"; do
+# run_one HARNESS: runs it, and writes its line to $work/logs/HARNESS.line
+# and its total of executions and its number of findings to
+# $work/logs/HARNESS.count.
+run_one() {
+    local h=$1 bin corpus art log dict rc execs last cov ft corp findings
     bin=$out/fuzz_$h
     corpus=$work/corpus/$h
     art=$work/artifacts/$h/
     log=$work/logs/$h.log
     if [ ! -x "$bin" ]; then
-        echo "fuzz_$h: not built ($bin)"
-        failed=$((failed + 1))
-        continue
+        echo "fuzz_$h: not built ($bin)" >"$work/logs/$h.line"
+        echo "0 1" >"$work/logs/$h.count"
+        return
     fi
     rm -rf "$corpus" "$art"
-    mkdir -p "$corpus" "$art" "$work/logs"
+    mkdir -p "$corpus" "$art"
     if [ -d "tests/fuzz/corpus/$h" ]; then
         cp -R "tests/fuzz/corpus/$h/." "$corpus/"
     fi
@@ -73,14 +78,43 @@ for h in "$@"; do
     if [ "$rc" -ne 0 ] && [ "$findings" -eq 0 ]; then
         findings=1   # a crash without an artifact (the harness itself, a timeout of ours)
     fi
-    echo "fuzz_$h: ${execs:-0} execs, cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}, $findings findings ($secs s)"
-    total_execs=$((total_execs + ${execs:-0}))
+    echo "fuzz_$h: ${execs:-0} execs, cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}, $findings findings ($secs s)" \
+        >"$work/logs/$h.line"
+    echo "${execs:-0} $findings" >"$work/logs/$h.count"
+}
+
+mkdir -p "$work/logs"
+jobs_max=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+[ "$jobs_max" -ge 1 ] 2>/dev/null || jobs_max=1
+running=()
+for h in "$@"; do
+    rm -f "$work/logs/$h.line" "$work/logs/$h.count"
+    while [ "${#running[@]}" -ge "$jobs_max" ]; do
+        wait "${running[0]}"
+        running=("${running[@]:1}")
+    done
+    run_one "$h" &
+    running+=("$!")
+done
+for p in "${running[@]}"; do wait "$p"; done
+
+for h in "$@"; do
+    if [ ! -f "$work/logs/$h.count" ]; then
+        echo "fuzz_$h: no result (the run did not finish)"
+        failed=$((failed + 1))
+        continue
+    fi
+    cat "$work/logs/$h.line"
+    read -r execs findings <"$work/logs/$h.count"
+    total_execs=$((total_execs + execs))
     if [ "$findings" -gt 0 ]; then
         failed=$((failed + 1))
-        echo "---- fuzz_$h: $log (last 60 lines) ----"
-        tail -n 60 "$log"
-        find "$art" -type f | sed 's/^/    input: /'
-        echo "----"
+        if [ -f "$work/logs/$h.log" ]; then
+            echo "---- fuzz_$h: $work/logs/$h.log (last 60 lines) ----"
+            tail -n 60 "$work/logs/$h.log"
+            find "$work/artifacts/$h/" -type f 2>/dev/null | sed 's/^/    input: /'
+            echo "----"
+        fi
     fi
 done
 echo "fuzz: $# harnesses, $total_execs execs, $failed with findings, $(( $(date +%s) - started )) s"
