@@ -11,8 +11,9 @@
 #     connection per message, and for 1 session also one connection for all
 #     its messages, smtp-source -d),
 #     checked afterwards: exactly 2000 new files in new/ per run, else FAIL
-#     (both in BENCH_ROUNDS rounds, default 3, of reference, 1 session, 20
-#     sessions back to back; the table gives the medians, every run, and
+#     (all in BENCH_ROUNDS rounds, default 3, of reference, 1 session with
+#     a connection per message, 1 session with one connection, 20 sessions
+#     back to back; the table gives the medians, every run, and
 #     each picomail run's ratio to the reference run of its own round)
 #   - the daemon's RSS idle, and what it is made of mapping by mapping
 #     (tests/bench/rss_breakdown.py: code, constants, .data, .bss, heap,
@@ -21,7 +22,7 @@
 #   - the size of the stripped binary
 #   - bytes written per delivered message (/proc/PID/io, informational)
 #   - context: the daemon's CPU time per load, and the load generator's own
-#     ceiling (smtp-source -s 1 and -s 20 against Postfix's smtp-sink, no disk)
+#     ceiling (each of the three loads against Postfix's smtp-sink, no disk)
 #   - TLS (issue 4, tests/bench/tls_bench.py, its own daemons): full
 #     handshakes per second with RSA-2048 and ECDSA P-256 certificates for
 #     SMTP STARTTLS and POP3S, 4 concurrent clients, and the RSS per open TLS
@@ -36,7 +37,7 @@
 #     (queue_length 0), msg/s and the daemon's peak RSS; FAIL unless
 #     smtp-sink counted exactly N
 # Targets (issues 2 and 15): 20 sessions >= 2x the durable-write limit, one
-# session >= 0.8x, idle RSS < 300 KiB, 50 idle connections < 1 MiB, binary
+# session >= 0.8x (each way), idle RSS < 300 KiB, 50 idle connections < 1 MiB, binary
 # < 300 KiB.
 #
 # Environment: BENCH_MESSAGES (default 2000), BENCH_ROUNDS (default 3),
