@@ -10,6 +10,7 @@ delivered files.
 Every wait here is bounded; every process started is stopped by its PID.
 """
 
+import collections
 import os
 import re
 import shlex
@@ -95,8 +96,8 @@ def lf(data):
 # this process are not given out again.
 PORT_SLICE = 1000
 PORT_SLICES_BASE = 20000
-_ports_given = []
-_port_next = {}
+_ports_given = collections.deque(maxlen=256)
+_port_next = None          # this worker's next pick in its slice
 
 
 def _ephemeral_low():
@@ -130,15 +131,16 @@ def _worker_slice():
 def free_port(host="127.0.0.1"):
     """A port nobody holds now, and that no other pick of the suite's is
     about to be given (see above)."""
+    global _port_next
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     first = _worker_slice()
     if first is not None:
-        nxt = _port_next.get(first, first + os.getpid() % PORT_SLICE)
+        if _port_next is None:
+            _port_next = first + os.getpid() % PORT_SLICE
         for _ in range(PORT_SLICE):
-            port = first + (nxt - first) % PORT_SLICE
-            nxt = port + 1
+            port = first + (_port_next - first) % PORT_SLICE
+            _port_next = port + 1
             if _bindable(family, host, port):
-                _port_next[first] = nxt
                 return port
         raise OSError("no free port in %d-%d" % (first, first + PORT_SLICE - 1))
     for _ in range(100):
@@ -148,7 +150,6 @@ def free_port(host="127.0.0.1"):
         if port not in _ports_given:
             break
     _ports_given.append(port)
-    del _ports_given[:-256]
     return port
 
 

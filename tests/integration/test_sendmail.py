@@ -71,11 +71,19 @@ def spool_ids(d, sub):
 
 
 def assert_spool_empty(d):
-    # (Callers first wait for env/ and msg/ to empty: the daemon removes a
-    # delivered message's envelope, then its file, and a look between the
-    # two unlinks sees the file still there.)
     for sub in ("tmp", "msg", "env"):
         assert spool_ids(d, sub) == [], "left in %s/%s: %r" % (d.spool, sub, spool_ids(d, sub))
+
+
+def assert_spool_empties(d, timeout=5):
+    """The daemon delivers what the spool holds, then the spool is empty.
+    Both env/ and msg/ are waited for: the daemon removes a delivered
+    message's envelope, then its file, and a look between the two unlinks
+    sees the file still there."""
+    deadline = time.monotonic() + timeout
+    while (spool_ids(d, "env") or spool_ids(d, "msg")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert_spool_empty(d)
 
 
 def delivered(d, user, n=1, timeout=0.0):
@@ -489,10 +497,7 @@ def test_4xx_from_the_daemon_queues_and_the_daemon_delivers(make_daemon):
     assert len(delivered(d, "alice", 1, timeout=10)) == 1, "not delivered\n" + d.log()
     assert len(delivered(d, "bob", 1, timeout=5)) == 1
     assert body_of(d.maildir("bob").messages(check=False)[0].data) == b"hello alice\n"
-    deadline = time.monotonic() + 5
-    while (spool_ids(d, "env") or spool_ids(d, "msg")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert_spool_empty(d)
+    assert_spool_empties(d)
 
 
 # ---------------------------------------------------------------- -bs
@@ -551,10 +556,7 @@ def test_daemon_stopped_message_goes_to_the_spool_then_delivered(make_daemon):
     assert body_of(got[0].data) == b"hello alice\n"
     assert got[0].return_path == b"<fred@example.org>"
     assert len(delivered(d, "bob", 1, timeout=5)) == 1   # team = alice, bob
-    deadline = time.monotonic() + 5
-    while (spool_ids(d, "env") or spool_ids(d, "msg")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert_spool_empty(d)
+    assert_spool_empties(d)
 
 
 def test_daemon_stopped_t_and_bcc(make_daemon):
