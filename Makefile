@@ -73,11 +73,17 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror \
 # -z norelro: musl does not apply PT_GNU_RELRO in a static binary that is not
 # PIE (nothing mprotects it: /proc/PID/maps shows it rw-p), so RELRO only
 # adds padding, up to the maximum page size (64 KiB on aarch64).
+# -z common-page-size=64: the data segment starts where the read-only data
+# ends (64-byte aligned, at the same offset within the next page of
+# memory, which the kernel maps from the same file page), not at the next
+# page boundary in the file as well: up to 4 KiB of padding less in the
+# file, for a page of memory the bss may start on anyway.
 # --sort-section=alignment: variables by alignment, so that the small ones
 # (written at start-up, the loop's state) share a few pages of .bss instead
 # of one page each beside large buffers that stay untouched (issue 15: a
 # third of the daemon's .bss pages once running).
-LDFLAGS_ALL := -static -no-pie -Wl,--gc-sections -Wl,-z,norelro -Wl,--sort-section=alignment \
+LDFLAGS_ALL := -static -no-pie -Wl,--gc-sections -Wl,-z,norelro -Wl,-z,common-page-size=64 \
+	-Wl,--sort-section=alignment \
 	$(LTO_LDFLAGS) $(LDFLAGS)
 LIBS := $(BEARSSL)/lib/libbearssl.a
 
