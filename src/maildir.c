@@ -9,11 +9,18 @@
  * renamed into the first user's new/ (hard links for the others).
  * A failure at any step removes what the message left in new/ and tmp/,
  * and the session answers 4xx.
+ *
+ * A message for the queue (queue_commit_async) rides in the same batches:
+ *   its file in the spool's tmp/ and its envelope beside it -> fdatasync
+ *   both -> rename the file into msg/ -> fsync msg/ -> rename the envelope
+ *   into env/ -> fsync env/ -> report.
+ * Its steps in the spool are queue_file.c's; a failure removes all of it.
  */
 #include "maildir.h"
 #include "fsyncs.h"
 #include "io.h"
 #include "log.h"
+#include "queue.h"
 #include "stats.h"
 
 #include <dirent.h>
@@ -157,6 +164,8 @@ static void msg_reset(struct maildir_msg *m)
 	m->size = m->lines = 0;
 	m->wlen = 0;
 	m->next = NULL;
+	m->queued = 0;
+	m->env_fd = -1;
 }
 
 /* Opens an unnamed file in dir: the fd, -1 with errno, or -2 when the
@@ -400,10 +409,11 @@ undo:
 	return e;
 }
 
-/* The new/ directories of one batch, each synced once, with the result. */
+/* The directories one stage of a batch syncs, each once, with the result:
+ * new/ of the users, the spool's msg/, or its env/. */
 struct dirset {
 	unsigned n;
-	char user[BATCH_DIRS_MAX][ADDR_USER_MAX + 1];
+	char path[BATCH_DIRS_MAX][MAILDIR_PATH_MAX];
 	int fd[BATCH_DIRS_MAX];    /* open for the sync, or -1 */
 	int err[BATCH_DIRS_MAX];
 };
@@ -411,31 +421,47 @@ struct dirset {
 /* The batch being committed; one at a time, while the next one gathers
  * in the pending list.  Its stages, each of which waits for the ring
  * (fsyncs.c) while the loop serves the sessions:
- *   STAGE_FILES  the files' fdatasyncs are in flight;
- *   STAGE_DIRS   the files are linked into new/, and the fsyncs of those
- *                directories are in flight.
+ *   STAGE_FILES  the files' fdatasyncs are in flight (a queued message's
+ *                envelope beside its message);
+ *   STAGE_DIRS   the files are linked into new/ (a queued message renamed
+ *                into msg/), and the fsyncs of those directories are in
+ *                flight;
+ *   STAGE_ENVS   the queued messages' envelopes are renamed into env/,
+ *                now that their messages are durable, and the fsync of
+ *                env/ is in flight.  A batch without queued messages
+ *                skips it.
  * Without a ring each stage completes at once, blocking. */
-enum stage { STAGE_IDLE, STAGE_FILES, STAGE_DIRS };
+enum stage { STAGE_IDLE, STAGE_FILES, STAGE_DIRS, STAGE_ENVS };
 
 static struct {
 	enum stage stage;
-	struct maildir_msg *batch;               /* at most FSYNCS_RING */
-	struct maildir_msg *file[FSYNCS_RING];   /* those whose syncs went out */
+	struct maildir_msg *batch;               /* FSYNCS_RING files at most */
+	struct maildir_msg *file[FSYNCS_RING];   /* whose file each sync is */
 	unsigned nfiles;
 	struct dirset dirs;
 	unsigned open_at[BATCH_DIRS_MAX];        /* dirs whose syncs went out */
 	unsigned nopen;
 } run;
 
+/* The files a message syncs: its own, and a queued message's envelope. */
+static unsigned files_of(const struct maildir_msg *m)
+{
+	if (m->err != 0) {
+		return 0;
+	}
+	return m->queued ? 2 : 1;
+}
+
 /* Takes the oldest pending messages, as many as one group of syncs holds,
  * as the next batch. */
 static void take_batch(void)
 {
 	struct maildir_msg **p = &pending_head;
-	unsigned n = 0;
+	unsigned n = 0, k = 0;
 
-	while (*p != NULL && n < FSYNCS_RING) {
-		n += (*p)->err == 0;
+	while (*p != NULL && n + files_of(*p) <= FSYNCS_RING) {
+		n += files_of(*p);
+		k += (*p)->err == 0;
 		stats.commit_files++;
 		p = &(*p)->next;
 	}
@@ -446,8 +472,20 @@ static void take_batch(void)
 		pending_tail = &pending_head;
 	}
 	stats.commit_batches++;
-	if (n > stats.commit_batch_max) {
-		stats.commit_batch_max = n;
+	if (k > stats.commit_batch_max) {
+		stats.commit_batch_max = k;
+	}
+}
+
+/* Adds fd, m's file or envelope, to the syncs about to start. */
+static void file_add(int *fd, struct maildir_msg *m, int f, unsigned n)
+{
+	if (m->err == 0 && n > 1 && io_start_data(f) < 0) {
+		m->err = errno ? errno : EIO;
+	}
+	if (m->err == 0) {
+		run.file[run.nfiles] = m;
+		fd[run.nfiles++] = f;
 	}
 }
 
@@ -469,20 +507,40 @@ static void files_start(int block)
 	unsigned n = 0;
 
 	for (m = run.batch; m != NULL; m = m->next) {
-		n += m->err == 0;
+		n += files_of(m);
 	}
 	run.nfiles = 0;
 	for (m = run.batch; m != NULL; m = m->next) {
-		if (m->err == 0 && n > 1 && io_start_data(m->fd) < 0) {
-			m->err = errno ? errno : EIO;
-		}
-		if (m->err == 0) {
-			run.file[run.nfiles] = m;
-			fd[run.nfiles++] = m->fd;
+		file_add(fd, m, m->fd, n);
+		if (m->queued) {
+			file_add(fd, m, m->env_fd, n);
 		}
 	}
 	run.stage = STAGE_FILES;
 	(void)io_syncs_start(fd, run.nfiles, 1, block);
+}
+
+/* Closes a file the batch synced; a close that fails fails m. */
+static void close_file(struct maildir_msg *m, int *fd)
+{
+	if (*fd >= 0 && io_close(*fd) < 0 && m->err == 0) {
+		m->err = errno ? errno : EIO;
+	}
+	*fd = -1;
+}
+
+/* A queued message's files are durable (or failed): the message goes
+ * into msg/ under its queue id. */
+static void queued_file_done(struct maildir_msg *m)
+{
+	close_file(m, &m->fd);
+	close_file(m, &m->env_fd);
+	if (m->err == 0) {
+		m->err = queue_publish(m, "msg");
+	}
+	if (m->err != 0) {
+		queue_unpublish(m);
+	}
 }
 
 /* The files are durable (or failed, err[i]): each goes into new/ of its
@@ -494,9 +552,15 @@ static void files_done(const int *err)
 	unsigned i;
 
 	for (i = 0; i < run.nfiles; i++) {
-		run.file[i]->err = err[i];
+		if (run.file[i]->err == 0) {
+			run.file[i]->err = err[i];
+		}
 	}
 	for (m = run.batch; m != NULL; m = m->next) {
+		if (m->queued) {
+			queued_file_done(m);
+			continue;
+		}
 		if (m->err == 0) {
 			m->err = publish(m, m->final, sizeof m->final);
 		}
@@ -512,82 +576,57 @@ static void files_done(const int *err)
 	}
 }
 
-/* Index of user's new/ in the batch's set, or -1. */
-static int dir_index(const struct dirset *d, const char *user)
+/* Index of path in the set, or -1. */
+static int dir_index(const struct dirset *d, const char *path)
 {
 	unsigned j;
 
 	for (j = 0; j < d->n; j++) {
-		if (strcmp(d->user[j], user) == 0) {
+		if (strcmp(d->path[j], path) == 0) {
 			return (int)j;
 		}
 	}
 	return -1;
 }
 
-/* Starts the fsync of every new/ the batch linked into, each once for the
- * whole batch.  A batch that touched more mailboxes than the set holds
- * has the others synced one by one when it ends (dirs_done). */
-static void dirs_start(int block)
+/* Adds path to the set, once; a batch that touched more directories than
+ * the set holds has the others synced one by one when it ends
+ * (dir_result). */
+static void dir_add(struct dirset *d, const char *path)
+{
+	if (d->n < BATCH_DIRS_MAX && dir_index(d, path) < 0) {
+		snprintf(d->path[d->n++], sizeof d->path[0], "%s", path);
+	}
+}
+
+/* Opens the set's directories and starts their fsyncs, as stage. */
+static void dirs_sync_start(enum stage stage, int block)
 {
 	struct dirset *d = &run.dirs;
-	char path[MAILDIR_PATH_MAX];
-	struct maildir_msg *m;
 	int fd[BATCH_DIRS_MAX];
 	unsigned i;
 
-	d->n = 0;
-	for (m = run.batch; m != NULL; m = m->next) {
-		for (i = 0; m->err == 0 && i < m->nusers && d->n < BATCH_DIRS_MAX; i++) {
-			if (dir_index(d, m->users[i]) < 0) {
-				snprintf(d->user[d->n++], sizeof d->user[0], "%s", m->users[i]);
-			}
-		}
-	}
 	run.nopen = 0;
 	for (i = 0; i < d->n; i++) {
 		d->err[i] = 0;
-		d->fd[i] = -1;
-		if (user_path(path, sizeof path, d->user[i], "new") < 0 ||
-		    (d->fd[i] = io_open(path, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+		d->fd[i] = io_open(d->path[i], O_RDONLY | O_DIRECTORY, 0);
+		if (d->fd[i] < 0) {
 			d->err[i] = errno ? errno : EIO;
 			continue;
 		}
 		run.open_at[run.nopen] = i;
 		fd[run.nopen++] = d->fd[i];
 	}
-	run.stage = STAGE_DIRS;
+	run.stage = stage;
 	(void)io_syncs_start(fd, run.nopen, 0, block);
 }
 
-/* 0 when every new/ of m is known synced, else the errno. */
-static int dirs_result(const struct maildir_msg *m)
-{
-	char path[MAILDIR_PATH_MAX];
-	unsigned i;
-	int j;
-
-	for (i = 0; i < m->nusers; i++) {
-		j = dir_index(&run.dirs, m->users[i]);
-		if (j >= 0 && run.dirs.err[j] != 0) {
-			return run.dirs.err[j];
-		}
-		if (j < 0 && (user_path(path, sizeof path, m->users[i], "new") < 0 ||
-		              io_fsync_dir(path) < 0)) {
-			return errno ? errno : EIO;
-		}
-	}
-	return 0;
-}
-
-/* The directories are synced (or failed, err[i]): the batch ends, and
- * each session hears how its message went. */
-static void dirs_done(const int *err)
+/* The set's fsyncs are done (or failed, err[i]): the results kept, the
+ * directories closed. */
+static void dirs_synced(const int *err)
 {
 	struct dirset *d = &run.dirs;
-	struct maildir_msg *m, *next;
 	unsigned i;
-	int e;
 
 	for (i = 0; i < run.nopen; i++) {
 		d->err[run.open_at[i]] = err[i];
@@ -598,14 +637,144 @@ static void dirs_done(const int *err)
 			d->fd[i] = -1;
 		}
 	}
+}
+
+/* 0 when the directory path is known synced (synced now if the set had
+ * no room for it), else the errno. */
+static int dir_result(const char *path)
+{
+	int j = dir_index(&run.dirs, path);
+
+	if (j >= 0) {
+		return run.dirs.err[j];
+	}
+	return io_fsync_dir(path) < 0 ? (errno ? errno : EIO) : 0;
+}
+
+/* Starts the fsync of every new/ the batch linked into and every msg/ it
+ * renamed into, each once for the whole batch. */
+static void dirs_start(int block)
+{
+	char path[MAILDIR_PATH_MAX];
+	struct maildir_msg *m;
+	unsigned i;
+
+	run.dirs.n = 0;
 	for (m = run.batch; m != NULL; m = m->next) {
-		if (m->err == 0 && (e = dirs_result(m)) != 0) {
-			m->err = e;
-			/* Not known durable: take it back so a retry does not
-			 * deliver twice. */
+		if (m->err == 0 && m->queued && queue_dir(m, "msg", path, sizeof path) == 0) {
+			dir_add(&run.dirs, path);
+		}
+		for (i = 0; m->err == 0 && !m->queued && i < m->nusers; i++) {
+			if (user_path(path, sizeof path, m->users[i], "new") == 0) {
+				dir_add(&run.dirs, path);
+			}
+		}
+	}
+	dirs_sync_start(STAGE_DIRS, block);
+}
+
+/* 0 when the spool's directory sub of the queued message m is known
+ * synced, else the errno. */
+static int queued_result(const struct maildir_msg *m, const char *sub)
+{
+	char path[MAILDIR_PATH_MAX];
+
+	return queue_dir(m, sub, path, sizeof path) < 0 ? ENAMETOOLONG : dir_result(path);
+}
+
+/* 0 when every new/ of m (a queued message: msg/) is known synced, else
+ * the errno. */
+static int dirs_result(const struct maildir_msg *m)
+{
+	char path[MAILDIR_PATH_MAX];
+	unsigned i;
+	int e;
+
+	if (m->queued) {
+		return queued_result(m, "msg");
+	}
+	for (i = 0; i < m->nusers; i++) {
+		if (user_path(path, sizeof path, m->users[i], "new") < 0) {
+			return ENAMETOOLONG;
+		}
+		if ((e = dir_result(path)) != 0) {
+			return e;
+		}
+	}
+	return 0;
+}
+
+/* The directories are synced (or failed, err[i]); a message not known
+ * durable is taken back, so that a retry does not deliver it twice. */
+static void dirs_done(const int *err)
+{
+	struct maildir_msg *m;
+	int e;
+
+	dirs_synced(err);
+	for (m = run.batch; m != NULL; m = m->next) {
+		if (m->err != 0 || (e = dirs_result(m)) == 0) {
+			continue;
+		}
+		m->err = e;
+		if (m->queued) {
+			queue_unpublish(m);
+		} else {
 			unlink_new(m, m->nusers, m->final);
 		}
 	}
+}
+
+/* The queued messages are in msg/, durably: their envelopes go into env/
+ * (an envelope always has its message), and the fsync of env/ starts.
+ * 0 when the batch has no envelope to sync. */
+static int envs_start(int block)
+{
+	char path[MAILDIR_PATH_MAX];
+	struct maildir_msg *m;
+	unsigned n = 0;
+
+	run.dirs.n = 0;
+	for (m = run.batch; m != NULL; m = m->next) {
+		if (m->err != 0 || !m->queued) {
+			continue;
+		}
+		m->err = queue_publish(m, "env");
+		if (m->err == 0 && queue_dir(m, "env", path, sizeof path) < 0) {
+			m->err = ENAMETOOLONG;
+		}
+		if (m->err != 0) {
+			queue_unpublish(m);
+			continue;
+		}
+		dir_add(&run.dirs, path);
+		n++;
+	}
+	if (n == 0) {
+		return 0;
+	}
+	dirs_sync_start(STAGE_ENVS, block);
+	return 1;
+}
+
+/* env/ is synced (or failed, err[i]). */
+static void envs_done(const int *err)
+{
+	struct maildir_msg *m;
+
+	dirs_synced(err);
+	for (m = run.batch; m != NULL; m = m->next) {
+		if (m->err == 0 && m->queued && (m->err = queued_result(m, "env")) != 0) {
+			queue_unpublish(m);
+		}
+	}
+}
+
+/* The batch ends, and each session hears how its message went. */
+static void batch_end(void)
+{
+	struct maildir_msg *m, *next;
+
 	/* The callbacks may queue the sessions' next messages: the batch is
 	 * finished before they run. */
 	m = run.batch;
@@ -645,6 +814,16 @@ static void advance(int block)
 				return;
 			}
 			dirs_done(err);
+			if (!envs_start(block)) {
+				batch_end();
+			}
+			break;
+		case STAGE_ENVS:
+			if (!io_syncs_collect(err, block)) {
+				return;
+			}
+			envs_done(err);
+			batch_end();
 			break;
 		}
 	}

@@ -36,6 +36,12 @@ struct maildir_msg {
 	char users[MAILDIR_RCPT_MAX][ADDR_USER_MAX + 1];
 	size_t wlen;
 	unsigned char wbuf[MAILDIR_WBUF];
+	/* A message for the queue (queue_commit_async) rather than Maildirs:
+	 * tmp is <spool>/tmp/<id>, its envelope written to tmp/<id>.env and
+	 * open in env_fd; the commit renames both into place (queue.h). */
+	int queued;
+	int env_fd;
+	char spool[MAILDIR_PATH_MAX];
 	/* group commit */
 	struct maildir_msg *next;
 	maildir_done_fn done;

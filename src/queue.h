@@ -70,6 +70,24 @@ int queue_open(struct maildir_msg *m, const char *spool);
  * env/ then). */
 int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env);
 
+/* queue_commit for the daemon's sessions, without blocking the loop: the
+ * envelope is written to tmp/<id>.env at once, and m goes to the group
+ * commit (maildir_commit), which syncs the message and envelope beside the
+ * batch's other files, renames the message into msg/, syncs msg/, renames
+ * the envelope into env/ and syncs env/, then calls done(ctx, err).  env's
+ * id is m's name.  On err nothing of it is left in msg/, env/ or tmp/. */
+void queue_commit_async(struct maildir_msg *m, const char *spool, const struct queue_env *env,
+                        maildir_done_fn done, void *ctx);
+
+/* The group commit's steps for a queued message (maildir.c): the spool's
+ * directory sub ("msg" or "env") into out (0, or -1 if it does not fit);
+ * the message (sub "msg") or its envelope ("env") renamed from tmp/ into
+ * sub/ (0 or errno); and, when a step failed (m's files closed),
+ * everything of m removed, envelope first. */
+int queue_dir(const struct maildir_msg *m, const char *sub, char *out, size_t len);
+int queue_publish(struct maildir_msg *m, const char *sub);
+void queue_unpublish(struct maildir_msg *m);
+
 /* An envelope as the file holds it, into buf; its length, or -1 if it
  * does not fit. */
 int queue_env_format(const struct queue_env *e, char *buf, size_t len);

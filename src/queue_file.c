@@ -18,6 +18,9 @@
 #define PATH_LEN   512
 #define ENV_BYTES  65536   /* QUEUE_RCPT_MAX lines of at most ~430 bytes, and more */
 
+/* An envelope being written (queue_env_write, queue_commit_async). */
+static char env_buf[ENV_BYTES];
+
 static int spool_path(char *out, size_t len, const char *spool, const char *sub, const char *id,
                       const char *suffix)
 {
@@ -153,9 +156,9 @@ static void give_to_spool_owner(const char *spool, const char *path)
  * env/<id> and fsyncs env/.  0 or errno. */
 int queue_env_write(const char *spool, const struct queue_env *env)
 {
-	static char buf[ENV_BYTES];
+	char *buf = env_buf;
 	char tmp[PATH_LEN], dst[PATH_LEN], dir[PATH_LEN];
-	int n = queue_env_format(env, buf, sizeof buf), fd;
+	int n = queue_env_format(env, buf, sizeof env_buf), fd;
 
 	if (n < 0) {
 		return E2BIG;
@@ -209,6 +212,95 @@ int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_en
 		}
 	}
 	return e;
+}
+
+/* Writes m's envelope to tmp/<id>.env, left open in m->env_fd and not
+ * yet synced.  0 or errno. */
+static int env_stage(struct maildir_msg *m, const struct queue_env *env)
+{
+	char tmp[PATH_LEN];
+	int n = queue_env_format(env, env_buf, sizeof env_buf);
+
+	if (n < 0) {
+		return E2BIG;
+	}
+	if (spool_path(tmp, sizeof tmp, m->spool, "tmp", m->name, ".env") < 0) {
+		return ENAMETOOLONG;
+	}
+	m->env_fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (m->env_fd < 0) {
+		return errno ? errno : EIO;
+	}
+	if (io_write_all(m->env_fd, env_buf, (size_t)n) < 0) {
+		return errno ? errno : EIO;
+	}
+	return 0;
+}
+
+void queue_commit_async(struct maildir_msg *m, const char *spool, const struct queue_env *env,
+                        maildir_done_fn done, void *ctx)
+{
+	m->queued = 1;
+	m->env_fd = -1;
+	if (snprintf(m->spool, sizeof m->spool, "%s", spool) >= (int)sizeof m->spool && m->err == 0) {
+		m->err = ENAMETOOLONG;
+	}
+	if (m->err == 0) {
+		m->err = env_stage(m, env);
+	}
+	maildir_commit(m, done, ctx);
+}
+
+int queue_dir(const struct maildir_msg *m, const char *sub, char *out, size_t len)
+{
+	return spool_path(out, len, m->spool, sub, NULL, NULL);
+}
+
+int queue_publish(struct maildir_msg *m, const char *sub)
+{
+	char tmp[PATH_LEN], dst[PATH_LEN];
+	int env = strcmp(sub, "env") == 0;
+
+	if (spool_path(tmp, sizeof tmp, m->spool, "tmp", m->name, env ? ".env" : NULL) < 0 ||
+	    spool_path(dst, sizeof dst, m->spool, sub, m->name, NULL) < 0) {
+		return ENAMETOOLONG;
+	}
+	give_to_spool_owner(m->spool, tmp);
+	if (io_rename(tmp, dst) < 0) {
+		return errno ? errno : EIO;
+	}
+	if (!env) {
+		m->tmp[0] = '\0';
+	}
+	return 0;
+}
+
+/* Unlinks path, where a missing file is no failure. */
+static void unlink_quiet(const char *path)
+{
+	if (io_unlink(path) < 0 && errno != ENOENT) {
+		log_msg(LOG_WARNING, "cannot remove %s: %m", path);
+	}
+}
+
+void queue_unpublish(struct maildir_msg *m)
+{
+	char path[PATH_LEN];
+
+	/* The envelope first: an envelope always has its message. */
+	if (spool_path(path, sizeof path, m->spool, "env", m->name, NULL) == 0) {
+		unlink_quiet(path);
+	}
+	if (spool_path(path, sizeof path, m->spool, "msg", m->name, NULL) == 0) {
+		unlink_quiet(path);
+	}
+	if (spool_path(path, sizeof path, m->spool, "tmp", m->name, ".env") == 0) {
+		unlink_quiet(path);
+	}
+	if (m->tmp[0] != '\0') {
+		unlink_quiet(m->tmp);
+		m->tmp[0] = '\0';
+	}
 }
 
 static int parse_i64(const char *s, int64_t *out)

@@ -1140,13 +1140,44 @@ static void committed(void *ctx, int err)
 	(void)smtp_update(s);
 }
 
-/* Commits a message with relayed recipients to the queue (synchronously:
- * relayed mail is the smaller flow) and answers. */
+/* The queue's commit of the message is done (queue_tx): answered as
+ * committed() answers a Maildir delivery. */
+static void queued(void *ctx, int err)
+{
+	struct smtp_session *s = ctx;
+
+	s->tx.file_open = 0;
+	s->state = ST_READY;
+	if (err != 0) {
+		smtp_reply_write_error(s, err);
+	} else {
+		stats.bytes_written += s->msg.size;
+		log_received(s, s->msg.name, s->tx.nqueued);
+		/* Queued whether or not the client is still there to hear it. */
+		queue_added(s->msg.name);
+	}
+	if (s->gone) {
+		smtp_tx_reset(s);
+		sessions_release(s);
+		return;
+	}
+	if (err == 0) {
+		stats.messages_in++;
+		s->acked++;
+		s->acked_bytes += s->msg.size;
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->msg.name);
+	}
+	smtp_tx_reset(s);
+	smtp_process(s);
+	(void)smtp_update(s);
+}
+
+/* Commits a message with relayed recipients to the queue, through the
+ * group commit (queue_commit_async) while the loop goes on. */
 static void queue_tx(struct smtp_session *s)
 {
 	static struct queue_env env;
 	unsigned i;
-	int e;
 
 	memset(&env, 0, offsetof(struct queue_env, rcpt));
 	/* queue_open made the name: a queue id, which fits. */
@@ -1173,21 +1204,9 @@ static void queue_tx(struct smtp_session *s)
 		snprintf(q->addr, sizeof q->addr, "%s", s->remote[i]);
 		q->why[0] = '\0';
 	}
-	e = queue_commit(&s->msg, inforce_conf()->spool, &env);
-	s->tx.file_open = 0;
-	if (e != 0) {
-		smtp_reply_write_error(s, e);
-	} else {
-		stats.messages_in++;
-		stats.bytes_written += s->msg.size;
-		s->acked++;
-		s->acked_bytes += s->msg.size;
-		log_received(s, env.id, env.nrcpt);
-		smtp_reply(s, "250 2.0.0 Ok: queued as %s", env.id);
-		queue_added(env.id);
-	}
-	s->state = ST_READY;
-	smtp_tx_reset(s);
+	s->tx.nqueued = env.nrcpt;
+	s->state = ST_COMMIT;
+	queue_commit_async(&s->msg, inforce_conf()->spool, &env, queued, s);
 }
 
 /* 1 if the message would take a local recipient over quota (also for a

@@ -60,6 +60,7 @@ struct smtp_tx {
 	int64_t began;                 /* loop_now() at DATA, for the delay */
 	int crowd_logged;              /* "too many recipients" logged once */
 	unsigned nremote;              /* entries of remote[] in use */
+	unsigned nqueued;              /* recipients in the queued envelope */
 	struct smtp_data data;
 };
 

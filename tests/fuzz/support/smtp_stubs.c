@@ -160,18 +160,19 @@ static void check_addr(const char *what, const char *a, size_t size, int empty_o
 	}
 }
 
-int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env)
+/* The checks of an envelope handed to the queue with m. */
+static void check_env(const char *what, const struct maildir_msg *m, const struct queue_env *env)
 {
 	unsigned i;
 
-	(void)spool;
 	if (m->fd != FAKE_FD) {
-		fuzz_fail("queue_commit of a message that is not open");
+		fuzz_fail("%s of a message that is not open", what);
 	}
-	m->fd = -1;
-	m->tmp[0] = '\0';
+	if (strcmp(env->id, m->name) != 0) {
+		fuzz_fail("%s: envelope id '%s' for message '%s'", what, env->id, m->name);
+	}
 	if (env->nrcpt == 0 || env->nrcpt > QUEUE_RCPT_MAX) {
-		fuzz_fail("queue_commit with %u recipients", env->nrcpt);
+		fuzz_fail("%s with %u recipients", what, env->nrcpt);
 	}
 	check_addr("the sender", env->sender, sizeof env->sender, 1);
 	check_addr("the queue id", env->id, sizeof env->id, 0);
@@ -182,7 +183,30 @@ int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_en
 			          env->rcpt[i].kind);
 		}
 	}
+}
+
+int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env)
+{
+	(void)spool;
+	check_env("queue_commit", m, env);
+	m->fd = -1;
+	m->tmp[0] = '\0';
 	return fuzz_fail_commit;
+}
+
+/* As maildir_commit: the session hears back in maildir_commit_run. */
+void queue_commit_async(struct maildir_msg *m, const char *spool, const struct queue_env *env,
+                        maildir_done_fn done, void *ctx)
+{
+	(void)spool;
+	check_env("queue_commit_async", m, env);
+	if (is_pending(m)) {
+		fuzz_fail("queue_commit_async of a message already in the commit queue");
+	}
+	m->done = done;
+	m->ctx = ctx;
+	m->next = pending;
+	pending = m;
 }
 
 void queue_added(const char *id)
