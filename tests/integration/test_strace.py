@@ -4,7 +4,8 @@ binary: no test build, no seam.
 Kills: `strace -f -e inject=SYSCALL:signal=SIGKILL:when=N` kills the daemon
 on entry to its Nth fsync, fdatasync, rename, link, linkat (an unnamed
 file given its name in new/), unlink or write.  For one SMTP delivery (to
-alice and bob, the first mail of both), one queue run (a
+alice and bob, the first mail of both), one SMTP message to a remote
+recipient (into the queue, whose smarthost is down), one queue run (a
 queued message flushed to an aiosmtpd smarthost) and one POP3 session
 (login, DELE 1 and 3, QUIT), N walks from 1 until the kill no longer falls
 within the scenario.  After each kill, on the files as they are and again
@@ -15,7 +16,9 @@ after a restart:
     DELE'd ones only go if the QUIT was sent;
   - the queue: the message is queued (whole envelope and message) or at the
     smarthost; a second copy only when the kill fell after the smarthost
-    had it;
+    had it; a message taken into the queue is there once, whole with its
+    envelope, if acknowledged, and at most once if not (or a message
+    file without its envelope, which no run sends);
 and the next try succeeds.
 
 Errors: `strace -e inject=SYSCALL:error=EIO:when=N` walks the same calls
@@ -29,7 +32,8 @@ import time
 
 import pytest
 
-from faultwalk import (Delivery, Pop3Quit, RelaySent, TracedDaemon, read_env, seqs_in,
+from faultwalk import (Delivery, Pop3Quit, QueueWrite, RelaySent, TracedDaemon, queue_state,
+                       read_env, seqs_in,
                        spool_names, strace_path, tmp_files, world_of)
 from picotest import BIN, SANITIZED, Daemon, DaemonExited, ServerClosed
 from pop3test import PASSWORD, Pop
@@ -106,7 +110,8 @@ def act_pop3(sc, d):
     return seen
 
 
-ACT = {"delivery": act_delivery, "relay_sent": act_relay, "pop3_quit": act_pop3}
+ACT = {"delivery": act_delivery, "queue_write": act_delivery, "relay_sent": act_relay,
+       "pop3_quit": act_pop3}
 
 
 # --------------------------------------------------------------------------
@@ -125,6 +130,20 @@ def promise(sc, d, seen, when):
                 assert got in ({}, {sc.SEQ: 1}), "%s: %s holds %r" % (when, u, got)
             held[u] = got.get(sc.SEQ, 0)
         return held
+    if sc.name == "queue_write":
+        q, orphans = queue_state(d.spool)
+        for qid, (e, seq, ok) in q.items():
+            assert e["complete"] and ok and seq == sc.SEQ, "%s: %s queued as %r" % (when, qid, q)
+        if seen["acked"]:
+            assert len(q) == 1, "%s: acknowledged, but queued %d times" % (when, len(q))
+            assert orphans == [], "%s: acknowledged, and a message file lacks its envelope: %r" % (
+                when, orphans)
+        else:
+            # killed between the message's rename into msg/ and its
+            # envelope's into env/: a message file no run sends, removed
+            # at a start an hour later
+            assert len(q) + len(orphans) <= 1, "%s: %r, %r" % (when, q, orphans)
+        return {"queued": len(q), "orphans": len(orphans)}
     if sc.name == "relay_sent":
         at = sc.at_peer()
         assert at <= 1, "%s: %d copies at the smarthost after one run" % (when, at)
@@ -159,6 +178,18 @@ def next_try(sc, d, seen, held):
             # a recipient the crashed attempt had reached gets it again
             want = 1 + (held[u] if not seen["acked"] else 0)
             assert got == {sc.SEQ: want}, "%s after the next try: %r (want %d)" % (u, got, want)
+        return
+    if sc.name == "queue_write":
+        if not seen["acked"]:
+            assert sc.act(d).kind == "ok", "the next try"
+        q, orphans = queue_state(d.spool)
+        # a copy the crashed attempt had queued stays queued (the kill fell
+        # between the commit and the 250), as a Maildir keeps its copy
+        want = 1 + (held["queued"] if not seen["acked"] else 0)
+        assert len(q) == want and all(e["complete"] and ok and seq == sc.SEQ
+                                      for e, seq, ok in q.values()), (want, q)
+        if orphans:
+            ORPHANS.extend(orphans)
         return
     if sc.name == "relay_sent":
         for _ in range(3):
@@ -199,7 +230,8 @@ def kill_run(runs, sc, sysc, n):
         # past the scenario's last call: it must have gone through
         d.stop()
         held = promise(sc, d, seen, "no kill")
-        done = {"delivery": lambda: seen["acked"], "relay_sent": lambda: held["at"] == 1,
+        done = {"delivery": lambda: seen["acked"], "queue_write": lambda: seen["acked"],
+                "relay_sent": lambda: held["at"] == 1,
                 "pop3_quit": lambda: seen["quit_ok"]}[sc.name]()
         assert done, "%s: no kill, yet the scenario did not go through: %r %r" % (
             inject, seen, held)
@@ -272,7 +304,7 @@ def walk(fn, runs, sc, sysc):
     raise AssertionError("%s %s: still hitting after %d calls" % (sc.name, sysc, LIMIT))
 
 
-SC = [Delivery, RelaySent, Pop3Quit]
+SC = [Delivery, QueueWrite, RelaySent, Pop3Quit]
 
 
 @pytest.mark.parametrize("scenario", SC, ids=[s.name for s in SC])
