@@ -1093,36 +1093,14 @@ static void log_received(const struct smtp_session *s, const char *id, unsigned 
 	log_kv_end(&l, LOG_INFO);
 }
 
-static void committed(void *ctx, int err)
+/* A commit is over (err 0: the message is durable under id): the session
+ * answers, and goes on with what the client pipelined after the dot. */
+static void commit_answer(struct smtp_session *s, int err, const char *id)
 {
-	struct smtp_session *s = ctx;
-	char id[24];
-	unsigned i;
-
-	s->tx.file_open = 0;
-	s->state = ST_READY;
-	if (err != 0) {
-		smtp_reply_write_error(s, err);
-	} else {
-		snprintf(id, sizeof id, "%08" PRIX32 ".%u", s->id, s->tx.msgno);
-		log_received(s, id, s->tx.nrcpt);
-		for (i = 0; i < s->msg.nusers; i++) {
-			struct log_kv l;
-
-			quota_delivered(inforce_conf()->maildir_root, s->msg.users[i], s->msg.size);
-			log_kv_start(&l, "delivered");
-			log_kv_str(&l, "id", id);
-			log_kv_str(&l, "mailbox", s->msg.users[i]);
-			log_kv_str(&l, "status", "sent");
-			log_kv_ms(&l, "delay", loop_now() - s->tx.began);
-			log_kv_end(&l, LOG_INFO);
-		}
-		stats.bytes_written += s->msg.size;
-	}
 	if (s->gone) {
 		/* The connection dropped after the final dot: the message is
-		 * in the Maildir, but nobody heard 250, so a client that sends
-		 * it again delivers it twice (RFC 5321 6.1 prefers that to a
+		 * stored, but nobody heard 250, so a client that sends it
+		 * again delivers it twice (RFC 5321 6.1 prefers that to a
 		 * loss).  The session was waiting only for this. */
 		smtp_tx_reset(s);
 		sessions_release(s);
@@ -1140,8 +1118,36 @@ static void committed(void *ctx, int err)
 	(void)smtp_update(s);
 }
 
-/* The queue's commit of the message is done (queue_tx): answered as
- * committed() answers a Maildir delivery. */
+static void committed(void *ctx, int err)
+{
+	struct smtp_session *s = ctx;
+	char id[24];
+	unsigned i;
+
+	s->tx.file_open = 0;
+	s->state = ST_READY;
+	snprintf(id, sizeof id, "%08" PRIX32 ".%u", s->id, s->tx.msgno);
+	if (err != 0) {
+		smtp_reply_write_error(s, err);
+	} else {
+		log_received(s, id, s->tx.nrcpt);
+		for (i = 0; i < s->msg.nusers; i++) {
+			struct log_kv l;
+
+			quota_delivered(inforce_conf()->maildir_root, s->msg.users[i], s->msg.size);
+			log_kv_start(&l, "delivered");
+			log_kv_str(&l, "id", id);
+			log_kv_str(&l, "mailbox", s->msg.users[i]);
+			log_kv_str(&l, "status", "sent");
+			log_kv_ms(&l, "delay", loop_now() - s->tx.began);
+			log_kv_end(&l, LOG_INFO);
+		}
+		stats.bytes_written += s->msg.size;
+	}
+	commit_answer(s, err, id);
+}
+
+/* The queue's commit of the message is done (queue_tx). */
 static void queued(void *ctx, int err)
 {
 	struct smtp_session *s = ctx;
@@ -1156,20 +1162,7 @@ static void queued(void *ctx, int err)
 		/* Queued whether or not the client is still there to hear it. */
 		queue_added(s->msg.name);
 	}
-	if (s->gone) {
-		smtp_tx_reset(s);
-		sessions_release(s);
-		return;
-	}
-	if (err == 0) {
-		stats.messages_in++;
-		s->acked++;
-		s->acked_bytes += s->msg.size;
-		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->msg.name);
-	}
-	smtp_tx_reset(s);
-	smtp_process(s);
-	(void)smtp_update(s);
+	commit_answer(s, err, s->msg.name);
 }
 
 /* Commits a message with relayed recipients to the queue, through the

@@ -25,7 +25,6 @@ bounded; each daemon is stopped by its PID (make_daemon).
 """
 
 import os
-import select
 import signal
 import socket
 import struct
@@ -33,6 +32,7 @@ import time
 
 import pytest
 
+from committest import in_flight
 from faultwalk import mark, queue_state, seam_calls, since, spool_names
 from picotest import assert_reply, free_port, is_complete, numbered, scaled, seq_of, stuff
 from relaytest import dead_udp_port
@@ -40,7 +40,6 @@ from relaytest import dead_udp_port
 SESSIONS = 6           # half of them queued, half to alice's Maildir
 SIZE = 6000
 FAR = "far@remote.test"
-BIG = 96 << 20         # whose fdatasync takes some 50 ms or more on a real disk
 
 
 def queue_conf():
@@ -152,15 +151,27 @@ def test_queued_and_maildir_messages_share_one_batch(make_daemon):
     assert d.stop() == 0
 
 
+def first_two(d):
+    """A first message of each kind, each a batch of its own (so that the
+    calls that follow are numbered the same in every run), and the queue
+    runner's first try of the queued one (refused: it waits an hour):
+    {seq: reply}."""
+    replies = end_together(d, open_sessions(d, 1, 1), hold=False)
+    replies.update(end_together(d, open_sessions(d, 2, 1), hold=False))
+    deadline = time.monotonic() + scaled(10)
+    while "retry id=" not in d.log(1 << 20) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "retry id=" in d.log(1 << 20), "the queued message was never tried"
+    return replies
+
+
 def batch_calls(make_daemon, picomail_test_bin):
     """The traced fsync and rename calls of one mixed batch, [(op, n,
     path)], counted from start-up (a first message of each kind makes the
     Maildir and the spool's files before)."""
     for _ in range(3):
         d = daemon(make_daemon, binary=picomail_test_bin, env={"PICOMAIL_FAULT_TRACE": "1"})
-        end_together(d, open_sessions(d, 1, 2), hold=False)
-        # the runner's first try of message 2 (refused: it waits an hour)
-        time.sleep(0.3)
+        first_two(d)
         pos = mark(d)
         end_together(d, open_sessions(d, 10))
         text = since(d, pos)
@@ -188,8 +199,7 @@ def test_a_fault_on_any_sync_or_rename_of_a_queued_batch(make_daemon, picomail_t
         for _ in range(3):
             d = daemon(make_daemon, binary=picomail_test_bin,
                        env={"PICOMAIL_FAULT": "%s:%d:EIO" % (op, n)})
-            replies = end_together(d, open_sessions(d, 1, 2), hold=False)
-            time.sleep(0.3)
+            replies = first_two(d)
             batch = end_together(d, open_sessions(d, 10))
             replies.update(batch)
             if int(d.status()["commit_batch_max"]) == SESSIONS:
@@ -219,54 +229,10 @@ def test_a_fault_on_any_sync_or_rename_of_a_queued_batch(make_daemon, picomail_t
 # ---- the loop while a queued message's batch is in flight --------------------
 
 
-def sync_seconds(d):
-    """How long this file system takes to fdatasync BIG bytes."""
-    path = os.path.join(d.dir, "sync-probe")
-    chunk = b"x" * (1 << 20)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for _ in range(BIG >> 20):
-            os.write(fd, chunk)
-        t = time.monotonic()
-        os.fdatasync(fd)
-        return time.monotonic() - t
-    finally:
-        os.close(fd)
-        os.unlink(path)
-
-
-def queued_in_flight(d, first, tries=5):
-    """A session whose BIG queued message is in the commit, seen in
-    `picomail status` (bounded tries): (client, seq).  Skips where the
-    disk syncs too fast for that moment to be caught (tmpfs)."""
-    took = sync_seconds(d)
-    if took < 0.03:
-        pytest.skip("this file system syncs %d MiB in %.0f ms: too fast to catch a batch "
-                    "in flight" % (BIG >> 20, took * 1000))
-    for seq in range(first, first + 2 * tries, 2):
-        (c, _), = open_sessions(d, seq, 1, BIG)
-        c.send(b".\r\n")
-        deadline = time.monotonic() + scaled(30)
-        while time.monotonic() < deadline:
-            if int(d.status()["commit_in_flight"]) > 0:
-                return c, seq
-            r, _, _ = select.select([c.sock], [], [], 0)
-            if r:
-                assert_reply(c.reply(), "250 2.0.0", "message %d" % seq)
-                c.close()
-                break
-            time.sleep(0.005)
-        else:
-            pytest.fail("message %d: no batch in flight and no reply in 30 s" % seq)
-    pytest.fail("a %d MiB fdatasync takes %.0f ms here, yet `picomail status` never ran "
-                "while a queued message's was in flight in %d tries: the loop waited for "
-                "the disk" % (BIG >> 20, took * 1000, tries))
-
-
 def test_the_loop_serves_other_sessions_while_a_queued_message_syncs(make_daemon):
     d = daemon(make_daemon)
     other = d.session()
-    c, seq = queued_in_flight(d, 2)
+    c, seq = in_flight(d, 2, FAR)
     # Answered while the queued message's syncs are in flight.
     assert_reply(other.cmd("NOOP"), "250", "NOOP during the queue's commit")
     other.expect("MAIL FROM:<sender@example.org>", "250")
@@ -283,7 +249,7 @@ def test_the_loop_serves_other_sessions_while_a_queued_message_syncs(make_daemon
 def test_a_client_gone_while_its_queued_message_syncs_still_has_it_queued(make_daemon):
     d = daemon(make_daemon)
     idle = d.session()     # alone, a batch would be synced without the ring
-    c, seq = queued_in_flight(d, 2)
+    c, seq = in_flight(d, 2, FAR)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
     deadline = time.monotonic() + scaled(60)
@@ -306,7 +272,7 @@ def test_a_client_gone_while_its_queued_message_syncs_still_has_it_queued(make_d
 def test_sigterm_while_a_queued_message_syncs_finishes_it_first(make_daemon):
     d = daemon(make_daemon)
     idle = d.session()
-    c, seq = queued_in_flight(d, 2)
+    c, seq = in_flight(d, 2, FAR)
     d.send_signal(signal.SIGTERM)
     assert_reply(c.reply(timeout=scaled(60)), "250 2.0.0", "the queued message at SIGTERM")
     assert c.closed(scaled(10)), "the session was not closed at shutdown"

@@ -1,0 +1,76 @@
+"""The moment a group commit is in flight, for test_group_commit.py and
+test_queue_commit.py: a session whose BIG message's syncs are on the disk,
+seen in `picomail status` (commit_in_flight), with the loop expected to
+serve meanwhile.  Every wait is bounded."""
+
+import os
+import select
+import time
+
+import pytest
+
+from picotest import assert_reply, numbered, scaled, stuff
+
+BIG = 96 << 20       # whose fdatasync takes some 50 ms or more on a real disk
+FLIGHT_TRIES = 5
+
+
+def send_big_then_dot(d, seq, rcpt):
+    """A session that sent a BIG message to rcpt and its final dot; returns
+    it once `picomail status` shows the batch in flight, or None when the
+    sync was over before status could see it (a disk, or tmpfs, faster
+    than a status call)."""
+    c = d.session()
+    c.expect("MAIL FROM:<sender@example.org>", "250")
+    c.expect("RCPT TO:<%s>" % rcpt, "250")
+    c.expect("DATA", "354")
+    c.send(stuff(numbered(seq, BIG)))
+    c.send(b".\r\n")
+    deadline = time.monotonic() + scaled(30)
+    while time.monotonic() < deadline:
+        if int(d.status()["commit_in_flight"]) > 0:
+            return c
+        r, _, _ = select.select([c.sock], [], [], 0)
+        if r:
+            # Answered already: the batch came and went between two
+            # status calls.
+            assert_reply(c.reply(), "250 2.0.0", "message %d" % seq)
+            c.close()
+            return None
+        time.sleep(0.005)
+    pytest.fail("message %d: no batch in flight and no reply in 30 s" % seq)
+
+
+def sync_seconds(d):
+    """How long this file system takes to fdatasync BIG bytes, measured in
+    the daemon's directory."""
+    path = os.path.join(d.dir, "sync-probe")
+    chunk = b"x" * (1 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(BIG >> 20):
+            os.write(fd, chunk)
+        t = time.monotonic()
+        os.fdatasync(fd)
+        return time.monotonic() - t
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def in_flight(d, first, rcpt="alice@lan"):
+    """A daemon's session whose BIG message to rcpt is in flight (bounded
+    tries): (client, seq).  Skips where this machine's disk syncs too fast
+    for the moment to be caught (tmpfs); where it is slow enough, a daemon
+    whose loop waited for the disk fails here."""
+    took = sync_seconds(d)
+    if took < 0.03:
+        pytest.skip("this file system syncs %d MiB in %.0f ms: too fast to catch a batch "
+                    "in flight" % (BIG >> 20, took * 1000))
+    for seq in range(first, first + FLIGHT_TRIES):
+        c = send_big_then_dot(d, seq, rcpt)
+        if c is not None:
+            return c, seq
+    pytest.fail("a %d MiB fdatasync takes %.0f ms here, yet `picomail status` never ran "
+                "while one was in flight in %d tries: the loop waited for the disk"
+                % (BIG >> 20, took * 1000, FLIGHT_TRIES))
