@@ -5,6 +5,8 @@ serve meanwhile.  Every wait is bounded."""
 
 import os
 import select
+import socket
+import struct
 import time
 
 import pytest
@@ -74,3 +76,16 @@ def in_flight(d, first, rcpt="alice@lan"):
     pytest.fail("a %d MiB fdatasync takes %.0f ms here, yet `picomail status` never ran "
                 "while one was in flight in %d tries: the loop waited for the disk"
                 % (BIG >> 20, took * 1000, FLIGHT_TRIES))
+
+
+def reset_in_flight(d, c):
+    """The client c resets its connection (RST) while its message's batch
+    is in flight: the worst moment, the file complete, its batch on the
+    disk's way, its session waiting for the result.  Returns once the
+    batch has ended (bounded)."""
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    deadline = time.monotonic() + scaled(60)
+    while time.monotonic() < deadline and int(d.status()["commit_in_flight"]) > 0:
+        time.sleep(0.01)
+    assert int(d.status()["commit_in_flight"]) == 0, "the batch never ended"

@@ -32,13 +32,11 @@ Every wait is bounded; each daemon is stopped by its PID (make_daemon).
 import os
 import signal
 import socket
-import struct
-import time
 
 import pytest
 
 from faultwalk import mark, seam_calls, since
-from committest import in_flight
+from committest import in_flight, reset_in_flight
 from picotest import assert_reply, is_complete, numbered, scaled, seq_of, stuff
 
 SESSIONS = 6
@@ -259,14 +257,7 @@ def test_a_client_gone_while_its_batch_syncs_still_gets_its_mail_stored(make_dae
     # the ring (nothing else needs the loop meanwhile).
     idle = d.session()
     c, seq = in_flight(d, 1)
-    # A reset, at the worst moment: the file is complete, its batch is on
-    # the disk's way, its session is waiting for the result.
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    c.close()
-    deadline = time.monotonic() + scaled(60)
-    while time.monotonic() < deadline and int(d.status()["commit_in_flight"]) > 0:
-        time.sleep(0.01)
-    assert int(d.status()["commit_in_flight"]) == 0, "the batch never ended"
+    reset_in_flight(d, c)
     # Delivered, whole, once; nobody heard 250 (a retry would deliver it
     # twice, which RFC 5321 prefers to a loss), and the log says so.
     assert whole(d, seq)

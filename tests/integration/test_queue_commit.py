@@ -27,12 +27,11 @@ bounded; each daemon is stopped by its PID (make_daemon).
 import os
 import signal
 import socket
-import struct
 import time
 
 import pytest
 
-from committest import in_flight
+from committest import in_flight, reset_in_flight
 from faultwalk import mark, queue_state, seam_calls, since, spool_names
 from picotest import assert_reply, free_port, is_complete, numbered, scaled, seq_of, stuff
 from relaytest import dead_udp_port
@@ -250,12 +249,7 @@ def test_a_client_gone_while_its_queued_message_syncs_still_has_it_queued(make_d
     d = daemon(make_daemon)
     idle = d.session()     # alone, a batch would be synced without the ring
     c, seq = in_flight(d, 2, FAR)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    c.close()
-    deadline = time.monotonic() + scaled(60)
-    while time.monotonic() < deadline and int(d.status()["commit_in_flight"]) > 0:
-        time.sleep(0.01)
-    assert int(d.status()["commit_in_flight"]) == 0, "the batch never ended"
+    reset_in_flight(d, c)
     # Queued, whole, once, and the log says nobody heard the 250.
     assert queued_seqs(d) == {seq}
     assert "ack=\"none: the client was gone before the reply\"" in d.log(1 << 20)
