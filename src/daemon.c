@@ -878,6 +878,9 @@ int daemon_serve(const char *path, int foreground)
 	if (loop_run() < 0) {
 		return 1;
 	}
+	/* What the shutdown itself put in the commit: the envelopes of the
+	 * queue runs it cut short. */
+	maildir_commit_drain();
 	(void)greylist_save(time(NULL), 1);
 	(void)unlink(inforce_conf()->control);
 	{

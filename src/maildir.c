@@ -14,7 +14,10 @@
  *   its file in the spool's tmp/ and its envelope beside it -> fdatasync
  *   both -> rename the file into msg/ -> fsync msg/ -> rename the envelope
  *   into env/ -> fsync env/ -> report.
- * Its steps in the spool are queue_file.c's; a failure removes all of it.
+ * So does an envelope rewritten alone (queue_env_commit): the same steps
+ * without the message file.  The steps in the spool are queue_file.c's; a
+ * failure removes all of a new message, and of a rewrite its tmp/ file
+ * (the envelope before it stays).
  */
 #include "maildir.h"
 #include "fsyncs.h"
@@ -164,7 +167,7 @@ static void msg_reset(struct maildir_msg *m)
 	m->size = m->lines = 0;
 	m->wlen = 0;
 	m->next = NULL;
-	m->queued = 0;
+	m->kind = MAILDIR_DELIVERY;
 	m->env_fd = -1;
 }
 
@@ -422,14 +425,13 @@ struct dirset {
  * in the pending list.  Its stages, each of which waits for the ring
  * (fsyncs.c) while the loop serves the sessions:
  *   STAGE_FILES  the files' fdatasyncs are in flight (a queued message's
- *                envelope beside its message);
+ *                envelope beside its message, or alone);
  *   STAGE_DIRS   the files are linked into new/ (a queued message renamed
  *                into msg/), and the fsyncs of those directories are in
  *                flight;
- *   STAGE_ENVS   the queued messages' envelopes are renamed into env/,
- *                now that their messages are durable, and the fsync of
- *                env/ is in flight.  A batch without queued messages
- *                skips it.
+ *   STAGE_ENVS   the queue's envelopes are renamed into env/, now that
+ *                their messages are durable, and the fsync of env/ is
+ *                in flight.  A batch without envelopes skips it.
  * Without a ring each stage completes at once, blocking. */
 enum stage { STAGE_IDLE, STAGE_FILES, STAGE_DIRS, STAGE_ENVS };
 
@@ -443,13 +445,13 @@ static struct {
 	unsigned nopen;
 } run;
 
-/* The files a message syncs: its own, and a queued message's envelope. */
+/* The files a message syncs: its own, or its envelope, or both. */
 static unsigned files_of(const struct maildir_msg *m)
 {
 	if (m->err != 0) {
 		return 0;
 	}
-	return m->queued ? 2 : 1;
+	return m->kind == MAILDIR_QUEUED ? 2 : 1;
 }
 
 /* Takes the oldest pending messages, as many as one group of syncs holds,
@@ -511,8 +513,10 @@ static void files_start(int block)
 	}
 	run.nfiles = 0;
 	for (m = run.batch; m != NULL; m = m->next) {
-		file_add(fd, m, m->fd, n);
-		if (m->queued) {
+		if (m->kind != MAILDIR_ENVELOPE) {
+			file_add(fd, m, m->fd, n);
+		}
+		if (m->kind != MAILDIR_DELIVERY) {
 			file_add(fd, m, m->env_fd, n);
 		}
 	}
@@ -529,13 +533,13 @@ static void close_file(struct maildir_msg *m, int *fd)
 	*fd = -1;
 }
 
-/* A queued message's files are durable (or failed): the message goes
- * into msg/ under its queue id. */
+/* The queue's files are durable (or failed): a message goes into msg/
+ * under its queue id. */
 static void queued_file_done(struct maildir_msg *m)
 {
 	close_file(m, &m->fd);
 	close_file(m, &m->env_fd);
-	if (m->err == 0) {
+	if (m->err == 0 && m->kind == MAILDIR_QUEUED) {
 		m->err = queue_publish(m, "msg");
 	}
 	if (m->err != 0) {
@@ -557,7 +561,7 @@ static void files_done(const int *err)
 		}
 	}
 	for (m = run.batch; m != NULL; m = m->next) {
-		if (m->queued) {
+		if (m->kind != MAILDIR_DELIVERY) {
 			queued_file_done(m);
 			continue;
 		}
@@ -661,10 +665,11 @@ static void dirs_start(int block)
 
 	run.dirs.n = 0;
 	for (m = run.batch; m != NULL; m = m->next) {
-		if (m->err == 0 && m->queued && queue_dir(m, "msg", path, sizeof path) == 0) {
+		if (m->err == 0 && m->kind == MAILDIR_QUEUED &&
+		    queue_dir(m, "msg", path, sizeof path) == 0) {
 			dir_add(&run.dirs, path);
 		}
-		for (i = 0; m->err == 0 && !m->queued && i < m->nusers; i++) {
+		for (i = 0; m->err == 0 && m->kind == MAILDIR_DELIVERY && i < m->nusers; i++) {
 			if (user_path(path, sizeof path, m->users[i], "new") == 0) {
 				dir_add(&run.dirs, path);
 			}
@@ -682,16 +687,19 @@ static int queued_result(const struct maildir_msg *m, const char *sub)
 	return queue_dir(m, sub, path, sizeof path) < 0 ? ENAMETOOLONG : dir_result(path);
 }
 
-/* 0 when every new/ of m (a queued message: msg/) is known synced, else
- * the errno. */
+/* 0 when every new/ of m (a queued message: msg/; an envelope: none) is
+ * known synced, else the errno. */
 static int dirs_result(const struct maildir_msg *m)
 {
 	char path[MAILDIR_PATH_MAX];
 	unsigned i;
 	int e;
 
-	if (m->queued) {
+	if (m->kind == MAILDIR_QUEUED) {
 		return queued_result(m, "msg");
+	}
+	if (m->kind == MAILDIR_ENVELOPE) {
+		return 0;
 	}
 	for (i = 0; i < m->nusers; i++) {
 		if (user_path(path, sizeof path, m->users[i], "new") < 0) {
@@ -717,7 +725,7 @@ static void dirs_done(const int *err)
 			continue;
 		}
 		m->err = e;
-		if (m->queued) {
+		if (m->kind != MAILDIR_DELIVERY) {
 			queue_unpublish(m);
 		} else {
 			unlink_new(m, m->nusers, m->final);
@@ -726,8 +734,9 @@ static void dirs_done(const int *err)
 }
 
 /* The queued messages are in msg/, durably: their envelopes go into env/
- * (an envelope always has its message), and the fsync of env/ starts.
- * 0 when the batch has no envelope to sync. */
+ * (an envelope always has its message), beside the envelopes rewritten
+ * alone, and the fsync of env/ starts.  0 when the batch has no envelope
+ * to sync. */
 static int envs_start(int block)
 {
 	char path[MAILDIR_PATH_MAX];
@@ -736,7 +745,7 @@ static int envs_start(int block)
 
 	run.dirs.n = 0;
 	for (m = run.batch; m != NULL; m = m->next) {
-		if (m->err != 0 || !m->queued) {
+		if (m->err != 0 || m->kind == MAILDIR_DELIVERY) {
 			continue;
 		}
 		m->err = queue_publish(m, "env");
@@ -764,7 +773,8 @@ static void envs_done(const int *err)
 
 	dirs_synced(err);
 	for (m = run.batch; m != NULL; m = m->next) {
-		if (m->err == 0 && m->queued && (m->err = queued_result(m, "env")) != 0) {
+		if (m->err == 0 && m->kind != MAILDIR_DELIVERY &&
+		    (m->err = queued_result(m, "env")) != 0) {
 			queue_unpublish(m);
 		}
 	}

@@ -24,6 +24,12 @@
 struct maildir_msg;
 typedef void (*maildir_done_fn)(void *ctx, int err);
 
+enum maildir_kind {
+	MAILDIR_DELIVERY,   /* a message into Maildirs */
+	MAILDIR_QUEUED,     /* a message and its envelope into the queue (queue_commit_async) */
+	MAILDIR_ENVELOPE    /* a queued message's envelope rewritten (queue_env_commit) */
+};
+
 struct maildir_msg {
 	int fd;
 	int err;                          /* first write error (errno), sticky */
@@ -36,10 +42,11 @@ struct maildir_msg {
 	char users[MAILDIR_RCPT_MAX][ADDR_USER_MAX + 1];
 	size_t wlen;
 	unsigned char wbuf[MAILDIR_WBUF];
-	/* A message for the queue (queue_commit_async) rather than Maildirs:
-	 * tmp is <spool>/tmp/<id>, its envelope written to tmp/<id>.env and
-	 * open in env_fd; the commit renames both into place (queue.h). */
-	int queued;
+	/* What the commit makes durable: the file into new/ of the users, or
+	 * for the queue (queue.h) the file as <spool>/msg/<id> with its
+	 * envelope, or an envelope alone; the envelope is written to
+	 * <spool>/tmp/<id>.env and open in env_fd, and renamed into env/. */
+	enum maildir_kind kind;
 	int env_fd;
 	char spool[MAILDIR_PATH_MAX];
 	/* group commit */

@@ -515,13 +515,44 @@ static unsigned backoff(const struct conf *c, unsigned attempts)
 
 static int make_bounce(struct runner *r);
 
+/* A run is over: its item waits for its next time, the runner for work. */
+static void run_end(struct runner *r)
+{
+	io_close(r->data_fd);
+	r->data_fd = -1;
+	r->item->busy = 0;
+	r->busy = 0;
+	arm(now_s());
+}
+
+/* A deferred message's envelope is rewritten (or not, err: the one before
+ * stays, and the next run makes this run's attempts again). */
+static void retry_saved(void *ctx, int err)
+{
+	struct runner *r = ctx;
+	unsigned i, pending = 0;
+	struct log_kv l;
+
+	if (err != 0) {
+		log_msg(LOG_ERR, "id=%s cannot rewrite the envelope: %s", r->env.id, strerror(err));
+	}
+	for (i = 0; i < r->env.nrcpt; i++) {
+		pending += r->env.rcpt[i].state == 'P';
+	}
+	kv_outcome(&l, "retry", r);
+	log_kv_u64(&l, "pending", pending);
+	log_kv_ms(&l, "next", (r->env.next - now_s()) * 1000);
+	log_kv_u64(&l, "attempts", r->env.attempts);
+	log_kv_end(&l, LOG_INFO);
+	run_end(r);
+}
+
 static void run_finish(struct runner *r)
 {
 	const struct conf *c = cf();
 	int64_t now = now_s();
 	unsigned i, pending = 0;
 	struct log_kv l;
-	int e;
 
 	for (i = 0; i < r->env.nrcpt; i++) {
 		pending += r->env.rcpt[i].state == 'P';
@@ -532,7 +563,10 @@ static void run_finish(struct runner *r)
 	if (r->env.arrival < CLOCK_SET && now >= CLOCK_SET) {
 		r->env.arrival = now;
 	}
-	if (pending > 0 && now - r->env.arrival >= (int64_t)c->queue_lifetime) {
+	/* Arrival and now are whole seconds: only more than the lifetime
+	 * between them is sure to be the whole lifetime (a message taken at
+	 * x.9 s is not returned up to a second early). */
+	if (pending > 0 && now - r->env.arrival > (int64_t)c->queue_lifetime) {
 		for (i = 0; i < r->env.nrcpt; i++) {
 			if (r->env.rcpt[i].state == 'P') {
 				char why[QUEUE_WHY_MAX];
@@ -574,21 +608,12 @@ static void run_finish(struct runner *r)
 	} else {
 		r->env.next = now + backoff(c, r->env.attempts);
 		r->item->next = r->env.next;
-		e = queue_env_write(c->spool, &r->env);
-		if (e != 0) {
-			log_msg(LOG_ERR, "id=%s cannot rewrite the envelope: %s", r->env.id, strerror(e));
-		}
-		kv_outcome(&l, "retry", r);
-		log_kv_u64(&l, "pending", pending);
-		log_kv_ms(&l, "next", (r->env.next - now) * 1000);
-		log_kv_u64(&l, "attempts", r->env.attempts);
-		log_kv_end(&l, LOG_INFO);
+		/* The run ends once the envelope is rewritten (retry_saved),
+		 * through the group commit while the loop goes on. */
+		queue_env_commit(&r->msg, c->spool, &r->env, retry_saved, r);
+		return;
 	}
-	io_close(r->data_fd);
-	r->data_fd = -1;
-	r->item->busy = 0;
-	r->busy = 0;
-	arm(now_s());
+	run_end(r);
 }
 
 /* Ends a run that could not start: retried in seconds. */

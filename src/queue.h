@@ -79,11 +79,19 @@ int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_en
 void queue_commit_async(struct maildir_msg *m, const char *spool, const struct queue_env *env,
                         maildir_done_fn done, void *ctx);
 
+/* queue_env_write for a queue run's outcome, without blocking the loop:
+ * env written to tmp/<id>.env at once, then through the group commit
+ * (m, a runner's, not in a commit) synced and renamed over env/<id>, and
+ * env/ synced, then done(ctx, err).  On err the envelope before it stays. */
+void queue_env_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env,
+                      maildir_done_fn done, void *ctx);
+
 /* The group commit's steps for a queued message (maildir.c): the spool's
  * directory sub ("msg" or "env") into out (0, or -1 if it does not fit);
  * the message (sub "msg") or its envelope ("env") renamed from tmp/ into
  * sub/ (0 or errno); and, when a step failed (m's files closed),
- * everything of m removed, envelope first. */
+ * everything of a new message removed, envelope first, or of a rewritten
+ * envelope its tmp/ file. */
 int queue_dir(const struct maildir_msg *m, const char *sub, char *out, size_t len);
 int queue_publish(struct maildir_msg *m, const char *sub);
 void queue_unpublish(struct maildir_msg *m);

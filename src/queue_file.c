@@ -214,6 +214,18 @@ int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_en
 	return e;
 }
 
+/* Copies the queue id id into out; -1 if it does not fit. */
+static int copy_id(char *out, size_t len, const char *id)
+{
+	size_t n = strnlen(id, len);
+
+	if (n == len) {
+		return -1;
+	}
+	memcpy(out, id, n + 1);
+	return 0;
+}
+
 /* Writes m's envelope to tmp/<id>.env, left open in m->env_fd and not
  * yet synced.  0 or errno. */
 static int env_stage(struct maildir_msg *m, const struct queue_env *env)
@@ -237,10 +249,11 @@ static int env_stage(struct maildir_msg *m, const struct queue_env *env)
 	return 0;
 }
 
-void queue_commit_async(struct maildir_msg *m, const char *spool, const struct queue_env *env,
-                        maildir_done_fn done, void *ctx)
+/* Hands m, of kind, to the group commit with its envelope staged. */
+static void commit_with_env(struct maildir_msg *m, enum maildir_kind kind, const char *spool,
+                            const struct queue_env *env, maildir_done_fn done, void *ctx)
 {
-	m->queued = 1;
+	m->kind = kind;
 	m->env_fd = -1;
 	if (snprintf(m->spool, sizeof m->spool, "%s", spool) >= (int)sizeof m->spool && m->err == 0) {
 		m->err = ENAMETOOLONG;
@@ -249,6 +262,25 @@ void queue_commit_async(struct maildir_msg *m, const char *spool, const struct q
 		m->err = env_stage(m, env);
 	}
 	maildir_commit(m, done, ctx);
+}
+
+void queue_commit_async(struct maildir_msg *m, const char *spool, const struct queue_env *env,
+                        maildir_done_fn done, void *ctx)
+{
+	commit_with_env(m, MAILDIR_QUEUED, spool, env, done, ctx);
+}
+
+void queue_env_commit(struct maildir_msg *m, const char *spool, const struct queue_env *env,
+                      maildir_done_fn done, void *ctx)
+{
+	m->fd = -1;
+	m->err = 0;
+	m->wlen = 0;
+	m->tmp[0] = '\0';
+	if (copy_id(m->name, sizeof m->name, env->id) < 0) {
+		m->err = ENAMETOOLONG;
+	}
+	commit_with_env(m, MAILDIR_ENVELOPE, spool, env, done, ctx);
 }
 
 int queue_dir(const struct maildir_msg *m, const char *sub, char *out, size_t len)
@@ -287,6 +319,13 @@ void queue_unpublish(struct maildir_msg *m)
 {
 	char path[PATH_LEN];
 
+	if (m->kind == MAILDIR_ENVELOPE) {
+		/* A rewrite: the envelope before it stays, with its message. */
+		if (spool_path(path, sizeof path, m->spool, "tmp", m->name, ".env") == 0) {
+			unlink_quiet(path);
+		}
+		return;
+	}
 	/* The envelope first: an envelope always has its message. */
 	if (spool_path(path, sizeof path, m->spool, "env", m->name, NULL) == 0) {
 		unlink_quiet(path);

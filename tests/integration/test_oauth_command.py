@@ -168,7 +168,7 @@ def test_revoked_token_defers_without_bounces(make_daemon, dns, pki, peers, work
     peer = peers(tokens=())             # every token refused
     d = start(make_daemon, dns, pki, peer, workdir, cmd, binary=picomail_test_bin, env=FAST)
     submit(d, ["bob@remote.test"], message("revoked"), sender="alice@lan")
-    wait_for(lambda: len(d.events("relayed", status="deferred")) >= 3, 15,
+    wait_for(lambda: len(d.events("retry")) >= 3, 15,
              "three deferred attempts")
     q = mailq(d)
     assert len(q) == 1 and "refused the OAuth2 token" in q[0][5][0][1], q
@@ -191,7 +191,7 @@ def test_failing_command_defers_logs_once_and_recovers(make_daemon, dns, pki, pe
     cmd.set("", rc=3)
     d = start(make_daemon, dns, pki, peer, workdir, cmd, binary=picomail_test_bin, env=FAST)
     submit(d, ["bob@remote.test"], message("no token yet"))
-    wait_for(lambda: cmd.runs() >= 2 and len(d.events("relayed", status="deferred")) >= 2, 15,
+    wait_for(lambda: cmd.runs() >= 2 and len(d.events("retry")) >= 2, 15,
              "two runs of the failing command")
     q = mailq(d)
     assert len(q) == 1, q
@@ -222,7 +222,7 @@ def test_bad_command_output_is_refused(make_daemon, dns, pki, peers, workdir, cm
     cmd.set(out)
     d = start(make_daemon, dns, pki, peer, workdir, cmd)
     submit(d, ["bob@remote.test"], message("bad output"))
-    wait_for(lambda: d.events("relayed", status="deferred"), 8, "a deferral")
+    wait_for(lambda: d.events("retry"), 8, "a deferral")
     q = mailq(d)
     assert why in q[0][5][0][1], q
     assert peer.events("connect") == []
@@ -237,7 +237,7 @@ def test_command_that_hangs_is_killed(make_daemon, dns, pki, peers, workdir, cmd
     d = start(make_daemon, dns, pki, peer, workdir, cmd, binary=picomail_test_bin, env=FAST)
     t0 = time.monotonic()
     submit(d, ["bob@remote.test"], message("hanging command"))
-    wait_for(lambda: d.events("relayed", status="deferred"), 10, "a deferral")
+    wait_for(lambda: d.events("retry"), 10, "a deferral")
     assert time.monotonic() - t0 < 8
     assert "did not finish within 3 s" in mailq(d)[0][5][0][1]
     # Meanwhile the loop kept answering.
@@ -250,7 +250,7 @@ def test_token_never_sent_without_tls(make_daemon, dns, pki, peers, workdir, cmd
     peer = peers(cert=None, key=None, require_starttls=False)
     d = start(make_daemon, dns, pki, peer, workdir, cmd, flag="")
     submit(d, ["bob@remote.test"], message("no tls"))
-    wait_for(lambda: d.events("relayed", status="deferred"), 8, "a deferral")
+    wait_for(lambda: d.events("retry"), 8, "a deferral")
     assert "without TLS" in mailq(d)[0][5][0][1]
     assert peer.events("auth") == []
 
@@ -259,7 +259,7 @@ def test_smarthost_without_the_mechanism(make_daemon, dns, pki, peers, workdir, 
     peer = peers(auth_mech=["XOAUTH2"])
     d = start(make_daemon, dns, pki, peer, workdir, cmd, mech="oauthbearer")
     submit(d, ["bob@remote.test"], message("no such mechanism"))
-    wait_for(lambda: d.events("relayed", status="deferred"), 8, "a deferral")
+    wait_for(lambda: d.events("retry"), 8, "a deferral")
     assert "offers no AUTH OAUTHBEARER" in mailq(d)[0][5][0][1]
     assert d.events("bounce") == []
 
@@ -276,7 +276,7 @@ def test_password_refused_as_basic_auth_names_oauth2(make_daemon, dns, pki, peer
     d = relay_daemon(make_daemon, "test.lan:%d starttls" % peer.port, resolver=dns.resolver,
                      extra=["ca_file %s" % pki.ca, "smarthost_auth %s" % secret])
     submit(d, ["bob@remote.test"], message("basic"))
-    wait_for(lambda: len(d.events("relayed", status="deferred")) >= 2, 10, "two deferrals")
+    wait_for(lambda: len(d.events("retry")) >= 2, 10, "two deferrals")
     why = mailq(d)[0][5][0][1]
     assert "5.7.30" in why and "needs OAuth2" in why, why
     lines = [l for l in d.log(1 << 20).splitlines() if "it needs OAuth2" in l]

@@ -95,7 +95,7 @@ def test_device_flow_end_to_end(make_daemon, dns, pki, workdir, endpoint):
         before = read_oauth_file(path)
         d.start()
         submit(d, ["bob@remote.test"], message("waits for the consent"))
-        wait_for(lambda: d.events("relayed", status="deferred"), 8, "a deferral")
+        wait_for(lambda: d.events("retry"), 8, "a deferral")
         assert "run picomail oauth login" in mailq(d)[0][5][0][1]
 
         t0 = time.monotonic()

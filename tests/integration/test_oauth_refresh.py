@@ -227,7 +227,7 @@ def test_revoked_refresh_token_defers_until_a_new_consent(make_daemon, dns, pki,
     w = world(refresh_tokens=[])       # rt-0 is revoked
     d = daemon(make_daemon, dns, pki, w, binary=picomail_test_bin, env=FAST)
     submit(d, ["bob@remote.test"], message("revoked"))
-    wait_for(lambda: len(d.events("relayed", status="deferred")) >= 3, 10, "three deferrals")
+    wait_for(lambda: len(d.events("retry")) >= 3, 10, "three deferrals")
     why = mailq(d)[0][5][0][1]
     assert why.startswith("451 4.7.0") and "invalid_grant" in why and "test.lan" in why, why
     st = d.status()
@@ -257,7 +257,7 @@ def test_no_refresh_token_yet(make_daemon, dns, pki, world):
     d.start()
     assert "run picomail oauth login" in d.log()
     submit(d, ["bob@remote.test"], message("no consent yet"))
-    wait_for(lambda: d.events("relayed", status="deferred"), 8, "a deferral")
+    wait_for(lambda: d.events("retry"), 8, "a deferral")
     assert "run picomail oauth login" in mailq(d)[0][5][0][1]
     assert w.ep.events() == []
 
@@ -309,7 +309,7 @@ def test_hostile_endpoint_defers_and_the_daemon_serves_on(make_daemon, dns, pki,
     c.cmd("NOOP")
     c.cmd("QUIT")
     c.close()
-    wait_for(lambda: d.events("relayed", status="deferred"), 10, "a deferral")
+    wait_for(lambda: d.events("retry"), 10, "a deferral")
     assert time.monotonic() - t0 < 8
     q = mailq(d)
     assert why in d.status()["oauth.error"], (why, d.status())
@@ -349,7 +349,7 @@ def test_endpoint_certificate_is_verified(make_daemon, dns, pki, world, workdir,
     oauth_file(w.dir, token_endpoint=url, client_id=CLIENT_ID, refresh_token="rt-0")
     d = daemon(make_daemon, dns, pki, w, binary=picomail_test_bin, env=FAST)
     submit(d, ["bob@remote.test"], message(case))
-    wait_for(lambda: d.events("relayed", status="deferred"), 10, "a deferral")
+    wait_for(lambda: d.events("retry"), 10, "a deferral")
     err = d.status()["oauth.error"]
     assert "TLS failed" in err and words in err, err
     assert w.ep.events() == [], "the request went to an unverified endpoint"

@@ -13,6 +13,12 @@ the envelope renamed into env/, env/ synced, and only then the 250.
   envelope) and those in new/; the others heard 451 4.3.0; the spool's
   tmp/ is empty and no message is left without its envelope; the daemon
   takes the next message;
+- the queue runs' rewritten envelopes (a deferral) go through the same
+  commit: several runners deferring at once have their envelopes synced
+  together, each envelope complete with its new attempt count, nothing
+  left in tmp/; and SIGTERM while the runs wait for a silent smarthost,
+  the worst moment: the daemon cuts them short and rewrites what they
+  learnt before it exits;
 - a big queued message whose syncs are in flight (`picomail status`:
   commit_in_flight), the worst moments for the session: another session
   is served meanwhile; its client drops the connection (the message stays
@@ -34,7 +40,7 @@ import pytest
 from committest import in_flight, reset_in_flight
 from faultwalk import mark, queue_state, seam_calls, since, spool_names
 from picotest import assert_reply, free_port, is_complete, numbered, scaled, seq_of, stuff
-from relaytest import dead_udp_port
+from relaytest import control, dead_udp_port
 
 SESSIONS = 6           # half of them queued, half to alice's Maildir
 SIZE = 6000
@@ -116,8 +122,9 @@ def in_maildir(d):
 def tmp_empties(d):
     """True once the spool's tmp/ is empty (bounded): the queue runner's
     first try of a message just acknowledged rewrites its envelope through
-    tmp/, for as long as one loop round."""
-    deadline = time.monotonic() + scaled(5)
+    tmp/, for as long as its batch takes (seconds, behind another test's
+    96 MiB sync on the same disk); a file left for good stays."""
+    deadline = time.monotonic() + scaled(30)
     while spool_names(d.spool, "tmp") and time.monotonic() < deadline:
         time.sleep(0.01)
     return spool_names(d.spool, "tmp") == []
@@ -143,8 +150,8 @@ def test_queued_and_maildir_messages_share_one_batch(make_daemon):
     st = d.status()
     for i, r in replies.items():
         assert_reply(r, "250 2.0.0", "message %d" % i)
+    # one batch of them all (the queue runs' envelopes come in later ones)
     assert int(st["commit_batch_max"]) == SESSIONS, st
-    assert int(st["commit_batches"]) == 1, st
     check_acknowledged_only(d, replies)
     assert int(d.status()["queue_length"]) == SESSIONS // 2
     assert d.stop() == 0
@@ -274,3 +281,112 @@ def test_sigterm_while_a_queued_message_syncs_finishes_it_first(make_daemon):
     assert d.stop(timeout=30) == 0
     assert queued_seqs(d) == {seq}
     assert spool_names(d.spool, "tmp") == []     # stopped: nothing moves
+
+
+# ---- envelopes rewritten by the queue runs ------------------------------------
+
+RUNNERS = 4
+
+
+def queue_some(d, n, first=300):
+    """n messages queued one by one, each deferred once (its smarthost is
+    down): their seqs."""
+    seqs = list(range(first, first + 2 * n, 2))      # even: to FAR
+    for i in seqs:
+        (c, _), = open_sessions(d, i, 1)
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.send(b".\r\n")
+        assert_reply(c.reply(timeout=scaled(20)), "250 2.0.0", "message %d" % i)
+        c.close()
+    deadline = time.monotonic() + scaled(10)
+    while d.log(1 << 20).count("retry id=") < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert d.log(1 << 20).count("retry id=") == n, "not every message was tried once"
+    return seqs
+
+
+def attempts(d):
+    """{seq: the attempt count in its envelope}, each envelope whole."""
+    q, orphans = queue_state(d.spool)
+    assert orphans == [], orphans
+    out = {}
+    for qid, (e, seq, ok) in q.items():
+        assert e["complete"] and ok, "%s: %r" % (qid, e["text"])
+        line = [x for x in e["text"].splitlines() if x.startswith("attempts ")]
+        out[seq] = int(line[0].split()[1])
+    return out
+
+
+def test_deferrals_rewrite_their_envelopes_through_the_commit(make_daemon):
+    d = daemon(make_daemon, queue_runners=RUNNERS)
+    seqs = queue_some(d, 2 * RUNNERS)
+    assert attempts(d) == {i: 1 for i in seqs}
+    before = d.status()
+    pos = len(d.log(1 << 20))
+    control(d, "flush")
+    deadline = time.monotonic() + scaled(10)
+    while d.log(1 << 20)[pos:].count("retry id=") < len(seqs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert d.log(1 << 20)[pos:].count("retry id=") == len(seqs), "the flush did not try each"
+    after = d.status()
+    assert attempts(d) == {i: 2 for i in seqs}
+    assert tmp_empties(d), spool_names(d.spool, "tmp")
+    # Each rewrite went through the commit, beside the others.
+    files = int(after["commit_files"]) - int(before["commit_files"])
+    batches = int(after["commit_batches"]) - int(before["commit_batches"])
+    assert files == len(seqs), (before, after)
+    print("%d envelopes rewritten in %d batches" % (files, batches))
+    assert d.stop() == 0
+
+
+class SilentSmarthost:
+    """A smarthost that takes connections and never says a word: the queue
+    runs that reach it stay in flight."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+
+    def wait_for(self, n):
+        deadline = time.monotonic() + scaled(10)
+        while len(self.conns) < n and time.monotonic() < deadline:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except socket.timeout:
+                pass
+        return len(self.conns)
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_sigterm_while_queue_runs_wait_rewrites_their_envelopes_first(make_daemon):
+    peer = SilentSmarthost()
+    try:
+        d = make_daemon(extra=["smarthost 127.0.0.1:%d" % peer.port, "retry_min 1h",
+                               "retry_max 1h", "resolver 127.0.0.1:%d" % dead_udp_port()],
+                        queue_runners=RUNNERS)
+        seqs = list(range(400, 400 + 2 * RUNNERS, 2))
+        for i in seqs:
+            (c, _), = open_sessions(d, i, 1)
+            c.send(b".\r\n")
+            assert_reply(c.reply(timeout=scaled(20)), "250 2.0.0", "message %d" % i)
+            c.close()
+        # Every run in flight, waiting for the smarthost's greeting: the
+        # worst moment for a shutdown, which cuts them short.
+        assert peer.wait_for(RUNNERS) == RUNNERS, "the runs never reached the smarthost"
+        assert attempts(d) == {i: 0 for i in seqs}
+        d.send_signal(signal.SIGTERM)
+        assert d.stop(timeout=30) == 0
+    finally:
+        peer.close()
+    # What each run learnt (one attempt, deferred) is in its envelope,
+    # whole; nothing is left half-written in tmp/.
+    assert attempts(d) == {i: 1 for i in seqs}
+    assert spool_names(d.spool, "tmp") == [], spool_names(d.spool, "tmp")

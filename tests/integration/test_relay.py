@@ -375,8 +375,11 @@ def test_mailq_flush_delete(make_daemon, peers):
     d = relay_daemon(make_daemon, smarthost_of(peer), extra=["retry_min 1m", "retry_max 1h"])
     assert control(d, "mailq").strip() == "Mail queue is empty"
     ids = [queue_id_of(submit(d, ["r%d@remote.test" % i], message("m%d" % i))) for i in (1, 2)]
-    q = wait_for(lambda: len(mailq(d)) == 2 and all(e[5][0][1] for e in mailq(d)) and mailq(d),
-                 5, "two messages with their last error in mailq")
+    # (the envelope is in place as soon as it is renamed, and the run is
+    # over once env/ is synced)
+    q = wait_for(lambda: len(mailq(d)) == 2 and all(e[5][0][1] for e in mailq(d)) and
+                 status(d)["queue_active"] == "0" and mailq(d),
+                 5, "two messages with their last error in mailq, and no run left")
     assert sorted(e[0] for e in q) == sorted(ids), (q, ids)
     for e in q:
         assert e[3] == "alice@lan" and e[1] > 0 and e[2] >= 0, e
