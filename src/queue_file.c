@@ -214,18 +214,6 @@ int queue_commit(struct maildir_msg *m, const char *spool, const struct queue_en
 	return e;
 }
 
-/* Copies the queue id id into out; -1 if it does not fit. */
-static int copy_id(char *out, size_t len, const char *id)
-{
-	size_t n = strnlen(id, len);
-
-	if (n == len) {
-		return -1;
-	}
-	memcpy(out, id, n + 1);
-	return 0;
-}
-
 /* Writes m's envelope to tmp/<id>.env, left open in m->env_fd and not
  * yet synced.  0 or errno. */
 static int env_stage(struct maildir_msg *m, const struct queue_env *env)
@@ -277,7 +265,7 @@ void queue_env_commit(struct maildir_msg *m, const char *spool, const struct que
 	m->err = 0;
 	m->wlen = 0;
 	m->tmp[0] = '\0';
-	if (copy_id(m->name, sizeof m->name, env->id) < 0) {
+	if (snprintf(m->name, sizeof m->name, "%s", env->id) >= (int)sizeof m->name) {
 		m->err = ENAMETOOLONG;
 	}
 	commit_with_env(m, MAILDIR_ENVELOPE, spool, env, done, ctx);
