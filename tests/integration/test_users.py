@@ -164,6 +164,9 @@ def test_queue_delivery_over_quota_stays_pending(make_daemon):
     d.start()
     assert wait_for(lambda: d.events("delivered", status="deferred",
                                      reply="452 4.2.2 mailbox full"), 5), d.log()
+    # the run ends (retry) once its rewritten envelope, which mailq reads,
+    # is durable
+    assert wait_for(lambda: d.events("retry"), 5), d.log()
     q = tool(d, "mailq")
     assert b"452 4.2.2 mailbox full" in q.stdout, q.stdout
     assert os.listdir(os.path.join(d.mail_root, "alice", "new")) == []
