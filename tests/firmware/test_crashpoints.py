@@ -70,8 +70,7 @@ def test_dmlog_reads_what_it_is_given(tmp_path):
 
 
 # Seconds an SMTP reply may take: the guest's disk is dm-log-writes over
-# a virtio disk under TCG, and a DATA once took over 60 s on mipsel while
-# another guest ran beside it.
+# a virtio disk under TCG, with another guest beside it.
 SMTP_TIMEOUT = 180
 
 

@@ -1,15 +1,17 @@
 /*
- * fwtool - the two kernel interfaces the firmware lab's guest needs and
- * BusyBox lacks: device-mapper (a dm-log-writes device and its marks, as
- * `dmsetup create/message/remove` would) and UBI volume creation (as
- * `ubimkvol` would).  Static, one per board, built with the board's musl
- * compiler by tests/firmware/fwimage.py.
+ * fwtool - the kernel interfaces the firmware lab's guest needs and BusyBox
+ * lacks: device-mapper (a dm-log-writes device and its marks, as
+ * `dmsetup create/message/remove` would), UBI volume creation (as
+ * `ubimkvol` would) and the i8259's trigger modes (as a PC's firmware sets
+ * them).  Static, one per board, built with the board's musl compiler by
+ * tests/firmware/fwimage.py.
  *
  *   fwtool dm-logwrites NAME DATADEV LOGDEV   create NAME over DATADEV, logging
  *                                            every write to LOGDEV; prints /dev/dm-N
  *   fwtool dm-message NAME TEXT...           e.g. "mark ack:3" (a mark in the log)
  *   fwtool dm-remove NAME
  *   fwtool ubi-mkvol /dev/ubiN NAME          a dynamic volume of all free space
+ *   fwtool elcr IRQ...                       make these i8259 inputs level-triggered
  *
  * The structures are those of the kernel's uapi headers (linux/dm-ioctl.h,
  * mtd/ubi-user.h), written out here because Debian's musl has no kernel
@@ -293,6 +295,46 @@ static int ubi_mkvol(const char *dev, const char *name)
 	return 0;
 }
 
+/* The i8259's edge/level control registers (ELCR), at I/O ports 0x4d0
+ * (IRQ 0-7) and 0x4d1 (IRQ 8-15), one bit an input, 1 for level.
+ *
+ * PCI interrupts are level-triggered and shared.  A PC's firmware marks
+ * their i8259 inputs level in the ELCR; so does YAMON on a MIPS Malta
+ * board, but qemu's Malta starts the kernel without YAMON, and Linux
+ * leaves the ELCR as it finds it: edge.  Two virtio disks on one
+ * edge-triggered input then lose a completion now and then (the second
+ * raises its interrupt while the first still holds the line high: no new
+ * edge), and every request of both waits for good.  The rcS does here
+ * what YAMON does. */
+static int elcr(int argc, char **argv)
+{
+	unsigned char v[2];
+	int fd, i;
+
+	fd = open("/dev/port", O_RDWR);
+	if (fd < 0) {
+		return fail("/dev/port");
+	}
+	if (pread(fd, v, 2, 0x4d0) != 2) {
+		return fail("read ELCR");
+	}
+	for (i = 0; i < argc; i++) {
+		int irq = atoi(argv[i]);
+
+		if (irq < 3 || irq > 15 || irq == 8 || irq == 13) {
+			fprintf(stderr, "%s: elcr: IRQ %s cannot be level-triggered\n", me, argv[i]);
+			return 2;
+		}
+		v[irq / 8] |= (unsigned char)(1u << (irq % 8));
+	}
+	if (pwrite(fd, v, 2, 0x4d0) != 2) {
+		return fail("write ELCR");
+	}
+	close(fd);
+	printf("elcr 0x%02x 0x%02x\n", v[0], v[1]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 5 && strcmp(argv[1], "dm-logwrites") == 0) {
@@ -307,7 +349,10 @@ int main(int argc, char **argv)
 	if (argc == 4 && strcmp(argv[1], "ubi-mkvol") == 0) {
 		return ubi_mkvol(argv[2], argv[3]);
 	}
+	if (argc >= 3 && strcmp(argv[1], "elcr") == 0) {
+		return elcr(argc - 2, argv + 2);
+	}
 	fprintf(stderr, "usage: %s dm-logwrites NAME DATADEV LOGDEV | dm-message NAME TEXT... |\n"
-		"       dm-remove NAME | ubi-mkvol /dev/ubiN NAME\n", me);
+		"       dm-remove NAME | ubi-mkvol /dev/ubiN NAME | elcr IRQ...\n", me);
 	return 2;
 }
