@@ -51,10 +51,19 @@ struct runner {
 	struct smtp_client *client;
 };
 
+/* items[0..nitems_seen) have held a message at least once; the slots
+ * above are pages never touched, and no scan reads them: on a kernel
+ * without the shared zero page (some have it off) a read of an untouched
+ * page of the mapping makes it resident as surely as a write, and a scan
+ * of all queue_max_messages slots kept 64 KiB of an idle daemon's RSS.
+ * For the same reason the runners' busy flags are counted in nactive,
+ * so that `picomail status` does not read a page of each runner. */
 static struct qitem *items;
 static unsigned nitems_max;
+static unsigned nitems_seen;
 static struct runner *runners;
 static unsigned nrunners;
+static unsigned nactive;
 static unsigned char *clients;   /* the runners' outbound clients, one mapping */
 static size_t client_size;
 static int timer_slot = -1;
@@ -101,19 +110,24 @@ static uint64_t msg_size(const char *id)
 
 static struct qitem *item_add(const char *id, int64_t next)
 {
+	struct qitem *it;
 	unsigned i;
 
-	for (i = 0; i < nitems_max; i++) {
-		if (!items[i].used) {
-			snprintf(items[i].id, sizeof items[i].id, "%s", id);
-			items[i].next = next;
-			items[i].size = msg_size(id);
-			items[i].used = 1;
-			items[i].busy = 0;
-			return &items[i];
-		}
+	for (i = 0; i < nitems_seen && items[i].used; i++) {
 	}
-	return NULL;
+	if (i == nitems_seen) {
+		if (nitems_seen == nitems_max) {
+			return NULL;
+		}
+		nitems_seen++;
+	}
+	it = &items[i];
+	snprintf(it->id, sizeof it->id, "%s", id);
+	it->next = next;
+	it->size = msg_size(id);
+	it->used = 1;
+	it->busy = 0;
+	return it;
 }
 
 uint64_t queue_bytes(void)
@@ -121,7 +135,7 @@ uint64_t queue_bytes(void)
 	uint64_t n = 0;
 	unsigned i;
 
-	for (i = 0; i < nitems_max; i++) {
+	for (i = 0; i < nitems_seen; i++) {
 		if (items[i].used) {
 			n += items[i].size;
 		}
@@ -133,7 +147,7 @@ unsigned queue_length(void)
 {
 	unsigned i, n = 0;
 
-	for (i = 0; i < nitems_max; i++) {
+	for (i = 0; i < nitems_seen; i++) {
 		n += items[i].used;
 	}
 	return n;
@@ -141,12 +155,7 @@ unsigned queue_length(void)
 
 unsigned queue_active(void)
 {
-	unsigned i, n = 0;
-
-	for (i = 0; i < nrunners; i++) {
-		n += runners[i].busy;
-	}
-	return n;
+	return nactive;
 }
 
 static void schedule(void);
@@ -179,7 +188,7 @@ void queue_flush(const struct submitter *who)
 	log_kv_str(&l, "by", who->name);
 	log_kv_u64(&l, "messages", queue_length());
 	log_kv_end(&l, LOG_INFO);
-	for (i = 0; i < nitems_max; i++) {
+	for (i = 0; i < nitems_seen; i++) {
 		if (items[i].used) {
 			items[i].next = 0;
 		}
@@ -515,13 +524,19 @@ static unsigned backoff(const struct conf *c, unsigned attempts)
 
 static int make_bounce(struct runner *r);
 
+static void runner_free(struct runner *r)
+{
+	r->busy = 0;
+	nactive--;
+}
+
 /* A run is over: its item waits for its next time, the runner for work. */
 static void run_end(struct runner *r)
 {
 	io_close(r->data_fd);
 	r->data_fd = -1;
 	r->item->busy = 0;
-	r->busy = 0;
+	runner_free(r);
 	arm(now_s());
 }
 
@@ -621,7 +636,7 @@ static void run_later(struct runner *r, struct qitem *it, unsigned seconds)
 {
 	it->next = now_s() + seconds;
 	it->busy = 0;
-	r->busy = 0;
+	runner_free(r);
 }
 
 /* Ends a run whose message is gone, removing what is left of it. */
@@ -631,7 +646,7 @@ static void run_drop(struct runner *r, struct qitem *it, const char *why)
 		log_msg(LOG_NOTICE, "id=%s: %s", it->id, why);
 		it->used = 0;
 		it->busy = 0;
-		r->busy = 0;
+		runner_free(r);
 		return;
 	}
 	run_later(r, it, cf()->retry_min);
@@ -643,6 +658,7 @@ static void run_start(struct runner *r, struct qitem *it)
 
 	it->busy = 1;
 	r->busy = 1;
+	nactive++;
 	r->item = it;
 	/* Set here rather than at start-up, so that an idle runner's pages
 	 * stay zero pages, out of the RSS. */
@@ -678,27 +694,41 @@ static void run_start(struct runner *r, struct qitem *it)
 	local_phase(r);
 }
 
+/* A runner without a run, or NULL; only a free runner's busy flag is read
+ * beyond the busy ones (nactive says whether there is one). */
+static struct runner *runner_idle(void)
+{
+	unsigned k;
+
+	if (nactive >= nrunners) {
+		return NULL;
+	}
+	for (k = 0; runners[k].busy; k++) {
+	}
+	return &runners[k];
+}
+
 /* Starts every due message a free runner can take; arms the timer for the
  * next one. */
 static void schedule(void)
 {
 	int64_t now = now_s(), soonest = 0;
-	unsigned i, k;
+	struct runner *r;
+	unsigned i;
 
 	if (shutting) {
 		return;
 	}
-	for (i = 0; i < nitems_max; i++) {
+	for (i = 0; i < nitems_seen; i++) {
 		struct qitem *it = &items[i];
 
 		if (!it->used || it->busy) {
 			continue;
 		}
 		if (it->next <= now) {
-			for (k = 0; k < nrunners && runners[k].busy; k++) {
-			}
-			if (k < nrunners) {
-				run_start(&runners[k], it);
+			r = runner_idle();
+			if (r != NULL) {
+				run_start(r, it);
 				if (it->busy) {
 					continue;
 				}
@@ -1008,7 +1038,7 @@ size_t queue_list(char *buf, size_t len, const struct submitter *who)
 	unsigned i, k;
 	int n;
 
-	for (i = 0; i < nitems_max && o < len; i++) {
+	for (i = 0; i < nitems_seen && o < len; i++) {
 		if (!items[i].used || queue_env_read(cf()->spool, items[i].id, &e) < 0) {
 			continue;
 		}
@@ -1055,7 +1085,7 @@ int queue_adopt(const char *id)
 	if (!id_ok(id) || queue_env_read(cf()->spool, id, &e) < 0) {
 		return -1;
 	}
-	for (i = 0; i < nitems_max; i++) {
+	for (i = 0; i < nitems_seen; i++) {
 		if (items[i].used && strcmp(items[i].id, id) == 0) {
 			items[i].next = 0;
 			arm(now_s());
@@ -1073,7 +1103,7 @@ int queue_delete(const char *id, const struct submitter *who)
 	struct log_kv l;
 	unsigned i;
 
-	for (i = 0; i < nitems_max; i++) {
+	for (i = 0; i < nitems_seen; i++) {
 		if (items[i].used && strcmp(items[i].id, id) == 0) {
 			if (!who->trusted && (!who->known || queue_env_read(cf()->spool, id, &e) < 0 ||
 			                      !e.local || e.uid != who->uid)) {
