@@ -20,11 +20,14 @@
 # .lto_priv.0, .constprop.0..., cut: the linker script matches <name> and
 # <name>.*, which other boards' builds name alike), or for code in
 # assembly (musl's memcpy, the C runtime's start) the file it is in,
-# file(.text).  Two more runs, under lackey and strace, record the stores
-# to .bss from start-up to idle, the program's and the kernel's (read(2)
-# into a buffer): the variables written are listed too, small ones first
-# (the Makefile places them first in .bss, where they share a few pages
-# instead of keeping a page of each of the large buffers they sat between).
+# file(.text).  Two more runs, under lackey and strace, record the loads
+# and stores to .bss from start-up to idle, the program's and the kernel's
+# (read(2) into a buffer): the variables used are listed too, small ones
+# first (the Makefile places them first in .bss, where they share a few
+# pages instead of keeping a page of each of the large buffers they sat
+# between).  Loads count as well as stores: a kernel without the shared
+# zero page (some run with it off) gives a page of its own to the first
+# read of a page never written, which then stays resident like any other.
 # A stale list costs only resident pages, never correctness:
 # run this after changes to the start-up or the loop, and commit the result.
 set -eu
@@ -89,8 +92,8 @@ max_connections  64
 max_message_size 10M
 CONF
     if [ "$tool" = lackey ]; then
-        # Every load and store, read from a pipe: only the stores to .bss
-        # are kept (the whole trace would be gigabytes).
+        # Every load and store, read from a pipe: only the addresses in
+        # .bss are kept (the whole trace would be gigabytes).
         rm -f "$W/$name.fifo"
         mkfifo "$W/$name.fifo"
         PYTHONPATH=$HERE "$PY" - "$W/$name.fifo" "$MAP" >"$W/$name.out" <<'PY' &
@@ -99,7 +102,7 @@ from linkmap import output_range
 lo, hi = output_range(sys.argv[2], (".bss", ".bss.daemon"))   # .daemon: an earlier list's
 seen = set()
 for line in open(sys.argv[1], errors="replace"):
-    if len(line) < 4 or line[0] != " " or line[1] not in "SM":
+    if len(line) < 4 or line[0] != " " or line[1] not in "LSM":
         continue
     a = int(line[3:line.index(",")], 16)
     if lo <= a < hi:
@@ -203,8 +206,8 @@ print("\n".join(sorted(out)))
 PY
 }
 
-# The input sections of .bss the daemon wrote from start-up to idle (a
-# lackey trace's stores, and the addresses given to system calls in an
+# The input sections of .bss the daemon used from start-up to idle (a
+# lackey trace's loads and stores, and the addresses given to system calls in an
 # strace, for what the kernel writes: read(2) into a buffer), from the link
 # map, named whole (static locals share names: .bss.buf.0.lto_priv.3), the
 # small ones first so that they share pages.
@@ -246,7 +249,7 @@ sections "$W/tls.out" >"$W/tls.txt"
     echo "# session pages in this code, grouped rather than spread over .text:"
     cat "$W/idle.txt" "$W/session.txt" >"$W/before-tls.txt"
     grep -vxF -f "$W/before-tls.txt" "$W/tls.txt" || true
-    echo "# The variables written from start-up to idle, first in .bss:"
+    echo "# The variables used from start-up to idle, first in .bss:"
     bss_sections "$W/data.out" "$W/calls.out"
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
