@@ -62,6 +62,8 @@ def test_dribbling_smarthost_times_out(make_daemon):
         wait_for(lambda: "4.4.2 timeout waiting" in d.log(), 6, "the reply timeout")
         took = time.monotonic() - t0
         assert took < 4, "timed out only after %.1f s" % took
+        # The run ends (retry) once its rewritten envelope is durable.
+        wait_for(lambda: d.events("retry"), 5, "the run's end")
         q = mailq(d)
         assert len(q) == 1 and q[0][5][0][0] == "carol@example.net"
         assert "timeout" in q[0][5][0][1]

@@ -99,6 +99,8 @@ def assert_deferred(d, peer, log_words, seconds=1.6):
     last error; the log names log_words (each a list of alternatives)."""
     time.sleep(seconds)
     assert peer.messages() == [], "delivered although it must not be:\n" + peer.describe()
+    # The run ends (retry) once its rewritten envelope is durable.
+    wait_for(lambda: d.events("retry"), 5, "the run's end")
     q = mailq(d)
     assert len(q) == 1 and q[0][5], "want the message queued with its last error: %r" % q
     log = d.log(20000)
@@ -465,5 +467,6 @@ def test_smarthost_password_never_sent_in_clear(make_daemon, dns, scripted, work
     time.sleep(0.3)
     assert not [n for n in s.notes if "AUTH" in n], s.notes
     assert not s.messages, "sent without the configured AUTH: %r" % s.messages
+    wait_for(lambda: d.events("retry"), 5, "the run's end")
     q = mailq(d)
     assert len(q) == 1 and q[0][5][0][1].startswith("4"), q
