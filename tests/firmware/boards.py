@@ -54,13 +54,16 @@ BOARDS = {
 }
 
 # Modules the initramfs carries (with what they depend on, from modules.dep),
-# and the ones loaded at every boot, in this order.
+# and the ones loaded at every boot, in this order.  The initramfs stays in
+# RAM, so a board whose kernel has no NAND (mtd False) does without the
+# flash ones: 1.9 MB on arm64, whose guest has 10 MB free after boot.
 MODULES = [
     "virtio_pci", "virtio_blk", "virtio_net", "virtio_console",
     "crc32c_generic", "ext4",
     "dm-mod", "dm-log-writes",
-    "nandsim", "ubi", "ubifs", "jffs2", "zstd", "deflate", "lzo",
 ]
+# UBIFS asks for every compressor it was built with when it loads.
+FLASH_MODULES = ["nandsim", "ubi", "ubifs", "zstd", "deflate", "lzo"]
 BOOT_MODULES = [
     "virtio_pci", "virtio_blk", "virtio_net", "virtio_console",
     "crc32c_generic", "ext4",

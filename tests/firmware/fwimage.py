@@ -33,7 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from boards import BOARDS, BOOT_MODULES, MODULES  # noqa: E402
+from boards import BOARDS, BOOT_MODULES, FLASH_MODULES, MODULES  # noqa: E402
 
 CACHE = os.path.join(ROOT, "build", "cache", "debs")
 OUT = os.path.join(ROOT, "build", "firmware")
@@ -244,7 +244,7 @@ def build(board):
     shutil.rmtree(mstage, ignore_errors=True)
     mroot = os.path.join(mstage, "lib", "modules", kver)
     os.makedirs(mroot)
-    mods = module_closure(moddir, MODULES)
+    mods = module_closure(moddir, MODULES + (FLASH_MODULES if b["mtd"] else []))
     for rel in mods:
         os.makedirs(os.path.dirname(os.path.join(mroot, rel)), exist_ok=True)
         shutil.copy(os.path.join(moddir, rel), os.path.join(mroot, rel))
