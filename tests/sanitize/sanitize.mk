@@ -15,9 +15,9 @@
 # Run from the top of the repository.  clang for the sanitizers: its runtime
 # is one library, so UBSan's reports go to log_path like ASan's (with gcc,
 # libubsan beside libasan writes them to stderr whatever UBSAN_OPTIONS say).
-# BearSSL comes from board/common/bearssl.sh, built with each build's own
-# compiler: clang into build/asan/bearssl, and for valgrind the unit tests'
-# host copy (tests/unit/unit.mk: $(UNIT_CC), build/unit/bearssl).
+# BearSSL comes from board/common/bearssl.sh: both builds link the unit
+# tests' host copy (tests/unit/unit.mk: $(UNIT_CC), build/unit/bearssl),
+# uninstrumented as BearSSL would be in a clang build of its own.
 # The test builds count allocations for "picomail status" (src/testalloc.c):
 # the musl one wraps malloc with -Wl,--wrap; the ASan one counts through the
 # sanitizer's allocation hook instead, which also sees the allocations libc
@@ -38,8 +38,8 @@ SAN_HDRS     = $(wildcard src/*.h)
 SAN_WARN     = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
 SAN_FLAGS    = -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 SAN_OUT      = build/asan
-SAN_BEARSSL  = $(SAN_OUT)/bearssl
-SAN_BEARSSL_LIB = $(SAN_BEARSSL)/lib/libbearssl.a
+SAN_BEARSSL  = $(UNIT_BEARSSL)
+SAN_BEARSSL_LIB = $(UNIT_BEARSSL_LIB)
 SAN_OBJS     = $(SAN_SRCS:src/%.c=$(SAN_OUT)/obj/%.o)
 SAN_TEST_OBJS = $(SAN_SRCS:src/%.c=$(SAN_OUT)/obj-test/%.o) $(SAN_OUT)/obj-test/testalloc.o
 SAN_REPORTS  = $(SAN_OUT)/reports
@@ -119,9 +119,6 @@ SAN_VG_TESTS = $(SAN_VG_T)/test_smtp.py::test_smtplib_delivery \
 
 asan: $(SAN_OUT)/picomail $(SAN_OUT)/picomail-test
 valgrind: $(SAN_VG_OUT)/picomail $(SAN_VG_OUT)/picomail-test
-
-$(SAN_BEARSSL_LIB):
-	@bash board/common/bearssl.sh $(SAN_CC) $(SAN_BEARSSL)
 
 $(SAN_OUT)/obj/%.o: src/%.c $(SAN_HDRS) $(SAN_BEARSSL_LIB)
 	@mkdir -p $(@D)
