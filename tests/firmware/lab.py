@@ -64,8 +64,8 @@ class GuestError(Exception):
 
 class BootCut(GuestError):
     """The guest's rcS was killed by its kernel's OOM killer before the
-    end: Debian's generic kernels leave a 64 MB board 10 to 30 MB, and a
-    boot now and then runs short while modprobe loads ext4."""
+    end: Debian's generic kernels leave a 64 MB board 10 to 30 MB free, and
+    a boot now and then runs short during rcS's modprobes."""
 
 
 class Guest:
