@@ -28,10 +28,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 from boards import BOARDS  # noqa: E402
+from lab import RESULTS  # noqa: E402
 
 SELECTED = os.environ.get("FIRMWARE_BOARDS", " ".join(BOARDS)).split()
 TEST_TIMEOUT = int(os.environ.get("FIRMWARE_TEST_TIMEOUT", "900"))
-RESULTS = os.path.join(ROOT, "build", "firmware", "results")
 
 
 @pytest.fixture(autouse=True, scope="module")

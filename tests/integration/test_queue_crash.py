@@ -24,6 +24,11 @@ from relaytest import Spool, queue_id_of, relay_daemon, submit, wait_for, wait_q
 pytestmark = pytest.mark.usefixtures("need_aiosmtpd")
 
 
+def relayed_ids(d):
+    """The messages the log says were sent to the smarthost."""
+    return {e["id"] for e in d.events("relayed", status="sent")}
+
+
 def kill9(d):
     os.kill(d.pid, signal.SIGKILL)
     d.proc.wait(10)
@@ -83,11 +88,10 @@ def test_kill9_rounds_lose_nothing(make_daemon, peers):
         # the envelope first), and the kill may come between the two: its
         # message file is left, which no run sends, and which a start
         # removes once it is an hour old (queue.c, clean_orphan_one).
-        sent = {e["id"] for e in d.events("relayed", status="sent")}
-        Spool(d).assert_consistent(allow_tmp=True, done=sent)
+        Spool(d).assert_consistent(allow_tmp=True, done=relayed_ids(d))
         d.start()
     wait_queue_empty(d, timeout=20)
-    Spool(d).assert_consistent(done={e["id"] for e in d.events("relayed", status="sent")})
+    Spool(d).assert_consistent(done=relayed_ids(d))
     seqs = [seq_of(lf(m["bytes"])) for m in peer.messages()]
     missing = sorted(set(range(n)) - set(seqs))
     assert not missing, "messages lost across kill -9: %r\n%s" % (missing, peer.describe())

@@ -18,10 +18,6 @@ import pytest
 from picotest import ROOT, SANITIZED
 
 HOST_BIN = os.path.join(ROOT, "build", "host", "picomail")
-
-# What ships is build/host whatever PICOMAIL_BUILD says: under a sanitizer
-# (make test-asan, after the plain run) these would check the same files again.
-pytestmark = pytest.mark.skipif(bool(SANITIZED), reason="checks build/host, not the %s" % (SANITIZED or "build"))
 OVERLAY = os.path.join(ROOT, "rootfs-overlay")
 DEVICE_CONF = os.path.join(OVERLAY, "etc", "picomail.conf")
 INIT = os.path.join(OVERLAY, "etc", "init.d", "S50picomail")
@@ -29,6 +25,10 @@ MAN = {"picomail.8": os.path.join(ROOT, "doc", "picomail.8"),
        "picomail.conf.5": os.path.join(ROOT, "doc", "picomail.conf.5")}
 BR = os.path.join(ROOT, "board", "buildroot")
 PKG_MK = os.path.join(BR, "package", "picomail", "picomail.mk")
+
+# What ships is build/host whatever PICOMAIL_BUILD says: under a sanitizer
+# (make test-asan, after the plain run) these would check the same files again.
+pytestmark = pytest.mark.skipif(bool(SANITIZED), reason="checks build/host, not the %s" % (SANITIZED or "build"))
 
 
 def run(argv, timeout=300, **kw):
