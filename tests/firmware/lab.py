@@ -19,6 +19,7 @@ WORKDIR/console.log.  Every process started here is stopped by its PID.
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,12 +41,17 @@ SINK_IP = "10.0.2.25"
 BOOT_TIMEOUT = float(os.environ.get("FIRMWARE_BOOT_TIMEOUT", "180"))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_ports(n):
+    """N distinct 127.0.0.1 ports that were free a moment ago: all bound at
+    once, so that one guest's rules never name the same port twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # Every guest started, so that the tests' teardown kills what a failure left
@@ -66,6 +72,17 @@ class BootCut(GuestError):
     """The guest's rcS was killed by its kernel's OOM killer before the
     end: Debian's generic kernels leave a 64 MB board 10 to 30 MB free, and
     a boot now and then runs short during rcS's modprobes."""
+
+
+class PortTaken(GuestError):
+    """qemu could not bind a hostfwd port: another process on the host took
+    it between free_ports() and qemu's own bind.  qemu exits before the
+    machine runs, so nothing of the guest ran and no disk was written."""
+
+
+# A port taken is a race on the host, not the guest's doing: tried with
+# fresh ports up to this many times in all.
+PORT_TRIES = 3
 
 
 class Guest:
@@ -97,7 +114,7 @@ class Guest:
         self.ctl_path = os.path.join(self.workdir, "ctl.sock")
         if os.path.exists(self.ctl_path):
             os.unlink(self.ctl_path)
-        self.ports = {"smtp": free_port(), "submission": free_port(), "pop3": free_port()}
+        self.ports = dict(zip(("smtp", "submission", "pop3"), free_ports(3)))
         net = "user,id=n0,restrict=on,ipv6=off,net=10.0.2.0/24,host=10.0.2.2"
         net += ",hostfwd=tcp:127.0.0.1:%d-%s:25" % (self.ports["smtp"], GUEST_IP)
         net += ",hostfwd=tcp:127.0.0.1:%d-%s:587" % (self.ports["submission"], GUEST_IP)
@@ -130,14 +147,22 @@ class Guest:
         kernel's own boot, not what the lab tests.  Each such retry is
         counted in build/firmware/results/<board>.boot-retries, which the
         report prints; a second cut, or one with picomail started, fails."""
-        for attempt in (1, 2):
+        cuts = ports = 0
+        while True:
             try:
                 return self._start(timeout)
             except BootCut as e:
                 self.kill()
-                if attempt == 2 or self.rc:
+                cuts += 1
+                if cuts == 2 or self.rc:
                     raise
                 self._note_boot_retry(e)
+            except PortTaken as e:
+                self.kill()
+                ports += 1
+                if ports == PORT_TRIES:
+                    raise
+                self._note_port_retry(e)
             except BaseException:
                 self.kill()
                 raise
@@ -151,12 +176,36 @@ class Guest:
             f.write("%s: %s\n" % (first, oom[0].strip()))
         sys.stderr.write("lab: %s: rcS cut at boot, booting again: %s\n" % (self.board, oom[0].strip()))
 
+    def _note_port_retry(self, e):
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(os.path.join(RESULTS, self.board + ".port-retries"), "a") as f:
+            f.write("%s: %s\n" % (self.workdir, e))
+        sys.stderr.write("lab: %s: %s; starting qemu again with other ports\n" % (self.board, e))
+
     def _start(self, timeout):
+        try:
+            return self._boot(timeout)
+        except GuestError:
+            if self.proc.poll() is None:
+                raise
+            said = re.search(r"Could not set up host forwarding rule '[^']*'", self._qemu_said())
+            if not said:
+                raise
+            raise PortTaken("qemu: " + said.group(0))
+
+    def _qemu_said(self):
+        """What qemu wrote to qemu.log during this start."""
+        with open(os.path.join(self.workdir, "qemu.log"), "rb") as f:
+            f.seek(self.qlog_start)
+            return f.read().decode("utf-8", "replace")
+
+    def _boot(self, timeout):
         cmd = self.command()
         with open(os.path.join(self.workdir, "qemu.cmd"), "a") as f:
             f.write(" ".join(cmd) + "\n")
         t0 = time.monotonic()
         self.qlog = open(os.path.join(self.workdir, "qemu.log"), "ab")
+        self.qlog_start = self.qlog.tell()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.qlog, stderr=subprocess.STDOUT)
         STARTED.append(self)
         # qemu waits for this connection before it starts the machine.
@@ -186,6 +235,14 @@ class Guest:
             raise kind("%s: /etc/init.d/rcS did not run to its end (%s); console:\n%s" % (
                 self.board, " ".join(fields[2:]) or "an agent without the rcS state", console))
         return self
+
+    def _exit_status(self):
+        """How qemu ended, once its end closed the control channel: the
+        socket may close a moment before the process can be reaped."""
+        try:
+            return "qemu exited %d" % self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "qemu still running"
 
     def tail(self, name, n=30):
         try:
@@ -218,8 +275,8 @@ class Guest:
             except socket.timeout:
                 continue
             if not data:
-                raise GuestError("%s: control channel closed during %s; console:\n%s" % (
-                    self.board, what, self.tail("console.log")))
+                raise GuestError("%s: control channel closed during %s (%s); qemu.log:\n%s\nconsole:\n%s" % (
+                    self.board, what, self._exit_status(), self.tail("qemu.log"), self.tail("console.log")))
             self.buf += data
 
     # ------------------------------------------------------------ commands

@@ -79,6 +79,15 @@ def main(boards):
             continue
         print("%s: %d boot(s) tried again after the OOM killer cut rcS (%s)" % (b, len(lines), lines[-1]))
 
+    # lab.py's qemu starts tried again with other ports: a hostfwd port that
+    # another process on the host took before qemu bound it.
+    for b, _ in rows:
+        try:
+            lines = open(os.path.join(RESULTS, b + ".port-retries")).read().splitlines()
+        except OSError:
+            continue
+        print("%s: %d qemu start(s) tried again with other ports (%s)" % (b, len(lines), lines[-1]))
+
 
 if __name__ == "__main__":
     main(sys.argv[1:] or ["x86_64", "aarch64", "armv7", "mipsel"])
