@@ -1,5 +1,5 @@
-/* fsync_ref DIR COUNT SIZE - the durable-write limit of a disk, for the
- * benchmark report (tests/bench/bench.sh).
+/* fsync_ref [-w WRITERS] [-u UNTIL] DIR COUNT SIZE - the durable-write limit
+ * of a disk, for the benchmark report (tests/bench/bench.sh).
  *
  * One writer does, COUNT times, exactly the system calls a durable Maildir
  * delivery needs: create a SIZE-byte file in DIR/tmp/, write it, fsync it,
@@ -7,8 +7,17 @@
  * message pays its own file sync and its own directory sync, which is what
  * a server without group commit can do at best.
  *
+ * -w WRITERS: that many writers at once (processes), into the same DIR, the
+ *   COUNT messages shared among them: the reference for a server's
+ *   latency with as many sessions, each waiting for its own syncs.
+ * -u UNTIL: stop once the file UNTIL exists (COUNT is then the most
+ *   written): the bench runs it beside a bulk writer for as long as that
+ *   one writes.
+ *
  * DIR and its tmp/ and new/ are created when missing.
- * Prints one line: "<count> <seconds> <msgs/s>".  Exit 1 on any error.
+ * Prints one line: "<count> <seconds> <msgs/s> <p50 ms> <p99 ms> <max ms>",
+ * the last three over every message's time from its open to the fsync of
+ * the directory.  Exit 1 on any error.
  * Built with the host's cc at bench time; never part of the product.
  */
 #define _GNU_SOURCE
@@ -17,9 +26,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define MAX_WRITERS 64
 
 static void die(const char *what, const char *path)
 {
@@ -35,35 +48,83 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int main(int argc, char **argv)
+static int cmp_double(const void *a, const void *b)
 {
-	char tmpdir[4096], newdir[4096], src[4200], dst[4200];
-	char *buf;
-	long count, size, i, j;
-	int dfd, fd;
-	double t0, t;
+	double x = *(const double *)a, y = *(const double *)b;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: fsync_ref DIR COUNT SIZE\n");
-		return 2;
+	return (x > y) - (x < y);
+}
+
+/* The Pth fraction (0..1) of the N sorted values in V, nearest rank. */
+static double pick(const double *v, long n, double p)
+{
+	long k = (long)(p * (double)n + 0.999999) - 1;
+
+	if (k < 0) {
+		k = 0;
 	}
-	count = strtol(argv[2], NULL, 10);
-	size = strtol(argv[3], NULL, 10);
-	if (count <= 0 || size <= 0 || size > (1L << 24)) {
-		fprintf(stderr, "fsync_ref: bad COUNT or SIZE\n");
-		return 2;
+	if (k >= n) {
+		k = n - 1;
 	}
-	if (mkdir(argv[1], 0700) < 0 && errno != EEXIST) {
-		die("mkdir", argv[1]);
+	return v[k];
+}
+
+static void make_dir(const char *path)
+{
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		die("mkdir", path);
 	}
-	snprintf(tmpdir, sizeof tmpdir, "%s/tmp", argv[1]);
-	snprintf(newdir, sizeof newdir, "%s/new", argv[1]);
-	if (mkdir(tmpdir, 0700) < 0 && errno != EEXIST) {
-		die("mkdir", tmpdir);
+}
+
+/* One durable delivery of BUF (SIZE bytes) as message I of writer W. */
+static void deliver(const char *dir, int dfd, int w, long i, const char *buf, long size)
+{
+	char src[4200], dst[4200];
+	long off = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(src, sizeof src, "%s/tmp/%ld.%d.%ld.ref", dir, (long)getpid(), w, i);
+	snprintf(dst, sizeof dst, "%s/new/%ld.%d.%ld.ref,S=%ld", dir, (long)getpid(), w, i, size);
+	fd = open(src, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		die("open", src);
 	}
-	if (mkdir(newdir, 0700) < 0 && errno != EEXIST) {
-		die("mkdir", newdir);
+	while (off < size) {
+		n = write(fd, buf + off, (size_t)(size - off));
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			die("write", src);
+		}
+		off += n;
 	}
+	if (fsync(fd) < 0) {
+		die("fsync", src);
+	}
+	if (close(fd) < 0) {
+		die("close", src);
+	}
+	if (rename(src, dst) < 0) {
+		die("rename", src);
+	}
+	if (fsync(dfd) < 0) {
+		die("fsync", dir);
+	}
+}
+
+/* Writer W: messages W, W + WRITERS, ... below COUNT, each one's latency in
+ * LAT[i] (ms), or -1 for one not written because UNTIL appeared. */
+static void writer(const char *dir, int w, int writers, long count, long size, const char *until,
+		   double *lat)
+{
+	char newdir[4200];
+	char *buf;
+	long i, j;
+	int dfd;
+	double t1;
+
 	buf = malloc((size_t)size);
 	if (buf == NULL) {
 		die("malloc", "");
@@ -72,48 +133,115 @@ int main(int argc, char **argv)
 	for (j = 0; j < size; j++) {
 		buf[j] = (j % 80 == 79) ? '\n' : (char)('a' + j % 26);
 	}
+	snprintf(newdir, sizeof newdir, "%s/new", dir);
 	dfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		die("open", newdir);
 	}
-
-	t0 = now();
-	for (i = 0; i < count; i++) {
-		ssize_t n;
-		long off = 0;
-
-		snprintf(src, sizeof src, "%s/%ld.%ld.ref", tmpdir, (long)getpid(), i);
-		snprintf(dst, sizeof dst, "%s/%ld.%ld.ref,S=%ld", newdir, (long)getpid(), i, size);
-		fd = open(src, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0) {
-			die("open", src);
+	for (i = w; i < count; i += writers) {
+		if (until != NULL && access(until, F_OK) == 0) {
+			break;
 		}
-		while (off < size) {
-			n = write(fd, buf + off, (size_t)(size - off));
-			if (n < 0) {
-				if (errno == EINTR) {
-					continue;
-				}
-				die("write", src);
-			}
-			off += n;
-		}
-		if (fsync(fd) < 0) {
-			die("fsync", src);
-		}
-		if (close(fd) < 0) {
-			die("close", src);
-		}
-		if (rename(src, dst) < 0) {
-			die("rename", src);
-		}
-		if (fsync(dfd) < 0) {
-			die("fsync", newdir);
-		}
+		t1 = now();
+		deliver(dir, dfd, w, i, buf, size);
+		lat[i] = (now() - t1) * 1000.0;
 	}
-	t = now() - t0;
 	close(dfd);
 	free(buf);
-	printf("%ld %.3f %.1f\n", count, t, (double)count / t);
+}
+
+/* Waits for every writer; 0 when all exited 0. */
+static int wait_writers(const pid_t *pids, int writers)
+{
+	int w, st, bad = 0;
+
+	for (w = 0; w < writers; w++) {
+		while (waitpid(pids[w], &st, 0) < 0) {
+			if (errno != EINTR) {
+				die("waitpid", "");
+			}
+		}
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			bad = 1;
+		}
+	}
+	return bad;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: fsync_ref [-w WRITERS] [-u UNTIL] DIR COUNT SIZE\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	char path[4200];
+	const char *dir, *until = NULL;
+	pid_t pids[MAX_WRITERS];
+	long count, size, i, n;
+	int writers = 1, w, c;
+	double t0, t, *lat;
+
+	while ((c = getopt(argc, argv, "w:u:")) != -1) {
+		if (c == 'w') {
+			writers = atoi(optarg);
+		} else if (c == 'u') {
+			until = optarg;
+		} else {
+			usage();
+		}
+	}
+	if (argc - optind != 3) {
+		usage();
+	}
+	dir = argv[optind];
+	count = strtol(argv[optind + 1], NULL, 10);
+	size = strtol(argv[optind + 2], NULL, 10);
+	if (count <= 0 || size <= 0 || size > (1L << 24) || writers < 1 || writers > MAX_WRITERS) {
+		fprintf(stderr, "fsync_ref: bad WRITERS, COUNT or SIZE\n");
+		return 2;
+	}
+	make_dir(dir);
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	make_dir(path);
+	snprintf(path, sizeof path, "%s/new", dir);
+	make_dir(path);
+	/* Shared with the writers, which fill in their own slots. */
+	lat = mmap(NULL, (size_t)count * sizeof *lat, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (lat == MAP_FAILED) {
+		die("mmap", "");
+	}
+	for (i = 0; i < count; i++) {
+		lat[i] = -1;
+	}
+
+	t0 = now();
+	for (w = 0; w < writers; w++) {
+		pids[w] = fork();
+		if (pids[w] < 0) {
+			die("fork", "");
+		}
+		if (pids[w] == 0) {
+			writer(dir, w, writers, count, size, until, lat);
+			_exit(0);
+		}
+	}
+	if (wait_writers(pids, writers) != 0) {
+		fprintf(stderr, "fsync_ref: a writer failed\n");
+		return 1;
+	}
+	t = now() - t0;
+
+	qsort(lat, (size_t)count, sizeof *lat, cmp_double);
+	for (i = 0; i < count && lat[i] < 0; i++) {
+	}
+	n = count - i;
+	if (n == 0) {
+		fprintf(stderr, "fsync_ref: %s existed before the first message\n", until);
+		return 1;
+	}
+	printf("%ld %.3f %.1f %.3f %.3f %.3f\n", n, t, (double)n / t, pick(lat + i, n, 0.5), pick(lat + i, n, 0.99),
+	       lat[count - 1]);
 	return 0;
 }
