@@ -429,18 +429,24 @@ say "  $lat_alone"
 say "bulk writer alone: dd $BULK_MB MiB conv=fdatasync"
 dd_alone=$(dd_rate)
 say "  ${dd_alone:-?} MiB/s"
+beside_dd() {     # beside_dd OUT CMD...: runs CMD (told to stop by the file $W/bulk.done) with
+                 # its output in OUT while one dd_rate runs; sets DD_BESIDE (MiB/s, or '')
+    local out=$1 bpid i
+    shift
+    rm -f "$W/bulk.done"
+    "$@" </dev/null >"$out" 2>"$out.err" &
+    bpid=$!
+    PIDS="$PIDS $bpid"
+    sleep 0.5
+    DD_BESIDE=$(dd_rate)
+    : >"$W/bulk.done"
+    for ((i = 0; i < 300; i++)); do kill -0 "$bpid" 2>/dev/null || break; sleep 0.1; done
+    stop_pid "$bpid" 2
+    forget_pid "$bpid"
+}
 say "the same two together"
-rm -f "$W/bulk.done"
-"$PY" "$HERE/ack_latency.py" 127.0.0.1 "$PORT" 20 --until "$W/bulk.done" --limit 600 \
-    </dev/null >"$W/lat.beside" 2>"$W/lat.beside.err" &
-lpid=$!
-PIDS="$PIDS $lpid"
-sleep 0.5
-dd_beside=$(dd_rate)
-: >"$W/bulk.done"
-for ((i = 0; i < 300; i++)); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
-stop_pid "$lpid" 2
-forget_pid "$lpid"
+beside_dd "$W/lat.beside" "$PY" "$HERE/ack_latency.py" 127.0.0.1 "$PORT" 20 --until "$W/bulk.done" --limit 600
+dd_beside=$DD_BESIDE
 lat_beside=$(cat "$W/lat.beside" 2>/dev/null || true)
 say "  ${dd_beside:-?} MiB/s; $lat_beside"
 wait_idle
@@ -448,18 +454,9 @@ say "reference: 20 durable writers (fsync_ref -w 20), $N messages, alone"
 ref20_alone=$(timeout 120 "$OUT/fsync_ref" -w 20 "$W/ref20a" "$N" "$SIZE" </dev/null) || ref20_alone=''
 say "  $ref20_alone"
 say "reference: 20 durable writers beside dd $BULK_MB MiB conv=fdatasync"
-rm -f "$W/ref.done"
-timeout 600 "$OUT/fsync_ref" -w 20 -u "$W/ref.done" "$W/ref20b" 1000000 "$SIZE" </dev/null >"$W/ref.beside" 2>&1 &
-fpid=$!
-PIDS="$PIDS $fpid"
-sleep 0.5
-dd_ref=$(dd_rate)
-: >"$W/ref.done"
-for ((i = 0; i < 300; i++)); do kill -0 "$fpid" 2>/dev/null || break; sleep 0.1; done
-stop_pid "$fpid" 2
-forget_pid "$fpid"
+beside_dd "$W/ref.beside" timeout 600 "$OUT/fsync_ref" -w 20 -u "$W/bulk.done" "$W/ref20b" 1000000 "$SIZE"
 ref20_beside=$(cat "$W/ref.beside" 2>/dev/null || true)
-say "  ${dd_ref:-?} MiB/s; $ref20_beside"
+say "  ${DD_BESIDE:-?} MiB/s; $ref20_beside"
 got_lat=$(( $(count_new) - before_lat ))
 acked_lat=0
 for j in "$lat_alone" "$lat_beside"; do

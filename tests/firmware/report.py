@@ -70,24 +70,17 @@ def main(boards):
     print("(pg/er: NAND page programs and erase blocks per 5 KB message; write_bytes per message on ext4: %s)"
           % ", ".join("%s %s" % (b, get(r, "memory", "write_bytes_per_msg")) for b, r in rows if r))
 
-    # lab.py's boot retries: a boot whose rcS the guest kernel's OOM killer
-    # cut before picomail ran, tried once more.
-    for b, _ in rows:
-        try:
-            lines = open(os.path.join(RESULTS, b + ".boot-retries")).read().splitlines()
-        except OSError:
-            continue
-        print("%s: %d boot(s) tried again after the OOM killer cut rcS (%s)" % (b, len(lines), lines[-1]))
-
-    # lab.py's qemu starts tried again with other ports: a hostfwd port that
-    # another process on the host took before qemu bound it.
-    for b, _ in rows:
-        try:
-            lines = open(os.path.join(RESULTS, b + ".port-retries")).read().splitlines()
-        except OSError:
-            continue
-        print("%s: %d qemu start(s) tried again with other ports (%s)" % (b, len(lines), lines[-1]))
-
+    # lab.py's retries: a boot whose rcS the guest kernel's OOM killer cut
+    # before picomail ran, tried once more; a qemu start whose hostfwd port
+    # another process on the host took first, tried with other ports.
+    for suffix, what in ((".boot-retries", "boot(s) tried again after the OOM killer cut rcS"),
+                         (".port-retries", "qemu start(s) tried again with other ports")):
+        for b, _ in rows:
+            try:
+                lines = open(os.path.join(RESULTS, b + suffix)).read().splitlines()
+            except OSError:
+                continue
+            print("%s: %d %s (%s)" % (b, len(lines), what, lines[-1]))
 
 if __name__ == "__main__":
     main(sys.argv[1:] or ["x86_64", "aarch64", "armv7", "mipsel"])
