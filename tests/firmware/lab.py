@@ -30,7 +30,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from boards import BOARDS  # noqa: E402
+from picotest import free_port  # noqa: E402
 
 IMAGES = os.path.join(ROOT, "build", "firmware")
 RESULTS = os.path.join(IMAGES, "results")
@@ -42,16 +44,12 @@ BOOT_TIMEOUT = float(os.environ.get("FIRMWARE_BOOT_TIMEOUT", "180"))
 
 
 def free_ports(n):
-    """N distinct 127.0.0.1 ports that were free a moment ago: all bound at
-    once, so that one guest's rules never name the same port twice."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """N distinct 127.0.0.1 ports that were free a moment ago.  Under
+    pytest-xdist, picotest.free_port takes them from the worker's own slice
+    below the kernel's ephemeral range, where no outgoing connection of the
+    host (the lab's loads, socat's to the sink) can be given one before
+    qemu binds it."""
+    return [free_port() for _ in range(n)]
 
 
 # Every guest started, so that the tests' teardown kills what a failure left
