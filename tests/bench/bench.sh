@@ -406,9 +406,11 @@ done
 # syncs only its own files, so it neither waits for dd's dirty pages nor
 # forces them out.  What the disk itself does to a durable write beside dd
 # is the reference: 20 writers of fsync_ref (-w 20, each waiting for its
-# own syncs, as 20 sessions would without group commit), timed per message
-# alone and beside a third dd.  Each cache flush of the disk then waits
-# for the bulk data it already holds, for picomail and the reference alike.
+# own syncs, as 20 sessions would without group commit), paced at
+# picomail's own rate alone (-r), timed per message alone and beside a
+# third dd.  The disk stalls now and then behind dd's data, holding every
+# sync in flight, picomail's and the reference's alike; at the same rate
+# both have as many messages in each stall.
 BULK_MB=${BENCH_BULK_MB:-2048}
 lat_json() {     # lat_json FIELD JSON
     "$PY" -c 'import json, sys; v = json.loads(sys.argv[2]).get(sys.argv[1]); print("" if v is None else v)' "$1" "$2"
@@ -450,11 +452,14 @@ dd_beside=$DD_BESIDE
 lat_beside=$(cat "$W/lat.beside" 2>/dev/null || true)
 say "  ${dd_beside:-?} MiB/s; $lat_beside"
 wait_idle
-say "reference: 20 durable writers (fsync_ref -w 20), $N messages, alone"
-ref20_alone=$(timeout 120 "$OUT/fsync_ref" -w 20 "$W/ref20a" "$N" "$SIZE" </dev/null) || ref20_alone=''
+pace=()
+ref_rate=$(lat_json rate "$lat_alone" 2>/dev/null || true)
+[ -z "$ref_rate" ] || pace=(-r "$ref_rate")
+say "reference: 20 durable writers (fsync_ref -w 20 ${pace[*]}), $N messages, alone"
+ref20_alone=$(timeout 120 "$OUT/fsync_ref" -w 20 "${pace[@]}" "$W/ref20a" "$N" "$SIZE" </dev/null) || ref20_alone=''
 say "  $ref20_alone"
-say "reference: 20 durable writers beside dd $BULK_MB MiB conv=fdatasync"
-beside_dd "$W/ref.beside" timeout 600 "$OUT/fsync_ref" -w 20 -u "$W/bulk.done" "$W/ref20b" 1000000 "$SIZE"
+say "reference: 20 durable writers (${pace[*]}) beside dd $BULK_MB MiB conv=fdatasync"
+beside_dd "$W/ref.beside" timeout 600 "$OUT/fsync_ref" -w 20 "${pace[@]}" -u "$W/bulk.done" "$W/ref20b" 1000000 "$SIZE"
 ref20_beside=$(cat "$W/ref.beside" 2>/dev/null || true)
 say "  ${DD_BESIDE:-?} MiB/s; $ref20_beside"
 got_lat=$(( $(count_new) - before_lat ))
@@ -605,7 +610,9 @@ ref_row() {      # ref_row WHAT "count seconds rate p50 p99 max"
     fi
 }
 ref_p99() { local _n _t _r _p50 p99 _m; read -r _n _t _r _p50 p99 _m <<<"$1"; echo "$p99"; }
-ref_row "reference: 20 durable writers (fsync_ref -w 20), alone" "$ref20_alone"
+paced="not paced: picomail's rate alone not measured"
+[ -z "$ref_rate" ] || paced="paced at picomail's rate alone, $(fmt0 "$ref_rate") msg/s"
+ref_row "reference: 20 durable writers (fsync_ref -w 20, $paced), alone" "$ref20_alone"
 ref_row "reference: 20 durable writers beside the same bulk writer" "$ref20_beside"
 # Neither may collapse: picomail's rate beside dd at least a quarter of its
 # own alone, and its p99 beside dd within twice the reference's beside the

@@ -1,4 +1,4 @@
-/* fsync_ref [-w WRITERS] [-u UNTIL] DIR COUNT SIZE - the durable-write limit
+/* fsync_ref [-w WRITERS] [-r RATE] [-u UNTIL] DIR COUNT SIZE - the durable-write limit
  * of a disk, for the benchmark report (tests/bench/bench.sh).
  *
  * One writer does, COUNT times, exactly the system calls a durable Maildir
@@ -10,6 +10,11 @@
  * -w WRITERS: that many writers at once (processes), into the same DIR, the
  *   COUNT messages shared among them: the reference for a server's
  *   latency with as many sessions, each waiting for its own syncs.
+ * -r RATE: no more than RATE messages a second in all: a writer starts a
+ *   message no sooner than WRITERS / RATE seconds after it started its
+ *   last one (and does not catch up after a slow one, as a session would
+ *   not).  The bench paces the writers at picomail's own rate, so that both
+ *   have as many messages in flight in each of the disk's stalls.
  * -u UNTIL: stop once the file UNTIL exists (COUNT is then the most
  *   written): the bench runs it beside a bulk writer for as long as that
  *   one writes.
@@ -33,6 +38,15 @@
 #include <unistd.h>
 
 #define MAX_WRITERS 64
+
+/* What every writer is told. */
+struct job {
+	const char *dir;
+	const char *until;    /* or NULL */
+	int writers;
+	long count, size;
+	double rate;          /* messages a second in all, or 0: no pacing */
+};
 
 static void die(const char *what, const char *path)
 {
@@ -114,36 +128,54 @@ static void deliver(const char *dir, int dfd, int w, long i, const char *buf, lo
 	}
 }
 
+/* Sleeps until a writer whose last message started at LAST may start its
+ * next one, when the job is paced. */
+static void pace(const struct job *j, double last)
+{
+	double due, left;
+	struct timespec ts;
+
+	if (j->rate <= 0 || last == 0) {
+		return;
+	}
+	due = last + (double)j->writers / j->rate;
+	while ((left = due - now()) > 0) {
+		ts.tv_sec = (time_t)left;
+		ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* Writer W: messages W, W + WRITERS, ... below COUNT, each one's latency in
  * LAT[i] (ms), or -1 for one not written because UNTIL appeared. */
-static void writer(const char *dir, int w, int writers, long count, long size, const char *until,
-		   double *lat)
+static void writer(const struct job *jb, int w, double *lat)
 {
 	char newdir[4200];
 	char *buf;
 	long i, j;
 	int dfd;
-	double t1;
+	double t1 = 0;
 
-	buf = malloc((size_t)size);
+	buf = malloc((size_t)jb->size);
 	if (buf == NULL) {
 		die("malloc", "");
 	}
 	/* Text like a mail body: 79 characters and a LF per line. */
-	for (j = 0; j < size; j++) {
+	for (j = 0; j < jb->size; j++) {
 		buf[j] = (j % 80 == 79) ? '\n' : (char)('a' + j % 26);
 	}
-	snprintf(newdir, sizeof newdir, "%s/new", dir);
+	snprintf(newdir, sizeof newdir, "%s/new", jb->dir);
 	dfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		die("open", newdir);
 	}
-	for (i = w; i < count; i += writers) {
-		if (until != NULL && access(until, F_OK) == 0) {
+	for (i = w; i < jb->count; i += jb->writers) {
+		pace(jb, t1);
+		if (jb->until != NULL && access(jb->until, F_OK) == 0) {
 			break;
 		}
 		t1 = now();
-		deliver(dir, dfd, w, i, buf, size);
+		deliver(jb->dir, dfd, w, i, buf, jb->size);
 		lat[i] = (now() - t1) * 1000.0;
 	}
 	close(dfd);
@@ -170,24 +202,26 @@ static int wait_writers(const pid_t *pids, int writers)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: fsync_ref [-w WRITERS] [-u UNTIL] DIR COUNT SIZE\n");
+	fprintf(stderr, "usage: fsync_ref [-w WRITERS] [-r RATE] [-u UNTIL] DIR COUNT SIZE\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	char path[4200];
-	const char *dir, *until = NULL;
+	struct job jb = { NULL, NULL, 1, 0, 0, 0 };
 	pid_t pids[MAX_WRITERS];
-	long count, size, i, n;
-	int writers = 1, w, c;
+	long count, i, n;
+	int w, c;
 	double t0, t, *lat;
 
-	while ((c = getopt(argc, argv, "w:u:")) != -1) {
+	while ((c = getopt(argc, argv, "w:r:u:")) != -1) {
 		if (c == 'w') {
-			writers = atoi(optarg);
+			jb.writers = atoi(optarg);
+		} else if (c == 'r') {
+			jb.rate = strtod(optarg, NULL);
 		} else if (c == 'u') {
-			until = optarg;
+			jb.until = optarg;
 		} else {
 			usage();
 		}
@@ -195,17 +229,18 @@ int main(int argc, char **argv)
 	if (argc - optind != 3) {
 		usage();
 	}
-	dir = argv[optind];
-	count = strtol(argv[optind + 1], NULL, 10);
-	size = strtol(argv[optind + 2], NULL, 10);
-	if (count <= 0 || size <= 0 || size > (1L << 24) || writers < 1 || writers > MAX_WRITERS) {
-		fprintf(stderr, "fsync_ref: bad WRITERS, COUNT or SIZE\n");
+	jb.dir = argv[optind];
+	jb.count = count = strtol(argv[optind + 1], NULL, 10);
+	jb.size = strtol(argv[optind + 2], NULL, 10);
+	if (count <= 0 || jb.size <= 0 || jb.size > (1L << 24) || jb.writers < 1 || jb.writers > MAX_WRITERS ||
+	    jb.rate < 0) {
+		fprintf(stderr, "fsync_ref: bad WRITERS, RATE, COUNT or SIZE\n");
 		return 2;
 	}
-	make_dir(dir);
-	snprintf(path, sizeof path, "%s/tmp", dir);
+	make_dir(jb.dir);
+	snprintf(path, sizeof path, "%s/tmp", jb.dir);
 	make_dir(path);
-	snprintf(path, sizeof path, "%s/new", dir);
+	snprintf(path, sizeof path, "%s/new", jb.dir);
 	make_dir(path);
 	/* Shared with the writers, which fill in their own slots. */
 	lat = mmap(NULL, (size_t)count * sizeof *lat, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -217,17 +252,17 @@ int main(int argc, char **argv)
 	}
 
 	t0 = now();
-	for (w = 0; w < writers; w++) {
+	for (w = 0; w < jb.writers; w++) {
 		pids[w] = fork();
 		if (pids[w] < 0) {
 			die("fork", "");
 		}
 		if (pids[w] == 0) {
-			writer(dir, w, writers, count, size, until, lat);
+			writer(&jb, w, lat);
 			_exit(0);
 		}
 	}
-	if (wait_writers(pids, writers) != 0) {
+	if (wait_writers(pids, jb.writers) != 0) {
 		fprintf(stderr, "fsync_ref: a writer failed\n");
 		return 1;
 	}
@@ -238,7 +273,7 @@ int main(int argc, char **argv)
 	}
 	n = count - i;
 	if (n == 0) {
-		fprintf(stderr, "fsync_ref: %s existed before the first message\n", until);
+		fprintf(stderr, "fsync_ref: %s existed before the first message\n", jb.until);
 		return 1;
 	}
 	printf("%ld %.3f %.1f %.3f %.3f %.3f\n", n, t, (double)n / t, pick(lat + i, n, 0.5), pick(lat + i, n, 0.99),
