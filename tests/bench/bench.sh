@@ -17,8 +17,9 @@
 #     each picomail run's ratio to the reference run of its own round)
 #   - acknowledgement latency with 20 sessions (tests/bench/ack_latency.py)
 #     alone and beside a bulk writer (dd conv=fdatasync) on the same file
-#     system, against 20 durable writers (fsync_ref -w 20) alone and beside
-#     the same dd, and dd's rate alone and beside picomail
+#     system, against 20 durable writers paced at picomail's rate
+#     (fsync_ref -w 20 -r) alone and beside the same dd, and dd's rate
+#     alone and beside picomail
 #   - the daemon's RSS idle, and what it is made of mapping by mapping
 #     (tests/bench/rss_breakdown.py: code, constants, .data, .bss, heap,
 #     stack, the pools' mappings), with 50 idle connections, peak during the
