@@ -78,6 +78,10 @@ class PortTaken(GuestError):
     machine runs, so nothing of the guest ran and no disk was written."""
 
 
+# Console lines a timed-out command's error shows: enough for the kernel's
+# hung-task reports (rcS sets their delay to 20 s), a stack each.
+HUNG_LINES = 150
+
 # A port taken is a race on the host, not the guest's doing: tried with
 # fresh ports up to this many times in all.
 PORT_TRIES = 3
@@ -110,8 +114,10 @@ class Guest:
     def command(self):
         img = os.path.join(IMAGES, self.board)
         self.ctl_path = os.path.join(self.workdir, "ctl.sock")
-        if os.path.exists(self.ctl_path):
-            os.unlink(self.ctl_path)
+        self.mon_path = os.path.join(self.workdir, "mon.sock")
+        for path in (self.ctl_path, self.mon_path):
+            if os.path.exists(path):
+                os.unlink(path)
         self.ports = dict(zip(("smtp", "submission", "pop3"), free_ports(3)))
         net = "user,id=n0,restrict=on,ipv6=off,net=10.0.2.0/24,host=10.0.2.2"
         net += ",hostfwd=tcp:127.0.0.1:%d-%s:25" % (self.ports["smtp"], GUEST_IP)
@@ -129,6 +135,7 @@ class Guest:
             "-serial", "chardev:con",
             "-chardev", "socket,id=ctl,path=%s,server=on,wait=on" % self.ctl_path,
             "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=ctl,name=fw.ctl",
+            "-monitor", "unix:%s,server=on,wait=off" % self.mon_path,
             "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
         ]
         if self.rtc:
@@ -263,7 +270,8 @@ class Guest:
                     return line
             left = deadline - time.monotonic()
             if left <= 0:
-                raise GuestError("%s: no answer to %s in time; console:\n%s" % (self.board, what, self.tail("console.log")))
+                raise GuestError("%s: no answer to %s in time; qemu's interrupt controller:\n%s\nconsole:\n%s" % (
+                    self.board, what, self.monitor("info pic"), self.tail("console.log", HUNG_LINES)))
             if self.proc.poll() is not None:
                 raise GuestError("%s: qemu exited (%s) during %s; console:\n%s" % (
                     self.board, self.proc.returncode, what, self.tail("console.log")))
@@ -276,6 +284,31 @@ class Guest:
                 raise GuestError("%s: control channel closed during %s (%s); qemu.log:\n%s\nconsole:\n%s" % (
                     self.board, what, self._exit_status(), self.tail("qemu.log"), self.tail("console.log")))
             self.buf += data
+
+    def monitor(self, command):
+        """What qemu's monitor answers to COMMAND (its last lines), for the
+        error of a guest that stopped answering; never raises."""
+        out = b""
+        try:
+            with socket.socket(socket.AF_UNIX) as m:
+                m.settimeout(2)
+                m.connect(self.mon_path)
+                m.sendall(command.encode() + b"\n")
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and out.count(b"(qemu)") < 2:
+                    try:
+                        data = m.recv(65536)
+                    except socket.timeout:
+                        break
+                    if not data:
+                        break
+                    out += data
+        except OSError as e:
+            return "(no answer from qemu's monitor: %s)" % e
+        # The monitor echoes the line as it is typed, with cursor moves.
+        lines = re.sub(rb"\x1b\[[0-9]*[A-Za-z]", b"", out).decode("utf-8", "replace").splitlines()
+        said = "\n".join(l for l in lines if l.strip() and not l.startswith(("(qemu)", "QEMU ")))
+        return said or "(nothing on this machine)"
 
     # ------------------------------------------------------------ commands
     def run(self, script, timeout=120):
