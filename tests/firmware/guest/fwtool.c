@@ -8,6 +8,8 @@
  *
  *   fwtool dm-logwrites NAME DATADEV LOGDEV   create NAME over DATADEV, logging
  *                                            every write to LOGDEV; prints /dev/dm-N
+ *   fwtool dm-linear NAME DEV START SECTORS  SECTORS of DEV from START (512-byte
+ *                                            sectors) as NAME; prints /dev/dm-N
  *   fwtool dm-message NAME TEXT...           e.g. "mark ack:3" (a mark in the log)
  *   fwtool dm-remove NAME
  *   fwtool ubi-mkvol /dev/ubiN NAME          a dynamic volume of all free space
@@ -151,20 +153,21 @@ static long long dev_sectors(const char *path)
 	return end < 0 ? -1 : (long long)(end / 512);
 }
 
-static int dm_logwrites(const char *name, const char *data, const char *log)
+/* Creates the dm device NAME of one target, TYPE with PARAMS over SECTORS,
+ * makes it live and prints its /dev/dm-N. */
+static int dm_create(const char *name, const char *type, long long sectors, const char *params)
 {
 	union dm_buf b;
 	struct dm_target_spec *spec;
-	char *params;
-	long long sectors = dev_sectors(data);
-	size_t plen;
+	size_t plen = strlen(params) + 1;
 	int fd = dm_open();
 
 	if (fd < 0) {
 		return fail("/dev/mapper/control");
 	}
-	if (sectors <= 0) {
-		return fail(data);
+	if (plen > 1024) {
+		errno = E2BIG;
+		return fail("table");
 	}
 	dm_init(&b, name);
 	if (dm_call(fd, _IOWR(DM_IOCTL, DM_DEV_CREATE_CMD, struct dm_ioctl), &b, "create")) {
@@ -175,9 +178,8 @@ static int dm_logwrites(const char *name, const char *data, const char *log)
 	spec = (struct dm_target_spec *)(b.bytes + sizeof b.io);
 	spec->sector_start = 0;
 	spec->length = (uint64_t)sectors;
-	snprintf(spec->target_type, sizeof spec->target_type, "log-writes");
-	params = (char *)(spec + 1);
-	plen = (size_t)snprintf(params, 1024, "%s %s", data, log) + 1;
+	snprintf(spec->target_type, sizeof spec->target_type, "%s", type);
+	memcpy(spec + 1, params, plen);
 	spec->next = (uint32_t)((sizeof *spec + plen + 7) & ~(size_t)7);
 	if (dm_call(fd, _IOWR(DM_IOCTL, DM_TABLE_LOAD_CMD, struct dm_ioctl), &b, "table load")) {
 		return 1;
@@ -189,6 +191,40 @@ static int dm_logwrites(const char *name, const char *data, const char *log)
 	printf("/dev/dm-%u\n", minor((dev_t)b.io.dev));
 	close(fd);
 	return 0;
+}
+
+static int dm_logwrites(const char *name, const char *data, const char *log)
+{
+	char params[1024];
+	long long sectors = dev_sectors(data);
+
+	if (sectors <= 0) {
+		return fail(data);
+	}
+	snprintf(params, sizeof params, "%s %s", data, log);
+	return dm_create(name, "log-writes", sectors, params);
+}
+
+/* SECTORS of DEV from sector START, as a device of its own: two regions of
+ * one disk stand for two disks. */
+static int dm_linear(const char *name, const char *dev, const char *start, const char *sectors)
+{
+	char params[1024];
+	char *end;
+	long long first = strtoll(start, &end, 10);
+	long long n;
+
+	if (*start == '\0' || *end != '\0' || first < 0) {
+		errno = EINVAL;
+		return fail(start);
+	}
+	n = strtoll(sectors, &end, 10);
+	if (*sectors == '\0' || *end != '\0' || n <= 0) {
+		errno = EINVAL;
+		return fail(sectors);
+	}
+	snprintf(params, sizeof params, "%s %lld", dev, first);
+	return dm_create(name, "linear", n, params);
 }
 
 static int dm_message(const char *name, int argc, char **argv)
@@ -340,6 +376,9 @@ int main(int argc, char **argv)
 	if (argc == 5 && strcmp(argv[1], "dm-logwrites") == 0) {
 		return dm_logwrites(argv[2], argv[3], argv[4]);
 	}
+	if (argc == 6 && strcmp(argv[1], "dm-linear") == 0) {
+		return dm_linear(argv[2], argv[3], argv[4], argv[5]);
+	}
 	if (argc >= 4 && strcmp(argv[1], "dm-message") == 0) {
 		return dm_message(argv[2], argc - 3, argv + 3);
 	}
@@ -352,7 +391,8 @@ int main(int argc, char **argv)
 	if (argc >= 3 && strcmp(argv[1], "elcr") == 0) {
 		return elcr(argc - 2, argv + 2);
 	}
-	fprintf(stderr, "usage: %s dm-logwrites NAME DATADEV LOGDEV | dm-message NAME TEXT... |\n"
+	fprintf(stderr, "usage: %s dm-logwrites NAME DATADEV LOGDEV | dm-linear NAME DEV START SECTORS |\n"
+		"       dm-message NAME TEXT... |\n"
 		"       dm-remove NAME | ubi-mkvol /dev/ubiN NAME | elcr IRQ...\n", me);
 	return 2;
 }
