@@ -5,9 +5,9 @@ model a disk that loses what it was not told to flush.  Here the guest's
 flash partition is a dm-log-writes device (fwtool), over the first 32 MB of
 the guest's one disk, logging to the 256 MB after them: the kernel logs
 each write once a flush has made it stable, in that order, with FLUSH and
-FUA flags.  While picomail
-runs on it, the host delivers mail by SMTP, the guest's `sendmail` queues
-mail for the sink, the queue relays it, and POP3 deletes; around each
+FUA flags.  While picomail runs on it, the host delivers mail by SMTP, the
+guest's `sendmail` queues mail for the sink, the queue relays it, and POP3
+deletes; around each
 acknowledgement the guest puts marks in the log ("begin:n" before the
 client starts, "ack:n" once it has its 250 or its exit 0, "quit:user:..."
 before a POP3 QUIT and "quitok:user:..." after its +OK).
