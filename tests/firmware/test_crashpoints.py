@@ -7,10 +7,10 @@ the guest's one disk, logging to the 256 MB after them: the kernel logs
 each write once a flush has made it stable, in that order, with FLUSH and
 FUA flags.  While picomail runs on it, the host delivers mail by SMTP, the
 guest's `sendmail` queues mail for the sink, the queue relays it, and POP3
-deletes; around each
-acknowledgement the guest puts marks in the log ("begin:n" before the
-client starts, "ack:n" once it has its 250 or its exit 0, "quit:user:..."
-before a POP3 QUIT and "quitok:user:..." after its +OK).
+deletes; around each acknowledgement the guest puts marks in the log
+("begin:n" before the client starts, "ack:n" once it has its 250 or its
+exit 0, "quit:user:..." before a POP3 QUIT and "quitok:user:..." after its
++OK).
 
 On the host, dmlog.py replays the log onto the partition's first image,
 stopping at every crash point (FIRMWARE_CRASH_POINTS=all, the default:
