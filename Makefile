@@ -88,6 +88,18 @@ LDFLAGS_ALL := -static -no-pie -Wl,--gc-sections -Wl,-z,norelro -Wl,-z,common-pa
 	-Wl,--sort-section=alignment \
 	$(LTO_LDFLAGS) $(LDFLAGS)
 LIBS := $(BEARSSL)/lib/libbearssl.a
+# A board may link a libc of its own build instead of its compiler's
+# (board.mk: LIBC_REBUILD := yes, with LIBC_CFLAGS and LIBC_COMPRESSED_CFLAGS
+# for it): board/common/musl.sh rebuilds Debian's musl from its source
+# package into build/$(BOARD)/libc, shared by IMAP=yes and no.  The -L
+# comes before the musl-gcc wrapper's own library directory; the start
+# files are that build's too (musl.sh says why), crtn.o last.
+ifeq ($(LIBC_REBUILD),yes)
+LIBC_DIR := build/$(BOARD)/libc
+LIBC_A := $(LIBC_DIR)/libc.a
+LDFLAGS_ALL += -nostartfiles $(LIBC_DIR)/crt1.o $(LIBC_DIR)/crti.o -L$(LIBC_DIR)
+LIBC_END := $(LIBC_DIR)/crtn.o
+endif
 
 # src/libc/: small stand-ins for parts of musl that are large for what
 # picomail asks of them (vfprintf.c says why), linked instead of musl's.
@@ -138,6 +150,13 @@ $(LIBS): FORCE
 		$(if $(AR),AR="$(AR)") \
 		bash board/common/bearssl.sh $(CC) $(BEARSSL)
 
+ifneq ($(LIBC_A),)
+$(LIBC_A): FORCE
+	@DEB_ARCH="$(DEB_ARCH)" LIBC_CFLAGS="$(BOARD_CFLAGS) $(OPT) $(LIBC_CFLAGS)" \
+		LIBC_COMPRESSED_CFLAGS="$(LIBC_COMPRESSED_CFLAGS)" LINK_CC="$(CC) $(BOARD_CFLAGS) -fno-pie" QEMU="$(QEMU)" \
+		$(if $(AR),AR="$(AR)") bash board/common/musl.sh $(CROSS)gcc $(LIBC_DIR)
+endif
+
 $(BUILD)/obj/%.o: src/%.c $(HEADERS) $(LIBS) $(BUILD)/.flags
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
@@ -183,10 +202,10 @@ $(BUILD)/text-order.ld: $(TEXT_ORDER) Makefile
 # picomail.map says where each input section went; picomail is it stripped,
 # without the compilers' .comment either, and held to SIZE_LIMIT (an
 # oversized one is not left behind for a later make to accept).
-$(BUILD)/picomail.elf: $(OBJS) $(LIBS) $(TEXT_ORDER_LD)
+$(BUILD)/picomail.elf: $(OBJS) $(LIBS) $(LIBC_A) $(TEXT_ORDER_LD)
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(TEXT_ORDER_LDFLAGS) -Wl,-Map,$(BUILD)/picomail.map \
-		-o $@ $(OBJS) $(LIBS)
+		-o $@ $(OBJS) $(LIBS) $(LIBC_END)
 
 # Stripped in place on a copy: Buildroot's STRIP is /bin/true when the
 # packager keeps symbols.
@@ -204,10 +223,10 @@ $(BUILD)/picomail: $(BUILD)/picomail.elf
 	fi
 	@mv $@.tmp $@
 
-$(BUILD)/picomail-test: $(TEST_OBJS) $(LIBS) $(TEXT_ORDER_LD)
+$(BUILD)/picomail-test: $(TEST_OBJS) $(LIBS) $(LIBC_A) $(TEXT_ORDER_LD)
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) $(TEXT_ORDER_LDFLAGS) \
-		-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $(TEST_OBJS) $(LIBS)
+		-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc -o $@ $(TEST_OBJS) $(LIBS) $(LIBC_END)
 
 # A demo daemon on loopback ports with its Maildir under ./run/.
 run: deps all

@@ -110,9 +110,17 @@ for b in $BOARDS; do
             case " $UNIT_SKIP " in *" $t "*) continue ;; esac
             units="$units build/$b/unit/$t"
         done
+        # A board that links a libc of its own build (the Makefile's
+        # LIBC_REBUILD) links the tests with it too, start files and all
+        # (compiling with -c, gcc only warns that they are not used).
+        libc_ld=''
+        if [ "$(board_var "$b" LIBC_REBUILD)" = yes ]; then
+            l=build/$b/libc
+            libc_ld="-nostartfiles $l/crt1.o $l/crti.o $l/crtn.o -L$l"
+        fi
         # shellcheck disable=SC2086  # a list of targets
         if ! $MAKE --no-print-directory -j"$NPROC" -f tests/unit/unit.mk \
-                UNIT_CC="$(board_var "$b" CC) -static" UNIT_LDLIBS= \
+                UNIT_CC="$(board_var "$b" CC) -static $libc_ld" UNIT_LDLIBS= \
                 UNIT_CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fno-pie $(board_var "$b" BOARD_CFLAGS)" \
                 UNIT_OUT="build/$b/unit" UNIT_BEARSSL="build/$b/bearssl" $units >>"$log" 2>&1; then
             status[$b]="unit tests do not build"
