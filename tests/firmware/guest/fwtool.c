@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,25 +154,48 @@ static long long dev_sectors(const char *path)
 	return end < 0 ? -1 : (long long)(end / 512);
 }
 
-/* Creates the dm device NAME of one target, TYPE with PARAMS over SECTORS,
- * makes it live and prints its /dev/dm-N. */
-static int dm_create(const char *name, const char *type, long long sectors, const char *params)
+/* A count of 512-byte sectors given in decimal, at least MIN; -1 with
+ * errno EINVAL for anything else (empty, trailing text, out of range). */
+static long long sectors_arg(const char *s, long long min)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || errno != 0 || v < min) {
+		errno = EINVAL;
+		return -1;
+	}
+	return v;
+}
+
+/* Creates the dm device NAME of one target, TYPE over SECTORS with the
+ * parameters FMT formats, makes it live and prints its /dev/dm-N. */
+static int dm_create(const char *name, const char *type, long long sectors, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int dm_create(const char *name, const char *type, long long sectors, const char *fmt, ...)
 {
 	union dm_buf b;
 	struct dm_target_spec *spec;
-	size_t plen = strlen(params) + 1;
-	int fd = dm_open();
+	char params[1024];
+	va_list ap;
+	int n, fd, rc = 1;
 
-	if (fd < 0) {
-		return fail("/dev/mapper/control");
-	}
-	if (plen > 1024) {
+	va_start(ap, fmt);
+	n = vsnprintf(params, sizeof params, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof params) {
 		errno = E2BIG;
 		return fail("table");
 	}
+	fd = dm_open();
+	if (fd < 0) {
+		return fail("/dev/mapper/control");
+	}
 	dm_init(&b, name);
 	if (dm_call(fd, _IOWR(DM_IOCTL, DM_DEV_CREATE_CMD, struct dm_ioctl), &b, "create")) {
-		return 1;
+		goto out;
 	}
 	dm_init(&b, name);
 	b.io.target_count = 1;
@@ -179,52 +203,45 @@ static int dm_create(const char *name, const char *type, long long sectors, cons
 	spec->sector_start = 0;
 	spec->length = (uint64_t)sectors;
 	snprintf(spec->target_type, sizeof spec->target_type, "%s", type);
-	memcpy(spec + 1, params, plen);
-	spec->next = (uint32_t)((sizeof *spec + plen + 7) & ~(size_t)7);
+	memcpy(spec + 1, params, (size_t)n + 1);
+	spec->next = (uint32_t)((sizeof *spec + (size_t)n + 1 + 7) & ~(size_t)7);
 	if (dm_call(fd, _IOWR(DM_IOCTL, DM_TABLE_LOAD_CMD, struct dm_ioctl), &b, "table load")) {
-		return 1;
+		goto out;
 	}
 	dm_init(&b, name);   /* no DM_SUSPEND_FLAG: resume, making the table live */
 	if (dm_call(fd, _IOWR(DM_IOCTL, DM_DEV_SUSPEND_CMD, struct dm_ioctl), &b, "resume")) {
-		return 1;
+		goto out;
 	}
 	printf("/dev/dm-%u\n", minor((dev_t)b.io.dev));
+	rc = 0;
+out:
 	close(fd);
-	return 0;
+	return rc;
 }
 
 static int dm_logwrites(const char *name, const char *data, const char *log)
 {
-	char params[1024];
 	long long sectors = dev_sectors(data);
 
 	if (sectors <= 0) {
 		return fail(data);
 	}
-	snprintf(params, sizeof params, "%s %s", data, log);
-	return dm_create(name, "log-writes", sectors, params);
+	return dm_create(name, "log-writes", sectors, "%s %s", data, log);
 }
 
 /* SECTORS of DEV from sector START, as a device of its own: two regions of
  * one disk stand for two disks. */
 static int dm_linear(const char *name, const char *dev, const char *start, const char *sectors)
 {
-	char params[1024];
-	char *end;
-	long long first = strtoll(start, &end, 10);
-	long long n;
+	long long first, n;
 
-	if (*start == '\0' || *end != '\0' || first < 0) {
-		errno = EINVAL;
+	if ((first = sectors_arg(start, 0)) < 0) {
 		return fail(start);
 	}
-	n = strtoll(sectors, &end, 10);
-	if (*sectors == '\0' || *end != '\0' || n <= 0) {
-		errno = EINVAL;
+	if ((n = sectors_arg(sectors, 1)) < 0) {
 		return fail(sectors);
 	}
-	snprintf(params, sizeof params, "%s %lld", dev, first);
-	return dm_create(name, "linear", n, params);
+	return dm_create(name, "linear", n, "%s %lld", dev, first);
 }
 
 static int dm_message(const char *name, int argc, char **argv)
