@@ -159,6 +159,8 @@ unsigned queue_active(void)
 }
 
 static void schedule(void);
+static void sweep_orphans(int64_t now);
+static int64_t sweep_next;   /* when the running daemon next looks for orphans */
 
 static void arm(int64_t when_s)
 {
@@ -719,6 +721,9 @@ static void schedule(void)
 	if (shutting) {
 		return;
 	}
+	if (now >= sweep_next) {
+		sweep_orphans(now);
+	}
 	for (i = 0; i < nitems_seen; i++) {
 		struct qitem *it = &items[i];
 
@@ -742,9 +747,7 @@ static void schedule(void)
 			soonest = it->next;
 		}
 	}
-	if (soonest != 0) {
-		arm(soonest);
-	}
+	arm(soonest != 0 && soonest < sweep_next ? soonest : sweep_next);
 }
 
 static void timer_fired(void *ctx, int revents)
@@ -950,7 +953,10 @@ static void index_one(const char *name, void *ctx)
 /* A message file without its envelope is what a crash leaves between the
  * two renames of queue_commit, or between the two unlinks of queue_remove:
  * no run will ever send it.  Only old ones go, since `sendmail` may be
- * between its own two renames right now. */
+ * between its own two renames right now.  They are looked for at start-up
+ * and then every ORPHAN_AGE by the running daemon: after a power cut the
+ * daemon starts again within seconds, when the file is young, and a router
+ * may then run for months. */
 #define ORPHAN_AGE (60 * 60)
 
 static void clean_orphan_one(const char *name, void *ctx)
@@ -968,6 +974,25 @@ static void clean_orphan_one(const char *name, void *ctx)
 	if (io_unlink(msg) == 0) {
 		log_msg(LOG_NOTICE, "queue: removed %s, a message file without an envelope", name);
 	}
+}
+
+static void sweep_orphans(int64_t now)
+{
+	char dir[PATH_LEN];
+	int64_t every = ORPHAN_AGE;
+
+#ifdef PICOMAIL_TEST
+	/* The tests' daemon looks every PICOMAIL_ORPHAN_SWEEP_S seconds. */
+	const char *e = getenv("PICOMAIL_ORPHAN_SWEEP_S");
+
+	if (e != NULL && atoi(e) > 0) {
+		every = atoi(e);
+	}
+#endif
+	if (snprintf(dir, sizeof dir, "%s/msg", cf()->spool) < (int)sizeof dir) {
+		io_each_name(dir, clean_orphan_one, NULL);
+	}
+	sweep_next = now + every;
 }
 
 static void clean_tmp_one(const char *name, void *ctx)
@@ -1004,8 +1029,7 @@ int queue_init(const struct conf *c)
 	io_each_name(dir, clean_tmp_one, NULL);
 	snprintf(dir, sizeof dir, "%s/env", c->spool);
 	io_each_name(dir, index_one, NULL);
-	snprintf(dir, sizeof dir, "%s/msg", c->spool);
-	io_each_name(dir, clean_orphan_one, NULL);
+	sweep_orphans(now_s());
 	timer_slot = loop_add(-1, 0, timer_fired, NULL);
 	if (timer_slot < 0) {
 		return -1;

@@ -346,3 +346,38 @@ def test_start_removes_old_message_files_without_an_envelope(make_daemon):
     assert os.listdir(os.path.join(d.spool, "env")) == ["QUEUED3"]
     assert "removed OLDORPHAN1, a message file without an envelope" in d.log()
     assert d.stop() == 0
+
+
+def test_running_daemon_removes_old_message_files_without_an_envelope(make_daemon,
+                                                                     picomail_test_bin):
+    """After a power cut the daemon starts again within seconds, when such a
+    file is still young, and a router may then run for months: the running
+    daemon looks again every hour (the test build every
+    PICOMAIL_ORPHAN_SWEEP_S seconds).  An orphan that has grown old goes
+    without a restart; a young one and a queued message stay."""
+    d = make_daemon(binary=picomail_test_bin, env={"PICOMAIL_ORPHAN_SWEEP_S": "1"},
+                    extra=["smarthost 127.0.0.1:%d" % free_port(), "retry_min 1h",
+                           "retry_max 1h", "resolver 127.0.0.1:%d" % dead_udp_port()])
+    msg_dir, env_dir = os.path.join(d.spool, "msg"), os.path.join(d.spool, "env")
+    wait_for(lambda: os.path.isdir(msg_dir) and os.path.isdir(env_dir), scaled(5), "the spool")
+    old = time.time() - 2 * 3600
+    # The envelope first, so that no sweep sees QUEUED3's message alone.
+    with open(os.path.join(env_dir, "QUEUED3"), "w") as f:
+        f.write("picomail-queue 1\narrival %d\nsender alice@lan\nattempts 1\nnext %d\n"
+                "rcpt PR x@remote.test\nend\n" % (old, time.time() + 3600))
+    # Each message file made beside the spool and renamed in whole, its
+    # time set first, as a crash leaves it.
+    for name, seq in (("OLDORPHAN1", 1), ("YOUNGORPHAN2", 2), ("QUEUED3", 3)):
+        part = os.path.join(os.path.dirname(d.spool), name + ".part")
+        with open(part, "wb") as f:
+            f.write(numbered(seq).replace(b"\r\n", b"\n"))
+        if name != "YOUNGORPHAN2":
+            os.utime(part, (old, old))
+        os.rename(part, os.path.join(msg_dir, name))
+    wait_for(lambda: "OLDORPHAN1" not in os.listdir(msg_dir), scaled(10),
+             "the running daemon to remove OLDORPHAN1")
+    assert "removed OLDORPHAN1, a message file without an envelope" in d.log()
+    time.sleep(scaled(1.5))   # more sweeps: the others stay
+    assert sorted(os.listdir(msg_dir)) == ["QUEUED3", "YOUNGORPHAN2"]
+    assert os.listdir(env_dir) == ["QUEUED3"]
+    assert d.stop() == 0
