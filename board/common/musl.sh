@@ -20,6 +20,7 @@
 # <repo>/build/src), beside BearSSL's (bearssl.sh).
 # Environment:
 #   DEB_ARCH      the board's Debian architecture (mipsel): which musl-dev
+#                 (default: the build machine's own)
 #   LIBC_CFLAGS   flags for every object (-march, -mno-abicalls, -Oz ...)
 #   LIBC_COMPRESSED_CFLAGS
 #                 flags tried first for each C file (-mips16): a file that
@@ -50,7 +51,7 @@ SRC_CACHE=${SRC_CACHE:-$ROOT/build/src}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 ar_cmd=${AR:-ar}
 nm_cmd=${NM:-${ar_cmd%ar}nm}
-[ -n "${DEB_ARCH-}" ] || die "DEB_ARCH not set"
+DEB_ARCH=${DEB_ARCH:-$(dpkg --print-architecture)}
 command -v "${CC%% *}" >/dev/null 2>&1 || die "compiler not found: $CC"
 
 # ---------------------------------------------------------------- source
